@@ -1,0 +1,150 @@
+//! Command-line interface: flags (each with a `GPUSCOUT_*` env var) and the commands.
+//!
+//! Precedence for every setting: command-line flag, then environment variable, then default.
+
+use crate::discover::{self, Options};
+use crate::hostroot::HostRoot;
+use crate::labels::{CompatProfiles, LabelConfig};
+use crate::model::Status;
+use crate::render::{self, Format};
+use clap::{Args, Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
+
+/// GPU node agent: discovers AMD, NVIDIA and Intel GPUs, verifies their driver stack (Talos
+/// extensions, modules, binding, firmware), labels the Node and exports Prometheus metrics.
+///
+/// Every flag can also be set with the environment variable named in its help; a flag given on
+/// the command line wins over the environment, which wins over the default.
+#[derive(Debug, Parser)]
+#[command(name = "gpuscout", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Settings shared by all commands.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Host filesystem root: sys/, proc/, dev/, etc/, usr/ and lib/ are read below it.
+    #[arg(long, env = "GPUSCOUT_ROOT", default_value = "/", global = true)]
+    pub root: PathBuf,
+
+    /// Prefix of the label keys gpuscout owns.
+    #[arg(long, env = "GPUSCOUT_LABEL_PREFIX", default_value = crate::labels::DEFAULT_PREFIX, global = true)]
+    pub label_prefix: String,
+
+    /// Also write the `nvidia.com/gpu.*` / `nvidia.com/cuda.*` keys of NVIDIA GPU Feature Discovery.
+    #[arg(long, env = "GPUSCOUT_COMPAT_NVIDIA_GFD", global = true)]
+    pub compat_nvidia_gfd: bool,
+
+    /// Also write the `amd.com/gpu.*` keys of AMD's node labeller.
+    #[arg(long, env = "GPUSCOUT_COMPAT_AMD_LABELLER", global = true)]
+    pub compat_amd_labeller: bool,
+
+    /// Also write the Intel NFD rule keys (`intel.feature.node.kubernetes.io/gpu`, ...).
+    #[arg(long, env = "GPUSCOUT_COMPAT_INTEL_NFD", global = true)]
+    pub compat_intel_nfd: bool,
+
+    /// Log format: `plain` or `json`. The level comes from `RUST_LOG` (default `info`).
+    #[arg(long, env = "GPUSCOUT_LOG_FORMAT", default_value = "plain", value_parser = ["plain", "json"], global = true)]
+    pub log_format: String,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// One-shot report of this host: GPUs, driver verdicts, Talos facts and the labels.
+    Discover {
+        /// Output format.
+        #[arg(long, env = "GPUSCOUT_FORMAT", value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Exit 0 when every GPU's driver stack is `ok`, 1 otherwise (one line per problem on
+    /// stderr, with its fix), 2 on a usage or configuration error.
+    Check,
+}
+
+/// A configuration error: reported in one line, exit status 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--root {path}: {source}")]
+    Root {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--label-prefix {0:?}: {1}")]
+    LabelPrefix(String, String),
+    #[error(transparent)]
+    Render(#[from] render::Error),
+    #[error("writing output: {0}")]
+    Output(#[source] std::io::Error),
+}
+
+impl GlobalArgs {
+    /// The host root, checked to be a readable directory.
+    pub fn host_root(&self) -> Result<HostRoot, ConfigError> {
+        HostRoot::new(&self.root).map_err(|source| ConfigError::Root {
+            path: self.root.display().to_string(),
+            source,
+        })
+    }
+
+    /// Label settings, with the prefix validated.
+    pub fn label_config(&self) -> Result<LabelConfig, ConfigError> {
+        crate::labels::validate_prefix(&self.label_prefix)
+            .map_err(|e| ConfigError::LabelPrefix(self.label_prefix.clone(), e))?;
+        Ok(LabelConfig {
+            prefix: self.label_prefix.clone(),
+            compat: CompatProfiles {
+                nvidia_gfd: self.compat_nvidia_gfd,
+                amd_labeller: self.compat_amd_labeller,
+                intel_nfd: self.compat_intel_nfd,
+            },
+        })
+    }
+
+    /// Options for a discovery pass.
+    pub fn discover_options(&self) -> Result<Options, ConfigError> {
+        Ok(Options {
+            labels: self.label_config()?,
+        })
+    }
+}
+
+/// Run a one-shot command; returns the process exit status.
+pub fn run_oneshot(cli: &Cli) -> Result<u8, ConfigError> {
+    let root = cli.global.host_root()?;
+    let opts = cli.global.discover_options()?;
+    let report = discover::discover(&root, &opts);
+    match &cli.command {
+        Command::Discover { format } => {
+            let text = render::render(&report, *format)?;
+            std::io::stdout()
+                .write_all(text.as_bytes())
+                .map_err(ConfigError::Output)?;
+            Ok(0)
+        }
+        Command::Check => {
+            let mut err = std::io::stderr().lock();
+            let mut bad = false;
+            for g in &report.gpus {
+                if g.status == Status::Ok {
+                    continue;
+                }
+                bad = true;
+                for p in &g.problems {
+                    let _ = writeln!(
+                        err,
+                        "{} {} {}: {}; fix: {}",
+                        g.pci_address, g.vendor, p.status, p.detail, p.hint
+                    );
+                }
+            }
+            Ok(u8::from(bad))
+        }
+    }
+}

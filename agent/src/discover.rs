@@ -1,0 +1,104 @@
+//! One discovery pass: host facts, PCI GPUs, vendor enrichment, verdicts and labels.
+//!
+//! ```text
+//!  HostRoot ──► host::read ──────────────┐
+//!      │                                 ▼
+//!      ├──► pci::scan ──► vendors::{amd,nvidia,intel} ──► Gpu ──► verdict ──► labels ──► Report
+//!      └──► amd::read_kfd / nvidia::read_kernel_module (once per pass)
+//! ```
+
+use crate::hostroot::HostRoot;
+use crate::labels::{self, LabelConfig};
+use crate::model::{Gpu, Report, Vendor};
+use crate::names;
+use crate::pci::{self, PciGpu};
+use crate::vendors::{amd, intel, nvidia};
+use crate::verdict;
+
+/// What a pass needs besides the host root.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub labels: LabelConfig,
+}
+
+/// Run one discovery pass. Never fails: unreadable input is recorded in the report.
+pub fn discover(root: &HostRoot, opts: &Options) -> Report {
+    let mut host = crate::host::read(root);
+    let (pci_gpus, pci_unread) = pci::scan(root);
+    host.unread.extend(pci_unread);
+    let kfd = if pci_gpus.iter().any(|g| g.vendor == Vendor::Amd) {
+        amd::read_kfd(root)
+    } else {
+        Vec::new()
+    };
+    let nv_module = if pci_gpus.iter().any(|g| g.vendor == Vendor::Nvidia) {
+        nvidia::read_kernel_module(root)
+    } else {
+        None
+    };
+    let mut gpus: Vec<Gpu> = pci_gpus
+        .into_iter()
+        .map(|p| build_gpu(root, p, &kfd, nv_module.as_ref()))
+        .collect();
+    verdict::assess(&host, &mut gpus);
+    let labels = labels::compute(&host, &gpus, &opts.labels);
+    Report { host, gpus, labels }
+}
+
+fn hex4(v: u16) -> String {
+    format!("{v:#06x}")
+}
+
+fn build_gpu(
+    root: &HostRoot,
+    p: PciGpu,
+    kfd: &[amd::KfdNode],
+    nv_module: Option<&nvidia::KernelModule>,
+) -> Gpu {
+    let mut unread = p.unread.clone();
+    let (mut amd_info, mut nv_info, mut intel_info) = (None, None, None);
+    let mut vendor_model = None;
+    let mut memory_bytes = None;
+    match p.vendor {
+        Vendor::Amd => {
+            let (info, product, u) = amd::read(root, &p, kfd);
+            unread.extend(u);
+            memory_bytes = info.vram_bytes;
+            vendor_model = product;
+            amd_info = Some(info);
+        }
+        Vendor::Nvidia => {
+            let (info, model) = nvidia::read(root, &p, nv_module);
+            vendor_model = model;
+            nv_info = Some(info);
+        }
+        Vendor::Intel => intel_info = Some(intel::classify(p.device_id)),
+    }
+    let (model, model_source) =
+        names::model_name(p.vendor, p.vendor_id, p.device_id, vendor_model.as_deref());
+    Gpu {
+        pci_address: p.address.to_string(),
+        vendor: p.vendor,
+        vendor_id: hex4(p.vendor_id),
+        device_id: hex4(p.device_id),
+        subsystem_vendor_id: p.subsystem_vendor_id.map(hex4),
+        subsystem_device_id: p.subsystem_device_id.map(hex4),
+        class: format!("{:#08x}", p.class),
+        revision: p.revision.map(|r| format!("{r:#04x}")),
+        model,
+        model_source,
+        driver: p.driver,
+        card: p.card,
+        render: p.render,
+        numa_node: p.numa_node,
+        memory_bytes,
+        pcie: p.link,
+        sriov: p.sriov,
+        amd: amd_info,
+        nvidia: nv_info,
+        intel: intel_info,
+        status: Default::default(),
+        problems: Vec::new(),
+        unread,
+    }
+}

@@ -1,0 +1,29 @@
+//! gpuscout: a per-node GPU agent for Kubernetes, first of all on Talos Linux.
+//!
+//! ```text
+//!            --root DIR (HostRoot: every host read, clamped to the root, capped)
+//!                 │
+//!   host ─────────┤  kernel, os-release, Talos extensions, modules
+//!   pci ──────────┤  GPU functions, link, SR-IOV, DRM nodes
+//!   vendors/* ────┘  amdgpu + KFD, NVIDIA procfs, Intel id tables
+//!        │
+//!   discover ──► verdict (driver stack per GPU) ──► labels (pure) ──► Report
+//!        │                                                             │
+//!   render (table/json/yaml) ◄── cli: discover / check ◄───────────────┘
+//! ```
+//!
+//! Every module documents which kernel files it reads and what happens when they are missing.
+
+pub mod cli;
+pub mod discover;
+pub mod host;
+pub mod hostroot;
+pub mod labels;
+pub mod model;
+pub mod names;
+pub mod parse;
+pub mod pci;
+pub mod render;
+pub mod telemetry;
+pub mod vendors;
+pub mod verdict;

@@ -1,0 +1,360 @@
+//! PCI discovery: which functions are GPUs, and their generic facts.
+//!
+//! Reads, through [`HostRoot`], `sys/bus/pci/devices/*` and in each device directory `vendor`,
+//! `device`, `subsystem_vendor`, `subsystem_device`, `class`, `revision`, `numa_node`,
+//! `current_link_speed`/`_width`, `max_link_speed`/`_width`, the `driver` link, the SR-IOV files
+//! (`sriov_totalvfs`, `sriov_numvfs`, `virtfnN`, `physfn`) and the device's own `drm/` directory
+//! (`cardN`, `renderDN`), which is the only reliable card mapping: `simpledrm` can own `card0`.
+//!
+//! A GPU is a display-class (0x03) or processing-accelerator (0x12) function of AMD, NVIDIA or
+//! Intel. A BMC's VGA (ASPEED, Matrox) or a GPU's HDMI audio function is not. A device whose
+//! `vendor`/`class` cannot be read cannot be classified: it is recorded as unread and skipped.
+//! Every other missing file leaves its field `None`, with the reason in the GPU's `unread` list.
+
+use crate::hostroot::{HostRoot, Resolved};
+use crate::model::{PcieLink, Sriov, Unread, Vendor};
+use crate::parse;
+use std::fmt;
+use std::str::FromStr;
+
+/// Host path of the PCI device list.
+pub const DEVICES: &str = "sys/bus/pci/devices";
+
+/// A PCI address `DDDD:BB:DD.F`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PciAddress {
+    pub domain: u32,
+    pub bus: u8,
+    pub device: u8,
+    pub function: u8,
+}
+
+impl PciAddress {
+    /// KFD `location_id`: `(bus << 8) | (device << 3) | function`.
+    pub fn location_id(&self) -> u32 {
+        (u32::from(self.bus) << 8) | (u32::from(self.device) << 3) | u32::from(self.function)
+    }
+}
+
+impl fmt::Display for PciAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:04x}:{:02x}:{:02x}.{:x}",
+            self.domain, self.bus, self.device, self.function
+        )
+    }
+}
+
+/// A string that is not a PCI address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a PCI address: {0:?}")]
+pub struct BadAddress(pub String);
+
+impl FromStr for PciAddress {
+    type Err = BadAddress;
+
+    /// Accepts sysfs (`0000:3b:00.0`), NVML (`00000000:3B:00.0`) and short (`3b:00.0`) forms.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadAddress(s.to_owned());
+        let t = s.trim();
+        let (rest, func) = t.rsplit_once('.').ok_or_else(bad)?;
+        let mut parts = rest.rsplitn(3, ':');
+        let dev = parts.next().ok_or_else(bad)?;
+        let bus = parts.next().ok_or_else(bad)?;
+        let dom = parts.next().unwrap_or("0");
+        let hex32 = |x: &str, max_len: usize| {
+            if x.is_empty() || x.len() > max_len || !x.bytes().all(|b| b.is_ascii_hexdigit()) {
+                None
+            } else {
+                u32::from_str_radix(x, 16).ok()
+            }
+        };
+        let domain = hex32(dom, 8).ok_or_else(bad)?;
+        let bus = hex32(bus, 2).ok_or_else(bad)? as u8;
+        let device = hex32(dev, 2).filter(|d| *d < 32).ok_or_else(bad)? as u8;
+        let function = hex32(func, 1).filter(|f| *f < 8).ok_or_else(bad)? as u8;
+        Ok(Self {
+            domain,
+            bus,
+            device,
+            function,
+        })
+    }
+}
+
+/// Generic facts about one GPU function.
+#[derive(Debug, Clone)]
+pub struct PciGpu {
+    pub address: PciAddress,
+    /// The resolved device directory (inside the host root).
+    pub dir: Resolved,
+    pub vendor: Vendor,
+    pub vendor_id: u16,
+    pub device_id: u16,
+    pub subsystem_vendor_id: Option<u16>,
+    pub subsystem_device_id: Option<u16>,
+    pub class: u32,
+    pub revision: Option<u8>,
+    pub driver: Option<String>,
+    pub numa_node: Option<i32>,
+    pub link: PcieLink,
+    pub sriov: Option<Sriov>,
+    pub card: Option<String>,
+    pub render: Option<String>,
+    pub unread: Vec<Unread>,
+}
+
+impl PciGpu {
+    /// DRM render minor (`renderD128` gives 128).
+    pub fn render_minor(&self) -> Option<u32> {
+        self.render
+            .as_deref()
+            .and_then(|r| r.strip_prefix("renderD"))
+            .and_then(|n| n.parse().ok())
+    }
+}
+
+/// True for the classes we treat as GPUs: display controllers (0x03xxxx) and processing
+/// accelerators (0x12xxxx).
+pub fn is_gpu_class(class: u32) -> bool {
+    matches!(class >> 16, 0x03 | 0x12)
+}
+
+/// Scan the PCI bus. Returns the GPUs in address order and what could not be read.
+pub fn scan(root: &HostRoot) -> (Vec<PciGpu>, Vec<Unread>) {
+    let mut unread = Vec::new();
+    let names = match root.list_dir(DEVICES) {
+        Ok(n) => n,
+        Err(e) => {
+            // No PCI bus in sysfs (some VMs, containers without /sys): no GPUs, say why.
+            if !e.is_not_found() {
+                unread.push(unread_of(&e));
+            }
+            return (Vec::new(), unread);
+        }
+    };
+    let mut gpus = Vec::new();
+    for name in names {
+        let Ok(address) = name.parse::<PciAddress>() else {
+            continue;
+        };
+        match probe(root, address, &name) {
+            Ok(Some(gpu)) => gpus.push(gpu),
+            Ok(None) => {}
+            Err(e) => unread.push(unread_of(&e)),
+        }
+    }
+    gpus.sort_by_key(|g| g.address);
+    (gpus, unread)
+}
+
+/// Convert a read error into a report entry.
+pub fn unread_of(e: &crate::hostroot::Error) -> Unread {
+    Unread {
+        path: e.path().to_owned(),
+        error: e
+            .to_string()
+            .rsplit(": ")
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+    }
+}
+
+/// Reads one device. `Ok(None)` when it is not a GPU of ours.
+fn probe(
+    root: &HostRoot,
+    address: PciAddress,
+    name: &str,
+) -> Result<Option<PciGpu>, crate::hostroot::Error> {
+    let dir = root.resolve(format!("{DEVICES}/{name}"))?;
+    let vendor_id =
+        parse::hex_u16(&root.read_attr(&dir, "vendor")?).map_err(|e| e.at(&dir, "vendor"))?;
+    let Some(vendor) = Vendor::from_pci_id(vendor_id) else {
+        return Ok(None);
+    };
+    let class = parse::hex_u32(&root.read_attr(&dir, "class")?).map_err(|e| e.at(&dir, "class"))?;
+    if !is_gpu_class(class) {
+        return Ok(None);
+    }
+    let device_id =
+        parse::hex_u16(&root.read_attr(&dir, "device")?).map_err(|e| e.at(&dir, "device"))?;
+
+    let mut r = Reader {
+        root,
+        dir: &dir,
+        unread: Vec::new(),
+    };
+    let subsystem_vendor_id = r.opt("subsystem_vendor", parse::hex_u16);
+    let subsystem_device_id = r.opt("subsystem_device", parse::hex_u16);
+    let revision = r.opt("revision", |s| parse::hex_u32(s).map(|v| v as u8));
+    let numa_node = r.opt("numa_node", parse::int::<i32>);
+    let link = PcieLink {
+        current_gts: r.opt("current_link_speed", parse::link_speed_gts),
+        current_width: r.opt("current_link_width", parse::int::<u32>),
+        max_gts: r.opt("max_link_speed", parse::link_speed_gts),
+        max_width: r.opt("max_link_width", parse::int::<u32>),
+    };
+    let sriov = read_sriov(&mut r);
+    let driver = match root.link_name(dir.host.join("driver")) {
+        Ok(d) => Some(d),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => {
+            r.unread.push(unread_of(&e));
+            None
+        }
+    };
+    let (card, render) = drm_nodes(&mut r);
+    let unread = r.unread;
+    Ok(Some(PciGpu {
+        address,
+        dir,
+        vendor,
+        vendor_id,
+        device_id,
+        subsystem_vendor_id,
+        subsystem_device_id,
+        class,
+        revision,
+        driver,
+        numa_node,
+        link,
+        sriov,
+        card,
+        render,
+        unread,
+    }))
+}
+
+/// Reads optional attributes of one directory, recording what exists but cannot be used.
+pub struct Reader<'a> {
+    pub root: &'a HostRoot,
+    pub dir: &'a Resolved,
+    pub unread: Vec<Unread>,
+}
+
+impl Reader<'_> {
+    /// Read and parse `name`; absent files are `None` silently, broken ones are recorded.
+    pub fn opt<T>(
+        &mut self,
+        name: &str,
+        f: impl FnOnce(&str) -> Result<T, parse::ParseError>,
+    ) -> Option<T> {
+        match self.root.read_attr(self.dir, name) {
+            Ok(s) => match f(&s) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    self.unread.push(Unread {
+                        path: format!("{}/{name}", self.dir.host_display()),
+                        error: e.to_string(),
+                    });
+                    None
+                }
+            },
+            Err(e) if e.is_not_found() => None,
+            Err(e) => {
+                self.unread.push(unread_of(&e));
+                None
+            }
+        }
+    }
+
+    /// A trimmed, non-empty string attribute.
+    pub fn text(&mut self, name: &str) -> Option<String> {
+        self.opt(name, |s| Ok(s.trim().to_owned()))
+            .filter(|s| !s.is_empty())
+    }
+}
+
+fn read_sriov(r: &mut Reader<'_>) -> Option<Sriov> {
+    if let Ok(pf) = r.root.link_name(r.dir.host.join("physfn")) {
+        return Some(Sriov::Vf { physfn: pf });
+    }
+    let total_vfs = r.opt("sriov_totalvfs", parse::int::<u32>)?;
+    let num_vfs = r.opt("sriov_numvfs", parse::int::<u32>);
+    let names = r.root.list_dir(&r.dir.host).unwrap_or_default();
+    let mut vfs: Vec<(u32, String)> = names
+        .iter()
+        .filter_map(|n| n.strip_prefix("virtfn")?.parse::<u32>().ok())
+        .filter_map(|i| {
+            r.root
+                .link_name(r.dir.host.join(format!("virtfn{i}")))
+                .ok()
+                .map(|t| (i, t))
+        })
+        .collect();
+    vfs.sort();
+    Some(Sriov::Pf {
+        total_vfs: Some(total_vfs),
+        num_vfs,
+        vfs: vfs.into_iter().map(|(_, t)| t).collect(),
+    })
+}
+
+/// `cardN` and `renderDN` from the device's own `drm/` directory.
+fn drm_nodes(r: &mut Reader<'_>) -> (Option<String>, Option<String>) {
+    let names = match r.root.list_dir(r.dir.host.join("drm")) {
+        Ok(n) => n,
+        Err(e) if e.is_not_found() => return (None, None),
+        Err(e) => {
+            r.unread.push(unread_of(&e));
+            return (None, None);
+        }
+    };
+    let pick = |prefix: &str| {
+        names
+            .iter()
+            .filter(|n| {
+                n.strip_prefix(prefix)
+                    .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+            })
+            .min_by_key(|n| n[prefix.len()..].parse::<u32>().unwrap_or(u32::MAX))
+            .cloned()
+    };
+    (pick("card"), pick("renderD"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sysfs_nvml_and_short_addresses() {
+        let a: PciAddress = "0000:3b:00.0".parse().unwrap();
+        assert_eq!(a.to_string(), "0000:3b:00.0");
+        let n: PciAddress = "00000000:3B:00.0".parse().unwrap();
+        assert_eq!(n, a);
+        let s: PciAddress = "c5:00.0".parse().unwrap();
+        assert_eq!(s.to_string(), "0000:c5:00.0");
+        assert_eq!(
+            "0000:19:00.0".parse::<PciAddress>().unwrap().location_id(),
+            6400
+        );
+    }
+
+    #[test]
+    fn rejects_non_addresses() {
+        for bad in [
+            "",
+            "pci0000:00",
+            "0000:3b:00",
+            "0000:3b:20.0",
+            "0000:3b:00.8",
+            "zz:00.0",
+            "0000:100:00.0",
+        ] {
+            assert!(bad.parse::<PciAddress>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn gpu_classes() {
+        assert!(is_gpu_class(0x030000));
+        assert!(is_gpu_class(0x030200));
+        assert!(is_gpu_class(0x038000));
+        assert!(is_gpu_class(0x120000));
+        assert!(!is_gpu_class(0x040300));
+        assert!(!is_gpu_class(0x020000));
+    }
+}
