@@ -197,7 +197,7 @@ fn probe(
         max_width: r.opt("max_link_width", parse::int::<u32>),
     };
     let sriov = read_sriov(&mut r);
-    let driver = match root.link_name(dir.host.join("driver")) {
+    let driver = match root.link_name_in(&dir, "driver") {
         Ok(d) => Some(d),
         Err(e) if e.is_not_found() => None,
         Err(e) => {
@@ -268,18 +268,18 @@ impl Reader<'_> {
 }
 
 fn read_sriov(r: &mut Reader<'_>) -> Option<Sriov> {
-    if let Ok(pf) = r.root.link_name(r.dir.host.join("physfn")) {
+    if let Ok(pf) = r.root.link_name_in(r.dir, "physfn") {
         return Some(Sriov::Vf { physfn: pf });
     }
     let total_vfs = r.opt("sriov_totalvfs", parse::int::<u32>)?;
     let num_vfs = r.opt("sriov_numvfs", parse::int::<u32>);
-    let names = r.root.list_dir(&r.dir.host).unwrap_or_default();
+    let names = r.root.list_dir_in(r.dir, "").unwrap_or_default();
     let mut vfs: Vec<(u32, String)> = names
         .iter()
         .filter_map(|n| n.strip_prefix("virtfn")?.parse::<u32>().ok())
         .filter_map(|i| {
             r.root
-                .link_name(r.dir.host.join(format!("virtfn{i}")))
+                .link_name_in(r.dir, &format!("virtfn{i}"))
                 .ok()
                 .map(|t| (i, t))
         })
@@ -294,7 +294,7 @@ fn read_sriov(r: &mut Reader<'_>) -> Option<Sriov> {
 
 /// `cardN` and `renderDN` from the device's own `drm/` directory.
 fn drm_nodes(r: &mut Reader<'_>) -> (Option<String>, Option<String>) {
-    let names = match r.root.list_dir(r.dir.host.join("drm")) {
+    let names = match r.root.list_dir_in(r.dir, "drm") {
         Ok(n) => n,
         Err(e) if e.is_not_found() => return (None, None),
         Err(e) => {

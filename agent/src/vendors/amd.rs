@@ -62,19 +62,21 @@ pub fn parse_kfd_properties(id: u32, text: &str) -> KfdNode {
 
 /// All KFD GPU nodes of the host (CPU nodes dropped). Empty when there is no KFD.
 pub fn read_kfd(root: &HostRoot) -> Vec<KfdNode> {
-    let Ok(names) = root.list_dir(KFD_NODES) else {
+    let Ok(dir) = root.resolve(KFD_NODES) else {
+        return Vec::new();
+    };
+    let Ok(names) = root.list_dir_in(&dir, "") else {
         return Vec::new();
     };
     let mut nodes: Vec<KfdNode> = names
         .iter()
         .filter_map(|n| n.parse::<u32>().ok())
         .filter_map(|id| {
-            let text = root
-                .read_string(format!("{KFD_NODES}/{id}/properties"))
-                .ok()?;
+            let node_dir = root.resolve_in(&dir, id.to_string()).ok()?;
+            let text = root.read_attr(&node_dir, "properties").ok()?;
             let mut node = parse_kfd_properties(id, &text);
             node.mem_bank_bytes = root
-                .read_string(format!("{KFD_NODES}/{id}/mem_banks/0/properties"))
+                .read_attr(&node_dir, "mem_banks/0/properties")
                 .ok()
                 .and_then(|t| {
                     parse::key_values(&t)
