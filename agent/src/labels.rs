@@ -62,7 +62,7 @@
 //! `Radeon-780M-Phoenix`, `NVIDIA TITAN X (Pascal)` becomes `NVIDIA-TITAN-X-Pascal` (what GPU
 //! Feature Discovery writes). A result longer than the limit (63 for a value; for a key name part,
 //! what is left of the 63-character name) is cut and ends in `-` plus the first 8 hex digits of
-//! the SHA-256 of the original string, so two long names that differ only at the end stay
+//! the SHA-256 of the whole sanitised string, so two long names that differ only at the end stay
 //! distinct. A value that is empty after this (empty, blank or only symbols) is left out.
 //!
 //! # Compat profiles (each off by default)
@@ -74,7 +74,8 @@
 //! | `intel-nfd` | `intel.feature.node.kubernetes.io/gpu=true`, `gpu.intel.com/device-id.0300-56a0.present=true`, `gpu.intel.com/device-id.0300-56a0.count=1` |
 //!
 //! Differences from the tools they mimic, all on purpose:
-//! - GFD: `gpu.present` is not GFD's own key but the one the device plugin chart and the GPU
+//! - GFD: the revision keys are left out for a two-part driver version (GFD writes them empty).
+//!   `gpu.present` is not GFD's own key but the one the device plugin chart and the GPU
 //!   operator select on. `gpu.product` is left out when the models differ (GFD keeps one of
 //!   them). `gpu.family` follows GFD's compute-capability table (`undefined` past Hopper, as GFD
 //!   writes). `mig.capable=true` is written when NVML answered the MIG mode query for some GPU
@@ -208,6 +209,11 @@ pub fn sanitize_value(raw: &str) -> Option<String> {
 
 /// Make `raw` valid label syntax of at most `max` characters (module docs, "Sanitising"), with
 /// `sep` for invalid characters. `None` when nothing valid is left.
+///
+/// The hash of a truncated result is taken over the whole sanitised string, not the raw one, so
+/// the result depends only on the sanitised form: two names that sanitise alike (`A/B`, `A B`)
+/// give the same label whether or not they are long, and names that differ in any kept
+/// character, however far in, give different ones.
 fn sanitize(raw: &str, max: usize, sep: char) -> Option<String> {
     let mut s = String::with_capacity(raw.len());
     for c in raw.chars() {
@@ -233,7 +239,7 @@ fn sanitize(raw: &str, max: usize, sep: char) -> Option<String> {
     let keep = max.checked_sub(HASH_HEX + 1).filter(|k| *k > 0)?;
     // `s` is ASCII by now, so any byte index is a character boundary.
     let head = trim_non_alnum(&s[..keep]);
-    Some(format!("{head}-{}", short_hash(raw)))
+    Some(format!("{head}-{}", short_hash(s)))
 }
 
 fn trim_non_alnum(s: &str) -> &str {

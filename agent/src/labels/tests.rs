@@ -290,6 +290,19 @@ fn sanitise_names_differing_after_63_characters_stay_distinct() {
 }
 
 #[test]
+fn sanitise_long_names_that_sanitise_alike_stay_alike() {
+    let base = "C".repeat(70);
+    assert_eq!(
+        sanitize_value(&format!("{base} (x)")),
+        sanitize_value(&format!("{base}/x"))
+    );
+    assert_ne!(
+        sanitize_value(&format!("{base} x")),
+        sanitize_value(&format!("{base} y"))
+    );
+}
+
+#[test]
 fn sanitise_truncation_never_ends_on_a_separator() {
     // Character 54 (the cut) falls right after a space.
     let name = format!("{} {}", "x".repeat(53), "y".repeat(40));
