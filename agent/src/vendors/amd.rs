@@ -181,7 +181,12 @@ pub fn read(
     let minor = gpu.render_minor().map(u64::from);
     let loc = u64::from(gpu.address.location_id());
     let dom = u64::from(gpu.address.domain);
-    let at_location = |n: &&KfdNode| n.location_id == Some(loc) && n.domain.unwrap_or(0) == dom;
+    // Partitions of one device (MI300 CPX) carry the partition index in the function bits
+    // (older kernels) or in bits 28-31 (newer): compare with both masked out.
+    let at_location = |n: &&KfdNode| {
+        n.location_id.map(partition_base) == Some(partition_base(loc))
+            && n.domain.unwrap_or(0) == dom
+    };
     let primary = kfd
         .iter()
         .find(|n| minor.is_some() && n.drm_render_minor == minor)
@@ -222,6 +227,11 @@ pub fn read(
         }
     }
     (info, product_name, r.unread)
+}
+
+/// A KFD `location_id` with the partition bits (function bits 0-2, bits 28-31) cleared.
+fn partition_base(location_id: u64) -> u64 {
+    location_id & 0x0fff_fff8
 }
 
 /// From GFX11 on the compiler target names the GC IP version (`gfx1151` is GC 11.5.1).
