@@ -66,6 +66,11 @@ fn helm_chart_renders_lints_validates_and_rejects_bad_values() {
 }
 
 #[test]
+fn admission_policy_cel_allows_only_own_node_and_prefix() {
+    pytest("test_admission_policy.py", None);
+}
+
+#[test]
 fn dashboards_round_trip_the_grafana_sdk_and_parse_in_promtool() {
     pytest("test_dashboards.py", None);
 }
