@@ -81,7 +81,7 @@ BAD_VALUES = [
     ({"labels": {"prefix": "Gpuscout.IO"}}, "/labels/prefix"),
     ({"labels": {"prefix": "kubernetes.io"}}, "/labels/prefix"),
     ({"metrics": {"port": 70000}}, "/metrics/port"),
-    ({"metrics": {"port": "9403"}}, "/metrics/port"),
+    ({"metrics": {"port": "10106"}}, "/metrics/port"),
     ({"replicas": 3}, "replicas"),
     ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
     ({"image": {"digest": "latest"}}, "/image/digest"),
@@ -170,7 +170,7 @@ def test_values_yaml_is_commented_key_by_key():
 def test_default_daemonset_privileged_tier():
     c, p = container(), pod()
     assert "--root=/host" in c["args"] and c["args"][0] == "serve"
-    assert "--listen=0.0.0.0:9403" in c["args"]
+    assert "--listen=0.0.0.0:10106" in c["args"]
     assert "--labels=node" in c["args"] and "--label-prefix=gpuscout.io" in c["args"]
     mount = next(m for m in c["volumeMounts"] if m["mountPath"] == "/host")
     assert mount["readOnly"] is True and mount["mountPropagation"] == "HostToContainer"
