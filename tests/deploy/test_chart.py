@@ -336,3 +336,61 @@ def test_template_guards_fail_with_a_message():
             c.render({"monitoring": {"crdCheck": False, "serviceMonitor": {"enabled": True}},
                       "service": {"enabled": False}}, name=RELEASE, namespace=NAMESPACE)
     assert "needs service.enabled" in str(e.value)
+
+
+# --- Pod Security Standards ------------------------------------------------------------------
+
+def pss_violations(values, level: str) -> list[str]:
+    """The checks of the Kubernetes Pod Security Standards (baseline, restricted) that a
+    DaemonSet's pod template can violate, after kubernetes.io/docs/concepts/security/pod-security-standards."""
+    p = pod(values)
+    out = []
+    if p.get("hostNetwork") or p.get("hostPID") or p.get("hostIPC"):
+        out.append("host namespaces")
+    for v in p.get("volumes", []):
+        if "hostPath" in v:
+            out.append(f"hostPath volume {v['name']}")
+    baseline_caps = {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD",
+                     "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"}
+    for c in p["containers"]:
+        sc = c.get("securityContext", {})
+        if sc.get("privileged"):
+            out.append("privileged container")
+        if any(port.get("hostPort") for port in c.get("ports", [])):
+            out.append("hostPort")
+        added = set(sc.get("capabilities", {}).get("add", []))
+        if added - baseline_caps:
+            out.append(f"capabilities {added - baseline_caps}")
+        if level == "restricted":
+            if sc.get("allowPrivilegeEscalation") is not False:
+                out.append("allowPrivilegeEscalation not false")
+            if "ALL" not in sc.get("capabilities", {}).get("drop", []):
+                out.append("capabilities not dropping ALL")
+            if added - {"NET_BIND_SERVICE"}:
+                out.append(f"restricted capabilities {added}")
+            run_as_non_root = sc.get("runAsNonRoot", p.get("securityContext", {}).get("runAsNonRoot"))
+            if run_as_non_root is not True:
+                out.append("runAsNonRoot not true")
+            if sc.get("runAsUser", p.get("securityContext", {}).get("runAsUser")) == 0:
+                out.append("runAsUser 0")
+            seccomp = (sc.get("seccompProfile") or p.get("securityContext", {}).get("seccompProfile") or {})
+            if seccomp.get("type") not in ("RuntimeDefault", "Localhost"):
+                out.append("seccomp not RuntimeDefault/Localhost")
+    if level == "restricted":
+        allowed = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                   "projected", "secret"}
+        for v in p.get("volumes", []):
+            kinds = set(v) - {"name"}
+            if kinds - allowed:
+                out.append(f"volume {v['name']} of type {kinds - allowed}")
+    return out
+
+
+def test_unprivileged_tier_meets_pss_restricted():
+    assert pss_violations({"security": {"tier": "unprivileged"}}, "restricted") == []
+
+
+def test_privileged_tier_needs_pss_privileged_only_for_the_host_root():
+    """The privileged tier breaks baseline for exactly one reason: the hostPath host root."""
+    assert pss_violations(None, "baseline") == ["hostPath volume host-root"]
+    assert "privileged container" in pss_violations({"security": {"privilegedContainer": True}}, "baseline")
