@@ -1,9 +1,13 @@
-"""Every dashboard query against a real Prometheus scraping real `gpuscout serve` agents.
+"""Dashboards and alert rules against a real Prometheus scraping real `gpuscout serve` agents.
 
 One agent per fixture host root (tests/fixtures/hosts/*), each on its own loopback port and
 labelled like the chart's monitors label it (job="gpuscout", node=<profile>, cluster="test").
-Prometheus (Debian's, 127.0.0.1 only) scrapes them every second; then every panel query and every
-template-variable query of dashboards/*.json is sent to /api/v1/query and must return data.
+Prometheus (Debian's, 127.0.0.1 only) scrapes them every second and evaluates the chart's rules
+file. Then:
+- every panel query and every template-variable query of dashboards/*.json is sent to
+  /api/v1/query and must return data;
+- the alerts Prometheus holds (pending: their `for:` has not elapsed) are exactly the ones the
+  agents' own `gpuscout discover` verdicts call for, with the real label names and values.
 
 Queries that cannot return data on fixture hosts are listed in NO_DATA_ON_FIXTURES with the
 reason; the test also fails when one of them does return data (the list must not go stale).
@@ -23,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, tool
+from conftest import REPO, RULES, tool
 
 import dashboard_lint
 
@@ -78,6 +82,7 @@ def prometheus(tmp_path_factory):
             targets.append({"targets": [f"127.0.0.1:{port}"],
                             "labels": {"node": host.name, "cluster": "test"}})
         cfg = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+               "rule_files": [str(RULES)],
                "scrape_configs": [{"job_name": "gpuscout", "static_configs": targets}]}
         (tmp / "prometheus.yml").write_text(json.dumps(cfg))
         pport = free_port()
@@ -104,7 +109,7 @@ def prometheus(tmp_path_factory):
         else:
             logs = "\n".join(p.read_text()[-2000:] for p in tmp.glob("*.log"))
             pytest.fail(f"not every agent was up in Prometheus within 60 s:\n{logs}")
-        yield base
+        yield {"base": base, "binary": binary}
     finally:
         for p in procs:
             p.terminate()
@@ -123,6 +128,7 @@ def live_substitute(expr: str) -> str:
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
 def test_every_panel_query_returns_data(prometheus, path):
+    prometheus = prometheus["base"]
     d = json.loads(path.read_text())
     empty, unexpected = [], []
     for panel, t in dashboard_lint.targets(d):
@@ -140,6 +146,7 @@ def test_every_panel_query_returns_data(prometheus, path):
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
 def test_every_variable_has_values(prometheus, path):
+    prometheus = prometheus["base"]
     d = json.loads(path.read_text())
     for v in d["templating"]["list"]:
         if v["type"] != "query":
@@ -148,3 +155,47 @@ def test_every_variable_has_values(prometheus, path):
         series = query(prometheus, live_substitute(m.group(1)))
         values = {s["metric"].get(m.group(2)) for s in series} - {None}
         assert values, f"variable {v['name']} has no values"
+
+
+def expected_alerts(binary: str) -> set[tuple[str, str, str]]:
+    """(alertname, node, gpu) the rules must hold, from each fixture's own discover verdicts."""
+    want = set()
+    for host in sorted(p for p in HOSTS.iterdir() if p.is_dir()):
+        out = subprocess.run([binary, "discover", "--root", str(host), "--format", "json"],
+                             capture_output=True, text=True, env={**os.environ, "RUST_LOG": "warn"})
+        assert out.returncode == 0, out.stderr
+        for g in json.loads(out.stdout)["gpus"]:
+            if g["status"] == "extension-missing":
+                want.add(("GpuscoutTalosExtensionMissing", host.name, g["pci_address"]))
+            elif g["status"] not in ("ok", "bound-to-other-driver"):
+                want.add(("GpuscoutDriverNotReady", host.name, g["pci_address"]))
+    return want
+
+
+def test_alerts_follow_the_agents_verdicts(prometheus):
+    base = prometheus["base"]
+    want = expected_alerts(prometheus["binary"])
+    # the agent-level and hardware alerts that must stay silent on healthy fixture agents
+    silent = {"GpuscoutAgentDown", "GpuscoutAgentAbsent", "GpuscoutGpuCountDropped",
+              "GpuscoutLabelSyncFailing", "GpuscoutGpuXidErrors", "GpuscoutGpuUncorrectedEccErrors"}
+    deadline = time.monotonic() + 30
+    while True:
+        alerts = get(f"{base}/api/v1/alerts")["data"]["alerts"]
+        got = {(a["labels"]["alertname"], a["labels"].get("node"), a["labels"].get("gpu"))
+               for a in alerts
+               if a["labels"]["alertname"] in ("GpuscoutDriverNotReady", "GpuscoutTalosExtensionMissing")}
+        if got == want or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    print(f"expected driver alerts: {sorted(want)}")
+    assert got == want
+    for a in alerts:
+        assert a["labels"]["alertname"] not in silent, a
+        assert a["labels"]["severity"] in ("critical", "warning", "info")
+        assert a["annotations"]["runbook_url"].endswith(a["labels"]["alertname"].lower() + ".md")
+    # a failing source shows up as a pending GpuscoutSourceFailing with the source's name
+    failing = {(s["metric"]["node"], s["metric"]["source"])
+               for s in query(base, 'gpuscout_scrape_source_success{job="gpuscout"} == 0')}
+    pending = {(a["labels"]["node"], a["labels"]["source"]) for a in alerts
+               if a["labels"]["alertname"] == "GpuscoutSourceFailing"}
+    assert pending == failing
