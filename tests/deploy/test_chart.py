@@ -394,3 +394,36 @@ def test_privileged_tier_needs_pss_privileged_only_for_the_host_root():
     """The privileged tier breaks baseline for exactly one reason: the hostPath host root."""
     assert pss_violations(None, "baseline") == ["hostPath volume host-root"]
     assert "privileged container" in pss_violations({"security": {"privilegedContainer": True}}, "baseline")
+
+
+# --- Prometheus Operator objects against the operator's CRD schema ----------------------------
+
+def test_monitoring_objects_match_the_operator_crds():
+    """kubernetes-validate has no schema for monitoring.coreos.com; cloudcoil's models are
+    generated from the Prometheus Operator CRDs (patterns, enums, types). Unknown keys are dropped
+    by the models, so a key lost on the round trip is one the CRD does not have."""
+    try:
+        from cloudcoil.models.prometheus_operator import v1
+    except ImportError:
+        pytest.fail("cloudcoil-models-prometheus-operator is not installed; "
+                    "pip install cloudcoil-models-prometheus-operator")
+    from dashboard_lint import dropped_keys
+
+    def check(doc):
+        model = getattr(v1, doc["kind"]).model_validate(doc)
+        return dropped_keys(doc, model.model_dump(by_alias=True, exclude_unset=True, mode="json"))
+
+    docs = [d for d in manifests(monitoring_values())
+            if d["apiVersion"] == "monitoring.coreos.com/v1"]
+    assert sorted(d["kind"] for d in docs) == ["PodMonitor", "PrometheusRule", "ServiceMonitor"]
+    for d in docs:
+        assert check(d) == [], d["kind"]
+    # the check bites: a misspelt endpoint key and a malformed interval
+    import copy
+
+    sm = copy.deepcopy(next(d for d in docs if d["kind"] == "ServiceMonitor"))
+    sm["spec"]["endpoints"][0]["scrapeTimout"] = "5s"
+    assert check(sm) == ["/spec/endpoints[0]/scrapeTimout"]
+    sm["spec"]["endpoints"][0]["interval"] = "often"
+    with pytest.raises(Exception, match="interval"):
+        check(sm)
