@@ -153,7 +153,7 @@ pub fn assess(root: &HostRoot, host: &Host, gpus: &mut [Gpu], ev: &Evidence) {
         gpu.problems = judge(root, host, &state, ev, gpu);
         gpu.settle_status();
         if gpu.status != Status::Ok {
-            tracing::info!(gpu = %gpu.pci_address, vendor = %gpu.vendor, status = %gpu.status, "driver stack not ok");
+            tracing::debug!(gpu = %gpu.pci_address, vendor = %gpu.vendor, status = %gpu.status, "driver stack not ok");
         }
     }
 }
