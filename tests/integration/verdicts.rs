@@ -100,6 +100,18 @@ const CASES: &[Case] = &[
         )],
     },
     Case {
+        name: "f4-talos-nvidia-open-gsp-mismatch-v1.11",
+        talos: Some("v1.11.5"),
+        status: Status::FirmwareMissing,
+        problems: &[
+            (Status::DriverVersionMismatch, "both -lts or both -production"),
+            (
+                Status::FirmwareMissing,
+                "install siderolabs/nvidia-container-toolkit-production of driver 570.172.08",
+            ),
+        ],
+    },
+    Case {
         name: "f5-talos-amd-extension-for-other-talos-v1.11",
         talos: Some("v1.11.5"),
         status: Status::ExtensionVersionMismatch,
