@@ -279,9 +279,12 @@ pub fn nvidia_needs_open(device_id: u16) -> bool {
     matches!(device_id, 0x2900..=0x29ff | 0x2b80..=0x2fff | 0x3180..=0x31ff)
 }
 
-/// Whether an Intel GPU is an Arc discrete card (Alchemist, Battlemage), which needs `mei`.
+/// Whether an Intel GPU is an Arc discrete card (Alchemist, Battlemage), for which the Talos
+/// `mei` extension's manifest says it is "a prerequisite". Data-centre parts (Flex, Arctic
+/// Sound-M) and integrated GPUs are not claimed.
 pub fn intel_needs_mei(info: &IntelInfo) -> bool {
-    info.discrete == Some(true) && matches!(info.arch.as_deref(), Some("xe-hpg" | "xe2"))
+    info.discrete == Some(true)
+        && matches!(info.platform.as_deref(), Some("Alchemist" | "Battlemage"))
 }
 
 /// AMD firmware file prefix named after the GC IP version, where the kernel names it that way:
@@ -451,12 +454,9 @@ fn intel(talos: Option<TalosVersion>, info: Option<&IntelInfo>) -> Need {
     let driver = if xe_only { "xe" } else { "i915" };
     let prefix = intel_firmware_prefix(platform);
     let Some(v) = talos else {
+        // Off Talos only the driver is checked: the mei requirement comes from Talos' manifest.
         return Need::Supported(Requirements {
-            modules: if mei {
-                vec![driver, "mei_me"]
-            } else {
-                vec![driver]
-            },
+            modules: vec![driver],
             autoload: true,
             builtin_driver: false,
             extensions: Vec::new(),
@@ -747,7 +747,14 @@ mod tests {
         assert_eq!(names(&r), [["xe"]], "Lunar Lake is integrated: no mei");
         // Off Talos: Battlemage just needs xe loaded.
         let r = supported(requirements(None, &fb));
-        assert_eq!(r.modules, ["xe", "mei_me"]);
+        assert_eq!(r.modules, ["xe"]);
         assert!(r.extensions.is_empty());
+        // Flex 170 (Arctic Sound-M) is not an Arc card: no mei claim.
+        let flex = classify(0x56c0);
+        let r = supported(requirements(
+            v("v1.11.5"),
+            &facts(Vendor::Intel, 0x56c0, Some(&flex)),
+        ));
+        assert_eq!(names(&r), [["i915"]]);
     }
 }

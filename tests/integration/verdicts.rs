@@ -104,7 +104,10 @@ const CASES: &[Case] = &[
         talos: Some("v1.11.5"),
         status: Status::FirmwareMissing,
         problems: &[
-            (Status::DriverVersionMismatch, "both -lts or both -production"),
+            (
+                Status::DriverVersionMismatch,
+                "both -lts or both -production",
+            ),
             (
                 Status::FirmwareMissing,
                 "install siderolabs/nvidia-container-toolkit-production of driver 570.172.08",
