@@ -446,7 +446,11 @@ fn judge_stack(ctx: &Ctx<'_>, out: &mut Vec<Problem>) {
                     Status::ExtensionMissing,
                     format!(
                         "no {} extension installed (installed: {}) and {driver_module} is not loaded",
-                        need.accepted.first().copied().unwrap_or(driver_module),
+                        if gpu.vendor == Vendor::Nvidia {
+                            "NVIDIA kernel-module"
+                        } else {
+                            need.accepted.first().copied().unwrap_or(driver_module)
+                        },
                         installed_names(ctx)
                     ),
                     format!("add {} to the Image Factory schematic and upgrade the node with the new installer", need.suggest),
@@ -1045,6 +1049,30 @@ mod tests {
         );
         assert_eq!(g.status, Status::BoundToOtherDriver);
         assert!(g.problems[0].hint.contains("blacklist nouveau"));
+    }
+
+    #[test]
+    fn nvidia_without_any_extension_on_talos() {
+        let h = host(Some(("v1.11.5", vec![])), &[]);
+        let g = run(&h, nvidia_gpu("0x2684", None, None), &Evidence::default());
+        let statuses: Vec<Status> = g.problems.iter().map(|p| p.status).collect();
+        assert_eq!(
+            statuses,
+            [Status::ExtensionMissing, Status::ExtensionMissing]
+        );
+        assert!(
+            g.problems[0]
+                .hint
+                .contains("siderolabs/nvidia-container-toolkit-production")
+        );
+        assert!(
+            g.problems[1]
+                .detail
+                .contains("no NVIDIA kernel-module extension")
+        );
+        assert!(g.problems[1].hint.contains(
+            "siderolabs/nvidia-open-gpu-kernel-modules-production (or siderolabs/nonfree-kmod-nvidia-production)"
+        ));
     }
 
     #[test]
