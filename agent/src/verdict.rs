@@ -57,8 +57,9 @@ pub struct NvmlFacts {
 pub const NODE_EXTENSION_PREFIX: &str = "extensions.talos.dev/";
 
 /// Installed extensions from a Node's labels and annotations (`extensions.talos.dev/<name>` =
-/// `<version>`). Other keys, and Talos' synthetic `schematic` and `modules.dep` entries, are
-/// dropped. Sorted by name; a name seen twice keeps its first version.
+/// `<version>`; Talos publishes a version that is not a valid label value as an annotation, so
+/// pass labels chained with annotations). Other keys, and Talos' synthetic `schematic` and
+/// `modules.dep` entries, are dropped. Sorted by name; a name seen twice keeps its first version.
 pub fn extensions_from_node_metadata<'a>(
     entries: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> Vec<Extension> {
