@@ -186,10 +186,16 @@ struct Ctx<'a> {
     host: &'a Host,
     ev: &'a Evidence,
     gpu: &'a Gpu,
-    /// Running Talos version (`None` off Talos or when unparsable).
+    /// Running Talos version, only when the installed extensions are known too: the
+    /// extension checks run only then (`None` off Talos or when either is unreadable).
     talos: Option<TalosVersion>,
     /// Installed extensions (`None` off Talos or when unreadable).
     exts: Option<&'a [Extension]>,
+    /// The host is (or looks like) Talos, known or not which version: fixes go through
+    /// `talosctl` and the schematic, never a package manager.
+    on_talos: bool,
+    /// The running Talos version when readable (it picks the firmware directory).
+    version: Option<TalosVersion>,
 }
 
 impl Ctx<'_> {
@@ -212,7 +218,7 @@ impl Ctx<'_> {
     }
 
     fn firmware_dir(&self) -> &'static str {
-        talos::firmware_dir(self.talos)
+        talos::firmware_dir(self.version)
     }
 }
 
@@ -232,7 +238,8 @@ fn judge(
             "give the agent read access to the host /sys (read-only hostPath mount of /sys)",
         )];
     }
-    let (talos, exts) = match state {
+    let on_talos = !matches!(state, TalosState::NotTalos);
+    let (version, exts) = match state {
         TalosState::NotTalos => (None, None),
         TalosState::Unreadable(why) => {
             out.push(problem(
@@ -262,11 +269,12 @@ fn judge(
                     "let the agent read its Node (RBAC get nodes) or mount the host /etc read-only",
                 ));
             }
-            (
-                *version,
-                extensions.as_deref().filter(|_| version.is_some()),
-            )
+            (*version, extensions.as_deref())
         }
+    };
+    let (talos, exts) = match (version, exts) {
+        (Some(v), Some(e)) => (Some(v), Some(e)),
+        _ => (None, None),
     };
     let ctx = Ctx {
         root,
@@ -275,6 +283,8 @@ fn judge(
         gpu,
         talos,
         exts,
+        on_talos,
+        version,
     };
     judge_stack(&ctx, &mut out);
     out
@@ -308,9 +318,8 @@ fn judge_stack(ctx: &Ctx<'_>, out: &mut Vec<Problem>) {
         intel: gpu.intel.as_ref(),
         amd_gc_version: gpu.amd.as_ref().and_then(|a| a.gc_version.as_deref()),
     };
-    // Talos version unknown: judge like a plain host (kernel checks only).
-    let table_version = ctx.talos.filter(|_| ctx.exts.is_some());
-    let req = match talos::requirements(table_version, &facts) {
+    // Talos version or extensions unknown: judge like a plain host (kernel checks only).
+    let req = match talos::requirements(ctx.talos, &facts) {
         Need::Supported(r) => r,
         Need::Unsupported { detail, hint } => {
             if bound.is_none() {
@@ -498,7 +507,11 @@ fn modules_missing(
     lead: &str,
 ) -> Problem {
     let list = missing.join(", ");
-    let hint = if ctx.talos.is_some() && !req.autoload {
+    let hint = if ctx.on_talos && ctx.talos.is_none() {
+        format!(
+            "check `talosctl get extensions` for the GPU's driver extension and `talosctl dmesg` for why {list} did not load"
+        )
+    } else if ctx.talos.is_some() && !req.autoload {
         format!(
             "add {list} to machine.kernel.modules in the machine config and reboot (the extension's modprobe.d blacklists them)"
         )
@@ -525,12 +538,12 @@ fn modules_missing(
 
 fn not_bound_hint(ctx: &Ctx<'_>, module: &str) -> String {
     let gpu = ctx.gpu;
-    let log = if ctx.talos.is_some() {
+    let log = if ctx.on_talos {
         "talosctl dmesg"
     } else {
         "dmesg"
     };
-    if gpu.vendor == Vendor::Intel && module == "xe" && ctx.talos.is_none() {
+    if gpu.vendor == Vendor::Intel && module == "xe" && !ctx.on_talos {
         return format!(
             "xe did not take {} ({}): use kernel 6.12 or later, or boot with xe.force_probe={}; see `{log}`",
             gpu.pci_address,
@@ -586,7 +599,7 @@ fn firmware_missing(ctx: &Ctx<'_>, need: &FirmwareNeed) -> Problem {
     );
     if let Some(ver) = need.subdir.strip_prefix("nvidia/") {
         // Open modules load GSP firmware of exactly their own version.
-        let hint = if ctx.talos.is_some() {
+        let hint = if ctx.on_talos {
             let branch = ctx
                 .installed_any(talos::NVIDIA_KMODS)
                 .and_then(|k| talos::nvidia_branch(&k.name))
@@ -602,6 +615,10 @@ fn firmware_missing(ctx: &Ctx<'_>, need: &FirmwareNeed) -> Problem {
         return problem(Status::FirmwareMissing, detail, hint);
     }
     let hint = match (&need.shipped_by, ctx.talos) {
+        (None, _) if ctx.on_talos => format!(
+            "check `talosctl get extensions` for the extension that ships {}/{}* (installed extensions are unknown to gpuscout)",
+            need.subdir, need.prefix
+        ),
         (Some(ext), Some(running)) => {
             match ctx.exts.and_then(|x| x.iter().find(|e| &e.name == ext)) {
                 None => format!("add siderolabs/{ext} to the Image Factory schematic and upgrade"),

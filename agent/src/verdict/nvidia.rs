@@ -74,7 +74,7 @@ pub(super) fn nvidia_coherence(ctx: &Ctx<'_>, out: &mut Vec<Problem>) -> bool {
                 k.name,
                 talos::driver_part(&k.version)
             )
-        } else if ctx.talos.is_some() {
+        } else if ctx.on_talos {
             "the NVIDIA user-space libraries do not match the loaded module: install the nvidia-container-toolkit extension of the kernel module's driver version and reboot".to_owned()
         } else {
             "install user-space NVIDIA libraries of the loaded module's version (or reboot after a driver upgrade)".to_owned()
@@ -109,7 +109,7 @@ pub(super) fn nvidia_coherence(ctx: &Ctx<'_>, out: &mut Vec<Problem>) -> bool {
     // Blackwell: open modules only, branch 570 or later.
     let flavor = running_flavor.or(ext_flavor);
     if flavor == Some(Flavor::Proprietary) {
-        let hint = if ctx.talos.is_some() {
+        let hint = if ctx.on_talos {
             let branch = kmod
                 .and_then(|k| talos::nvidia_branch(&k.name))
                 .unwrap_or("production");
@@ -138,7 +138,7 @@ pub(super) fn nvidia_coherence(ctx: &Ctx<'_>, out: &mut Vec<Problem>) -> bool {
         out.push(problem(
             Status::DriverVersionMismatch,
             format!("{} (Blackwell) needs NVIDIA driver {}+; branch {m} is installed", gpu.model, talos::BLACKWELL_MIN_DRIVER_MAJOR),
-            if ctx.talos.is_some() {
+            if ctx.on_talos {
                 "switch to siderolabs/nvidia-open-gpu-kernel-modules-production and siderolabs/nvidia-container-toolkit-production in the schematic and upgrade".to_owned()
             } else {
                 format!("install the NVIDIA open driver {}+", talos::BLACKWELL_MIN_DRIVER_MAJOR)

@@ -265,6 +265,13 @@ fn an_unparsable_talos_version_is_unknown_but_kernel_checks_run() {
     let statuses: Vec<Status> = g.problems.iter().map(|p| p.status).collect();
     assert_eq!(statuses, [Status::Unknown, Status::ModuleNotLoaded]);
     assert_eq!(g.status, Status::Unknown);
+    // Still a Talos node: the fix goes through talosctl, not modprobe.
+    assert!(
+        g.problems[1].hint.contains("talosctl get extensions"),
+        "{}",
+        g.problems[1].hint
+    );
+    assert!(!g.problems[1].hint.contains("modprobe"));
 }
 
 #[test]
