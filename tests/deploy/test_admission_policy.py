@@ -157,3 +157,47 @@ def test_custom_prefix():
     # the default prefix is foreign now
     ok, _ = admit(spec, old, changed(old, ALLOWED["add own label"]), request())
     assert not ok
+
+
+def agent_label_sets(*flags: str) -> dict[str, dict[str, str]]:
+    """The labels the real agent computes for every fixture host root, with these flags."""
+    import json
+    import os
+    import subprocess
+
+    from conftest import REPO
+
+    binary = os.environ.get("GPUSCOUT_BINARY") or str(REPO / "target" / "debug" / "gpuscout")
+    if not os.path.exists(binary):
+        pytest.fail(f"no gpuscout binary at {binary}: set GPUSCOUT_BINARY (cargo test sets it)")
+    out = {}
+    for host in sorted((REPO / "tests" / "fixtures" / "hosts").iterdir()):
+        r = subprocess.run([binary, "discover", "--root", str(host), "--format", "json", *flags],
+                           capture_output=True, text=True, env={**os.environ, "RUST_LOG": "warn"})
+        assert r.returncode == 0, r.stderr
+        out[host.name] = json.loads(r.stdout)["labels"]
+    return out
+
+
+def test_policy_admits_every_label_the_agent_writes():
+    """Every key the agent computes on the fixtures, compat profiles included, passes the policy
+    rendered with the same settings; and the same keys are refused with the profiles off."""
+    flags = ("--compat-nvidia-gfd", "--compat-amd-labeller", "--compat-intel-nfd")
+    sets = agent_label_sets(*flags)
+    keys = sorted({k for labels_ in sets.values() for k in labels_})
+    assert any(k.startswith("nvidia.com/") for k in keys) and any(k.startswith("amd.com/") for k in keys)
+    assert any(k.startswith("gpu.intel.com/") for k in keys)
+    on = policy({"labels": {"compat": {"nvidiaGfd": True, "amdLabeller": True, "intelNfd": True}}})
+    off = policy()
+    for host, desired in sets.items():
+        old = node()
+        new = changed(old, lambda n: labels(n).update(desired))
+        ok, failed = admit(on, old, new, request())
+        assert ok, (host, failed)
+        compat = {k for k in desired if not k.startswith("gpuscout.io/")}
+        if compat:
+            ok, _ = admit(off, old, new, request())
+            assert not ok, host
+        # and removing all of them again (SSA dropping the keys) is allowed too
+        ok, failed = admit(on, new, old, request())
+        assert ok, (host, failed)

@@ -262,7 +262,7 @@ def test_admission_policy_binds_own_node_and_prefix():
     compat = one({"labels": {"prefix": "gpu.example.com", "compat": {"nvidiaGfd": True, "amdLabeller": True}},
                   "serviceAccount": {"name": "agent"}}, "ValidatingAdmissionPolicy")["spec"]
     var = {v["name"]: v["expression"] for v in compat["variables"]}
-    assert var["prefixes"] == "['gpu.example.com/', 'nvidia.com/gpu.', 'nvidia.com/cuda.', 'amd.com/gpu.']"
+    assert var["prefixes"] == "['gpu.example.com/', 'nvidia.com/gpu.', 'nvidia.com/cuda.', 'nvidia.com/mig.', 'amd.com/gpu.']"
     assert compat["matchConditions"][0]["expression"].endswith(':gpu-system:agent"')
 
 

@@ -82,7 +82,7 @@ compat profiles that are switched on. Rendered as a CEL list literal for the adm
 {{- define "gpuscout.allowedLabelPrefixes" -}}
 {{- $p := list (printf "%s/" .Values.labels.prefix) }}
 {{- if .Values.labels.compat.nvidiaGfd }}
-{{- $p = concat $p (list "nvidia.com/gpu." "nvidia.com/cuda.") }}
+{{- $p = concat $p (list "nvidia.com/gpu." "nvidia.com/cuda." "nvidia.com/mig.") }}
 {{- end }}
 {{- if .Values.labels.compat.amdLabeller }}
 {{- $p = concat $p (list "amd.com/gpu.") }}
