@@ -56,9 +56,10 @@ pub struct SyncConfig {
     pub events: bool,
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
-    /// The first write of this process waits a random time in `[0, write_jitter)`, so a
-    /// DaemonSet rollout or an API-server recovery does not arrive as one burst.
-    pub write_jitter: Duration,
+    /// The first turn (LIST, WATCH, first write) waits a random time in `[0, start_jitter)`,
+    /// so thousands of agents restarted together do not arrive as one burst. Retries after
+    /// failures are spread by the backoff's own jitter.
+    pub start_jitter: Duration,
     /// `timeoutSeconds` of each WATCH; the server ends it then and we re-watch.
     pub watch_timeout_s: u32,
     /// Limit of one non-watch request; also bounds how long shutdown waits for it.
@@ -80,7 +81,7 @@ impl SyncConfig {
             events: true,
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(300),
-            write_jitter: Duration::from_secs(10),
+            start_jitter: Duration::from_secs(10),
             watch_timeout_s: 290,
             request_timeout: Duration::from_secs(10),
             event_burst: 5,
@@ -141,6 +142,10 @@ impl LabelSync {
         let mut r = Runner::new(self);
         let first = reports.borrow_and_update().clone();
         r.on_report(first).await;
+        let jitter = r.backoff.jitter(r.cfg.start_jitter);
+        if !jitter.is_zero() {
+            r.retry_at = Some(Instant::now() + jitter);
+        }
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             if r.retry_at.is_none_or(|t| Instant::now() >= t) {
@@ -233,7 +238,6 @@ enum Outcome {
     Unchanged,
     Wrote,
     NodeAbsent,
-    Deferred,
 }
 
 struct Runner {
@@ -251,7 +255,6 @@ struct Runner {
     watch_deadline: Option<Instant>,
     backoff: Backoff,
     retry_at: Option<Instant>,
-    jitter_pending: bool,
     file_text: Option<String>,
     nodefeature_labels: Option<BTreeMap<String, String>>,
     prev_status: BTreeMap<String, Status>,
@@ -268,7 +271,6 @@ impl Runner {
         };
         let limiter = EventLimiter::new(s.cfg.event_burst, s.cfg.event_every);
         Self {
-            jitter_pending: !s.cfg.write_jitter.is_zero(),
             cfg: s.cfg,
             client: s.client,
             metrics: s.metrics,
@@ -305,7 +307,6 @@ impl Runner {
     /// One turn of the loop: sync, then bookkeeping of success or failure.
     async fn turn(&mut self) {
         match self.sync_once().await {
-            Ok(Outcome::Deferred) => {}
             Ok(Outcome::NodeAbsent) => {
                 self.metrics.sync_result("node_not_found");
                 if self.logged.insert("node_not_found") {
@@ -469,14 +470,8 @@ impl Runner {
             return Ok(Outcome::Unchanged);
         };
         match self.cfg.mode {
-            LabelMode::Node => match self.sync_node_labels(&report.labels).await? {
-                Some(w) => wrote |= w,
-                None => return Ok(Outcome::Deferred),
-            },
-            LabelMode::Nodefeature => match self.sync_nodefeature(&report.labels).await? {
-                Some(w) => wrote |= w,
-                None => return Ok(Outcome::Deferred),
-            },
+            LabelMode::Node => wrote |= self.sync_node_labels(&report.labels).await?,
+            LabelMode::Nodefeature => wrote |= self.sync_nodefeature(&report.labels).await?,
             LabelMode::NfdFile | LabelMode::Off => {}
         }
         Ok(if wrote {
@@ -484,17 +479,6 @@ impl Runner {
         } else {
             Outcome::Unchanged
         })
-    }
-
-    /// Before the first write, wait a random part of `write_jitter` (once per process).
-    fn defer_for_jitter(&mut self) -> bool {
-        if !self.jitter_pending {
-            return false;
-        }
-        self.jitter_pending = false;
-        let d = self.backoff.jitter(self.cfg.write_jitter);
-        self.retry_at = Some(Instant::now() + d);
-        true
     }
 
     #[allow(clippy::disallowed_methods)] // our own output file, not a host fact
@@ -576,20 +560,17 @@ impl Runner {
         Ok(())
     }
 
-    /// `Some(wrote)`, or `None` when the write was deferred for jitter.
+    /// Apply when needed, then remove stale prefix keys; whether anything was written.
     async fn sync_node_labels(
         &mut self,
         desired: &BTreeMap<String, String>,
-    ) -> Result<Option<bool>, Error> {
+    ) -> Result<bool, Error> {
         let Some(node) = &self.node else {
-            return Ok(Some(false));
+            return Ok(false);
         };
         let prefix = self.cfg.prefix.clone();
         let mut wrote = false;
         if needs_apply(desired, node, &prefix) {
-            if self.defer_for_jitter() {
-                return Ok(None);
-            }
             let body = serde_json::json!({
                 "apiVersion": "v1",
                 "kind": "Node",
@@ -609,7 +590,7 @@ impl Runner {
             wrote = true;
         }
         let Some(node) = &self.node else {
-            return Ok(Some(wrote));
+            return Ok(wrote);
         };
         let stale = stale_prefix_keys(desired, node, &prefix);
         if !stale.is_empty() {
@@ -635,7 +616,7 @@ impl Runner {
             self.set_node(NodeView::from_meta(&meta.metadata));
             wrote = true;
         }
-        Ok(Some(wrote))
+        Ok(wrote)
     }
 
     fn nodefeature_resource() -> ApiResource {
@@ -648,7 +629,7 @@ impl Runner {
     async fn sync_nodefeature(
         &mut self,
         desired: &BTreeMap<String, String>,
-    ) -> Result<Option<bool>, Error> {
+    ) -> Result<bool, Error> {
         let ar = Self::nodefeature_resource();
         let path = DynamicObject::url_path(&ar, Some(&self.cfg.nodefeature_namespace));
         let name = nodefeature_name(&self.cfg.node_name);
@@ -668,7 +649,7 @@ impl Runner {
             }
         }
         if self.nodefeature_labels.as_ref() == Some(desired) {
-            return Ok(Some(false));
+            return Ok(false);
         }
         self.apply_nodefeature(&path, &name, desired).await
     }
@@ -678,10 +659,7 @@ impl Runner {
         path: &str,
         name: &str,
         desired: &BTreeMap<String, String>,
-    ) -> Result<Option<bool>, Error> {
-        if self.defer_for_jitter() {
-            return Ok(None);
-        }
+    ) -> Result<bool, Error> {
         let body = nodefeature_body(
             &self.cfg.node_name,
             &self.cfg.nodefeature_namespace,
@@ -697,7 +675,7 @@ impl Runner {
         self.send_write(req, "nodefeature").await?;
         info!(node = %self.cfg.node_name, object = %name, labels = desired.len(), "applied NodeFeature");
         self.nodefeature_labels = Some(desired.clone());
-        Ok(Some(true))
+        Ok(true)
     }
 
     async fn post_events(&mut self, report: &Report) {
@@ -750,11 +728,11 @@ impl Runner {
     }
 
     /// One request with our status handling; the body of a 2xx answer.
-    async fn send(&self, req: http::Request<Vec<u8>>) -> Result<bytes::Bytes, Error> {
-        let Some(client) = &self.client else {
+    async fn send(&mut self, req: http::Request<Vec<u8>>) -> Result<bytes::Bytes, Error> {
+        let Some(client) = self.client.clone() else {
             return Err(Error::NoCluster);
         };
-        let fut = async {
+        let fut = async move {
             let resp = client
                 .send(req.map(kube::client::Body::from))
                 .await
