@@ -494,6 +494,56 @@ async fn forbidden_is_surfaced_without_a_crash_loop() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn slow_request_times_out_and_is_retried() {
+    let api = StandIn::new();
+    kubelet_node(&api);
+    api.fail(Fault {
+        when: Match::method("PATCH"),
+        what: Action::Latency(Duration::from_secs(120)),
+        times: Some(1),
+    });
+    let agent = Agent::start(Some(&api), cfg(), report(OURS, vec![]));
+    pass(5).await;
+    assert!(
+        ours_on(&api).is_empty(),
+        "the slow apply was abandoned after 10 s"
+    );
+    pass(60).await;
+    assert_eq!(ours_on(&api), labels(OURS), "retried after backoff");
+    assert_eq!(agent.metrics.write_count("apply"), 1);
+    agent.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn refused_watches_still_label_and_back_off() {
+    let api = StandIn::new();
+    kubelet_node(&api);
+    api.fail(Fault {
+        when: Match::watches(),
+        what: Action::Status(500, None),
+        times: None,
+    });
+    let agent = Agent::start(Some(&api), cfg(), report(OURS, vec![]));
+    pass(3600).await;
+    assert_eq!(ours_on(&api), labels(OURS), "labelled without a watch");
+    assert_eq!(api.open_watches(), 0);
+    let tries = api.log().iter().filter(|l| l.watch).count();
+    assert!(
+        (5..=3600 / 150 + 10).contains(&tries),
+        "{tries} watch tries in an hour"
+    );
+    assert_eq!(
+        node_writes(&api).len(),
+        1,
+        "retries of the watch write nothing"
+    );
+    api.clear_faults();
+    pass(301).await;
+    assert_eq!(api.open_watches(), 1);
+    agent.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn dropped_watch_is_resumed_from_its_resource_version() {
     let api = StandIn::new();
     kubelet_node(&api);

@@ -184,7 +184,7 @@ async fn sleep_until_opt(at: Option<Instant>) {
 
 /// What a watch produced: an event, its end (`None`), or silence past the deadline.
 enum WatchNext {
-    Event(Result<MetaEvent, kube::Error>),
+    Event(Box<Result<MetaEvent, kube::Error>>),
     Ended,
     Silent,
 }
@@ -196,12 +196,12 @@ async fn next_event(w: &mut Option<WatchStream>, deadline: Option<Instant>) -> W
     let next = s.next();
     match deadline {
         Some(d) => match tokio::time::timeout_at(d, next).await {
-            Ok(Some(e)) => WatchNext::Event(e),
+            Ok(Some(e)) => WatchNext::Event(Box::new(e)),
             Ok(None) => WatchNext::Ended,
             Err(_) => WatchNext::Silent,
         },
         None => match next.await {
-            Some(e) => WatchNext::Event(e),
+            Some(e) => WatchNext::Event(Box::new(e)),
             None => WatchNext::Ended,
         },
     }
@@ -386,25 +386,30 @@ impl Runner {
     }
 
     fn on_watch(&mut self, ev: WatchNext) {
+        // `None`: the watch ended or fell silent past its deadline.
+        let ev = match ev {
+            WatchNext::Event(e) => Some(*e),
+            WatchNext::Ended | WatchNext::Silent => None,
+        };
         match ev {
-            WatchNext::Event(Ok(WatchEvent::Added(o) | WatchEvent::Modified(o))) => {
+            Some(Ok(WatchEvent::Added(o) | WatchEvent::Modified(o))) => {
                 let view = NodeView::from_meta(&o.metadata);
                 self.watch_rv = Some(view.resource_version.clone());
                 self.set_node(view);
                 self.bump_watch_deadline();
             }
-            WatchNext::Event(Ok(WatchEvent::Deleted(o))) => {
+            Some(Ok(WatchEvent::Deleted(o))) => {
                 warn!(node = %self.cfg.node_name, "Node deleted; waiting for it to be re-created");
                 self.watch_rv = o.metadata.resource_version.clone();
                 self.node = None;
                 self.node_absent = true;
                 self.bump_watch_deadline();
             }
-            WatchNext::Event(Ok(WatchEvent::Bookmark(b))) => {
+            Some(Ok(WatchEvent::Bookmark(b))) => {
                 self.watch_rv = Some(b.metadata.resource_version);
                 self.bump_watch_deadline();
             }
-            WatchNext::Event(Ok(WatchEvent::Error(status))) => {
+            Some(Ok(WatchEvent::Error(status))) => {
                 self.drop_watch();
                 if status.code == 410 {
                     debug!(node = %self.cfg.node_name, "watch expired (410); listing again");
@@ -417,11 +422,11 @@ impl Runner {
                     });
                 }
             }
-            WatchNext::Event(Err(e)) => {
+            Some(Err(e)) => {
                 self.drop_watch();
                 self.on_error(Error::Transport(e));
             }
-            WatchNext::Ended | WatchNext::Silent => {
+            None => {
                 // A watch that ends at once is a failure (back off); one that ran its course
                 // is renewed from the last resourceVersion without a LIST.
                 let short = self
@@ -460,19 +465,23 @@ impl Runner {
         {
             self.list_node().await?;
         }
-        if self.watch.is_none() {
-            self.start_watch().await?;
-        }
         if self.node.is_none() {
+            // Wait for the Node on the watch rather than by polling.
+            if self.watch.is_none() {
+                self.start_watch().await?;
+            }
             return Ok(Outcome::NodeAbsent);
         }
-        let Some(report) = self.report.clone() else {
-            return Ok(Outcome::Unchanged);
-        };
-        match self.cfg.mode {
-            LabelMode::Node => wrote |= self.sync_node_labels(&report.labels).await?,
-            LabelMode::Nodefeature => wrote |= self.sync_nodefeature(&report.labels).await?,
-            LabelMode::NfdFile | LabelMode::Off => {}
+        if let Some(report) = self.report.clone() {
+            match self.cfg.mode {
+                LabelMode::Node => wrote |= self.sync_node_labels(&report.labels).await?,
+                LabelMode::Nodefeature => wrote |= self.sync_nodefeature(&report.labels).await?,
+                LabelMode::NfdFile | LabelMode::Off => {}
+            }
+        }
+        // After the write: a cluster that refuses watches still gets its labels.
+        if self.watch.is_none() {
+            self.start_watch().await?;
         }
         Ok(if wrote {
             Outcome::Wrote

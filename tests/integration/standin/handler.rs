@@ -1,5 +1,8 @@
 //! Request routing of the stand-in: discovery, Nodes, Events, NodeFeatures, faults, log.
 
+// Error responses are whole `http::Response`s; their size does not matter in a test server.
+#![allow(clippy::result_large_err)]
+
 use super::{Action, ChanBody, Logged, NodeObj, StandIn, State, Watcher, node_json, watch_line};
 use bytes::Bytes;
 use serde_json::{Value, json};
