@@ -942,6 +942,29 @@ async fn real_kubectl_sees_our_labels_and_its_override_is_reverted() {
     // kubectl reports a missing Node as NotFound.
     let (ok, _, err) = kubectl.run(&["get", "node", "nope"]).await;
     assert!(!ok && err.contains("NotFound"), "{err}");
+    // Every other request kubectl made (discovery included) was understood.
+    let log = api.log();
+    for l in &log {
+        eprintln!(
+            "{} {} {:?} ct={} accept={} -> {}",
+            l.method, l.path, l.query, l.content_type, l.accept, l.status
+        );
+    }
+    let unanswered: Vec<_> = log
+        .iter()
+        .filter(|l| l.status >= 400 && l.path != "/api/v1/nodes/nope")
+        .map(|l| format!("{} {} -> {}", l.method, l.path, l.status))
+        .collect();
+    assert!(
+        unanswered.is_empty(),
+        "stand-in failed requests: {unanswered:?}"
+    );
+    for path in ["/version", "/api", "/apis", "/api/v1"] {
+        assert!(
+            log.iter().any(|l| l.path == path),
+            "kubectl did not ask for {path}"
+        );
+    }
 
     let _ = stop.send(());
     task.await.unwrap();

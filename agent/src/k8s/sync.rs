@@ -15,7 +15,7 @@
 use super::Error;
 use super::args::LabelMode;
 use super::backoff::Backoff;
-use super::events::{EventLimiter, event_body, verdict_changes};
+use super::events::{EventLimiter, VerdictChange, event_body, verdict_changes};
 use super::metrics::SyncMetrics;
 use super::nfd::{nfd_file_text, nodefeature_body, nodefeature_name, write_nfd_file};
 use super::owned::{FIELD_MANAGER, NodeView, extensions_from_node, needs_apply, stale_prefix_keys};
@@ -42,6 +42,9 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 const NODES: &str = "/api/v1/nodes";
+
+/// Verdict changes kept while the Node is unknown or the API is away.
+const MAX_PENDING_EVENTS: usize = 20;
 
 /// Settings of the sync loop. [`SyncConfig::new`] gives production defaults.
 #[derive(Debug, Clone)]
@@ -141,7 +144,7 @@ impl LabelSync {
     ) {
         let mut r = Runner::new(self);
         let first = reports.borrow_and_update().clone();
-        r.on_report(first).await;
+        r.on_report(first);
         let jitter = r.backoff.jitter(r.cfg.start_jitter);
         if !jitter.is_zero() {
             r.retry_at = Some(Instant::now() + jitter);
@@ -160,7 +163,7 @@ impl LabelSync {
                 changed = reports.changed() => match changed {
                     Ok(()) => {
                         let rep = reports.borrow_and_update().clone();
-                        r.on_report(rep).await;
+                        r.on_report(rep);
                     }
                     Err(_) => break,
                 },
@@ -258,6 +261,7 @@ struct Runner {
     file_text: Option<String>,
     nodefeature_labels: Option<BTreeMap<String, String>>,
     prev_status: BTreeMap<String, Status>,
+    pending_events: Vec<VerdictChange>,
     limiter: EventLimiter,
     /// Failure kinds logged since the last success (each is logged once).
     logged: BTreeSet<&'static str>,
@@ -287,14 +291,24 @@ impl Runner {
             file_text: None,
             nodefeature_labels: None,
             prev_status: BTreeMap::new(),
+            pending_events: Vec::new(),
             limiter,
             logged: BTreeSet::new(),
         }
     }
 
-    async fn on_report(&mut self, report: Arc<Report>) {
+    fn on_report(&mut self, report: Arc<Report>) {
         if self.cfg.events && self.client.is_some() {
-            self.post_events(&report).await;
+            let changes = verdict_changes(&self.prev_status, &report.gpus);
+            self.pending_events.extend(changes);
+            // Bounded: a long outage keeps only the latest changes.
+            let excess = self.pending_events.len().saturating_sub(MAX_PENDING_EVENTS);
+            if excess > 0 {
+                self.pending_events.drain(..excess);
+                for _ in 0..excess {
+                    self.metrics.event("dropped");
+                }
+            }
         }
         self.prev_status = report
             .gpus
@@ -304,8 +318,13 @@ impl Runner {
         self.report = Some(report);
     }
 
-    /// One turn of the loop: sync, then bookkeeping of success or failure.
+    /// One turn of the loop: sync, bookkeeping of success or failure, then queued Events.
     async fn turn(&mut self) {
+        self.sync_and_count().await;
+        self.post_events().await;
+    }
+
+    async fn sync_and_count(&mut self) {
         match self.sync_once().await {
             Ok(Outcome::NodeAbsent) => {
                 self.metrics.sync_result("node_not_found");
@@ -381,6 +400,8 @@ impl Runner {
         {
             info!(node = %self.cfg.node_name, old_uid = %old.uid, new_uid = %view.uid, "Node was re-created");
         }
+        // Any object we were given is a consistent point to resume the watch from.
+        self.watch_rv = Some(view.resource_version.clone());
         self.node = Some(view);
         self.node_absent = false;
     }
@@ -393,9 +414,7 @@ impl Runner {
         };
         match ev {
             Some(Ok(WatchEvent::Added(o) | WatchEvent::Modified(o))) => {
-                let view = NodeView::from_meta(&o.metadata);
-                self.watch_rv = Some(view.resource_version.clone());
-                self.set_node(view);
+                self.set_node(NodeView::from_meta(&o.metadata));
                 self.bump_watch_deadline();
             }
             Some(Ok(WatchEvent::Deleted(o))) => {
@@ -517,7 +536,6 @@ impl Runner {
             .map_err(Error::Request)?;
         let body = self.send(req).await?;
         let list: MetaList = serde_json::from_slice(&body).map_err(Error::Decode)?;
-        self.watch_rv = list.metadata.resource_version.clone();
         match list
             .items
             .into_iter()
@@ -529,6 +547,9 @@ impl Runner {
                 self.node_absent = true;
             }
         }
+        // The list's version, not the object's: an unchanged Node's version can be older
+        // than the server's watch window, and resuming from it would only get 410.
+        self.watch_rv = list.metadata.resource_version.clone();
         Ok(())
     }
 
@@ -687,8 +708,12 @@ impl Runner {
         Ok(true)
     }
 
-    async fn post_events(&mut self, report: &Report) {
-        let changes = verdict_changes(&self.prev_status, &report.gpus);
+    /// Post the queued verdict changes, once the Node (and its uid) is known.
+    async fn post_events(&mut self) {
+        if self.node.is_none() || self.pending_events.is_empty() {
+            return;
+        }
+        let changes = std::mem::take(&mut self.pending_events);
         let uid = self
             .node
             .as_ref()

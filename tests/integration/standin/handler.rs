@@ -418,10 +418,30 @@ impl StandIn {
             id,
         });
         drop(st);
+        let bookmarks = q.get("allowWatchBookmarks").is_some_and(|v| v == "true");
         let me = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(timeout)).await;
-            me.st().watchers.retain(|w| w.id != id);
+            let mut st = me.st();
+            // Like the apiserver's watch cache, end with a BOOKMARK at the current version so
+            // the client resumes from a recent point instead of hitting 410 Expired.
+            let rv = st.rv.to_string();
+            if let Some(w) = st.watchers.iter().find(|w| w.id == id)
+                && bookmarks
+            {
+                let (kind, api) = if w.meta_only {
+                    ("PartialObjectMetadata", "meta.k8s.io/v1")
+                } else {
+                    ("Node", "v1")
+                };
+                let mut line =
+                    json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api,
+                    "metadata": {"resourceVersion": rv}}})
+                    .to_string();
+                line.push('\n');
+                let _ = w.tx.send(Bytes::from(line));
+            }
+            st.watchers.retain(|w| w.id != id);
         });
         http::Response::builder()
             .status(200)

@@ -1,0 +1,9 @@
+#!/bin/sh
+# Scale simulation of the label sync: N in-process agents (default 5000) against the
+# Kubernetes API stand-in, in virtual time. Prints a markdown table of requests, writes and
+# peak request rate (docs/K8S-SCALE.md records a run).
+# Usage: scripts/sim-k8s.sh [N]
+set -eu
+cd "$(dirname "$0")/.."
+GPUSCOUT_SIM_AGENTS="${1:-5000}" exec cargo test --release --test integration k8s_scale_simulation \
+    -- --ignored --nocapture --test-threads=1
