@@ -2,7 +2,8 @@
 //! account (`/var/run/secrets/kubernetes.io/serviceaccount`, `KUBERNETES_SERVICE_HOST`). Outside
 //! a pod and without a kubeconfig this is [`Error::NoCluster`], which `serve` turns into
 //! "standalone exporter". kube's built-in retry layer is switched off: [`super::LabelSync`]
-//! retries itself, with one request in flight, so there is exactly one retry loop.
+//! retries itself, with one request in flight, so there is exactly one retry loop, and it
+//! bounds every request itself, so kube's read timeout is switched off too.
 
 use super::Error;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -32,5 +33,8 @@ pub async fn connect(kubeconfig: Option<&Path>) -> Result<Client, Error> {
         }
     };
     config.default_retry = false;
+    // kube's default 295 s read timeout would cut a quiet watch that asked for more; the sync
+    // loop bounds every request itself (10 s, and watch timeout + 30 s of silence).
+    config.read_timeout = None;
     Client::try_from(config).map_err(Error::Client)
 }

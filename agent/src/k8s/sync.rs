@@ -43,6 +43,9 @@ use tracing::{debug, error, info, warn};
 
 const NODES: &str = "/api/v1/nodes";
 
+/// Longest pause before renewing a watch the server dropped midway.
+const DROPPED_WATCH_JITTER: Duration = Duration::from_secs(5);
+
 /// Verdict changes kept while the Node is unknown or the API is away.
 const MAX_PENDING_EVENTS: usize = 20;
 
@@ -63,7 +66,10 @@ pub struct SyncConfig {
     /// so thousands of agents restarted together do not arrive as one burst. Retries after
     /// failures are spread by the backoff's own jitter.
     pub start_jitter: Duration,
-    /// `timeoutSeconds` of each WATCH; the server ends it then and we re-watch.
+    /// Shortest `timeoutSeconds` of a WATCH; each watch asks for a random value in
+    /// `[watch_timeout_s, 2 * watch_timeout_s)` (as client-go's reflector does), so renewals of
+    /// agents that started together drift apart. The server ends the watch then and we
+    /// re-watch from the last resourceVersion.
     pub watch_timeout_s: u32,
     /// Limit of one non-watch request; also bounds how long shutdown waits for it.
     pub request_timeout: Duration,
@@ -85,7 +91,7 @@ impl SyncConfig {
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(300),
             start_jitter: Duration::from_secs(10),
-            watch_timeout_s: 290,
+            watch_timeout_s: 300,
             request_timeout: Duration::from_secs(10),
             event_burst: 5,
             event_every: Duration::from_secs(60),
@@ -255,6 +261,8 @@ struct Runner {
     watch: Option<WatchStream>,
     watch_rv: Option<String>,
     watch_started: Option<Instant>,
+    /// `timeoutSeconds` asked for by the current watch.
+    watch_timeout: Duration,
     watch_deadline: Option<Instant>,
     backoff: Backoff,
     retry_at: Option<Instant>,
@@ -285,6 +293,7 @@ impl Runner {
             watch: None,
             watch_rv: None,
             watch_started: None,
+            watch_timeout: Duration::ZERO,
             watch_deadline: None,
             backoff,
             retry_at: None,
@@ -446,25 +455,30 @@ impl Runner {
                 self.on_error(Error::Transport(e));
             }
             None => {
-                // A watch that ends at once is a failure (back off); one that ran its course
-                // is renewed from the last resourceVersion without a LIST.
-                let short = self
-                    .watch_started
-                    .is_none_or(|t| t.elapsed() < Duration::from_secs(1));
+                // A watch that ends at once is a failure (back off). One that ran its course is
+                // renewed at once from the last resourceVersion, without a LIST. One dropped
+                // midway (a restarting apiserver or load balancer drops every watch at the same
+                // moment) is renewed after a random pause, so thousands do not return together.
+                let ran = self.watch_started.map(|t| t.elapsed());
                 self.drop_watch();
-                if short {
-                    self.on_error(Error::Api {
+                match ran {
+                    Some(d) if d >= Duration::from_secs(1) => {
+                        if d + Duration::from_secs(5) < self.watch_timeout {
+                            let pause = self.backoff.jitter(DROPPED_WATCH_JITTER);
+                            self.retry_at = Some(Instant::now() + pause);
+                        }
+                    }
+                    _ => self.on_error(Error::Api {
                         code: 0,
                         message: "watch closed at once".to_owned(),
-                    });
+                    }),
                 }
             }
         }
     }
 
     fn bump_watch_deadline(&mut self) {
-        self.watch_deadline =
-            Some(Instant::now() + Duration::from_secs(u64::from(self.cfg.watch_timeout_s) + 30));
+        self.watch_deadline = Some(Instant::now() + self.watch_timeout + Duration::from_secs(30));
     }
 
     async fn sync_once(&mut self) -> Result<Outcome, Error> {
@@ -558,9 +572,18 @@ impl Runner {
             return Ok(());
         };
         let rv = self.watch_rv.clone().unwrap_or_else(|| "0".to_owned());
+        let base = self.cfg.watch_timeout_s.max(1);
+        let timeout_s = base
+            + u32::try_from(
+                self.backoff
+                    .jitter(Duration::from_secs(u64::from(base)))
+                    .as_secs(),
+            )
+            .unwrap_or(0);
+        self.watch_timeout = Duration::from_secs(u64::from(timeout_s));
         let wp = WatchParams::default()
             .fields(&format!("metadata.name={}", self.cfg.node_name))
-            .timeout(self.cfg.watch_timeout_s);
+            .timeout(timeout_s);
         let req = kube::core::Request::new(NODES)
             .watch_metadata(&wp, &rv)
             .map_err(Error::Request)?;
