@@ -515,6 +515,31 @@ async fn slow_request_times_out_and_is_retried() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn shutdown_during_a_hanging_write_is_bounded_and_keeps_labels() {
+    let api = StandIn::new();
+    kubelet_node(&api);
+    let mut c = cfg();
+    c.request_timeout = Duration::from_secs(600);
+    let agent = Agent::start(Some(&api), c, report(OURS, vec![]));
+    pass(5).await;
+    api.fail(Fault {
+        when: Match::method("PATCH"),
+        what: Action::Latency(Duration::from_secs(3600)),
+        times: None,
+    });
+    agent.send(report(&[("gpuscout.io/present", "true")], vec![]));
+    pass(1).await;
+    let t = tokio::time::Instant::now();
+    agent.stop().await;
+    assert!(
+        t.elapsed() <= Duration::from_secs(6),
+        "stopped after {:?}",
+        t.elapsed()
+    );
+    assert_eq!(ours_on(&api), labels(OURS), "labels stay on shutdown");
+}
+
+#[tokio::test(start_paused = true)]
 async fn refused_watches_still_label_and_back_off() {
     let api = StandIn::new();
     kubelet_node(&api);

@@ -43,6 +43,9 @@ use tracing::{debug, error, info, warn};
 
 const NODES: &str = "/api/v1/nodes";
 
+/// How long shutdown waits for a turn in progress (the pod's default grace period is 30 s).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// Longest pause before renewing a watch the server dropped midway.
 const DROPPED_WATCH_JITTER: Duration = Duration::from_secs(5);
 
@@ -159,7 +162,19 @@ impl LabelSync {
         loop {
             if r.retry_at.is_none_or(|t| Instant::now() >= t) {
                 r.retry_at = None;
-                r.turn().await;
+                let turn = r.turn();
+                tokio::pin!(turn);
+                let stopping = tokio::select! {
+                    () = &mut turn => false,
+                    () = &mut shutdown => {
+                        // Let the write in flight finish, within the pod's grace period.
+                        let _ = tokio::time::timeout(SHUTDOWN_GRACE, turn).await;
+                        true
+                    }
+                };
+                if stopping {
+                    break;
+                }
             }
             let retry_at = r.retry_at;
             let watch_deadline = r.watch_deadline;
