@@ -131,7 +131,7 @@ fn k8s_scale_simulation() {
 
         println!("\n## gpuscout k8s scale simulation: {n} agents, stand-in API, virtual time\n");
         println!("Nodes labelled after start-up: {labelled}/{n}; watches open after recovery: {watching}/{n}.");
-        println!("Label sync results over the run: applied={}, unchanged={}, server_error={}, unreachable={}.",
+        println!("Label sync results over the run: applied={}, unchanged={}, server_error={}, other errors={}.",
             metrics.sync_count("applied"), metrics.sync_count("unchanged"),
             metrics.sync_count("server_error"), metrics.sync_count("error"));
         println!("Wall-clock time of the simulation: {:.1} s.\n", wall.elapsed().as_secs_f64());
