@@ -25,6 +25,7 @@ pub mod names;
 pub mod parse;
 pub mod pci;
 pub mod render;
+pub mod talos;
 pub mod telemetry;
 pub mod vendors;
 pub mod verdict;

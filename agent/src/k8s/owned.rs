@@ -13,12 +13,6 @@ use std::collections::{BTreeMap, BTreeSet};
 /// grow with every distinct manager.
 pub const FIELD_MANAGER: &str = "gpuscout";
 
-/// Prefix of the labels and annotations Talos (v1.8+) publishes for installed extensions.
-pub const TALOS_EXTENSION_PREFIX: &str = "extensions.talos.dev/";
-
-/// Synthetic Talos "extensions" that are not drivers.
-const NOT_EXTENSIONS: [&str; 2] = ["schematic", "modules.dep"];
-
 /// What the agent last saw of its Node.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeView {
@@ -96,28 +90,16 @@ pub fn stale_prefix_keys(
 }
 
 /// Talos' `extensions.talos.dev/<name>=<version>` labels and annotations (a version that is not
-/// a valid label value is published as an annotation), sorted by name, without `schematic` and
-/// `modules.dep`. A label wins over an annotation of the same name.
+/// a valid label value is published as an annotation), parsed by the verdict engine's own
+/// [`crate::verdict::extensions_from_node_metadata`]: sorted by name, without `schematic` and
+/// `modules.dep`, a label winning over an annotation of the same name.
 pub fn extensions_from_node(node: &NodeView) -> Vec<Extension> {
-    let mut by_name: BTreeMap<&str, &str> = BTreeMap::new();
-    for (k, v) in &node.annotations {
-        if let Some(name) = k.strip_prefix(TALOS_EXTENSION_PREFIX) {
-            by_name.insert(name, v);
-        }
-    }
-    for (k, v) in &node.labels {
-        if let Some(name) = k.strip_prefix(TALOS_EXTENSION_PREFIX) {
-            by_name.insert(name, v);
-        }
-    }
-    by_name
-        .into_iter()
-        .filter(|(name, _)| !name.is_empty() && !NOT_EXTENSIONS.contains(name))
-        .map(|(name, version)| Extension {
-            name: name.to_owned(),
-            version: version.to_owned(),
-        })
-        .collect()
+    crate::verdict::extensions_from_node_metadata(
+        node.labels
+            .iter()
+            .chain(node.annotations.iter())
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    )
 }
 
 #[cfg(test)]
