@@ -994,3 +994,110 @@ async fn real_kubectl_sees_our_labels_and_its_override_is_reverted() {
     let _ = stop.send(());
     task.await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn off_mode_writes_nothing_but_still_reads_extensions() {
+    let api = StandIn::new();
+    kubelet_node(&api);
+    api.set_labels_as(
+        NODE,
+        "talos",
+        &[("extensions.talos.dev/i915", Some("20251021-v1.11.5"))],
+    );
+    let mut c = cfg();
+    c.mode = LabelMode::Off;
+    let mut agent = Agent::start(Some(&api), c, report(OURS, vec![]));
+    pass(600).await;
+    assert_eq!(api.successful_writes(), 0);
+    assert!(ours_on(&api).is_empty());
+    let ext = agent.extensions.borrow_and_update().clone().unwrap();
+    assert_eq!(ext[0].name, "i915");
+    agent.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn node_gone_between_list_and_patch_is_surfaced_not_created() {
+    let api = StandIn::new();
+    kubelet_node(&api);
+    api.fail(Fault {
+        when: Match::method("PATCH"),
+        what: Action::Status(404, None),
+        times: Some(3),
+    });
+    let agent = Agent::start(Some(&api), cfg(), report(OURS, vec![]));
+    pass(60).await;
+    assert_eq!(agent.metrics.sync_count("node_not_found"), 3);
+    assert_eq!(api.node_names(), [NODE]);
+    assert_eq!(ours_on(&api), labels(OURS), "applied once the 404s stopped");
+    agent.stop().await;
+}
+
+/// The stand-in itself: conflicts and JSON patch, as the apiserver answers them.
+#[tokio::test]
+async fn standin_answers_conflicts_and_json_patch_like_the_apiserver() {
+    use bytes::Bytes;
+    let api = StandIn::new();
+    kubelet_node(&api);
+    let req = |ctype: &str, query: &str, body: &str| {
+        http::Request::builder()
+            .method("PATCH")
+            .uri(format!("/api/v1/nodes/{NODE}?{query}"))
+            .header("content-type", ctype)
+            .body(Bytes::from(body.to_owned()))
+            .unwrap()
+    };
+    let apply = r#"{"apiVersion":"v1","kind":"Node","metadata":{"name":"gpu-node-1","labels":{"kubernetes.io/os":"windows"}}}"#;
+    // An unforced apply of a key kubelet owns with another value conflicts; forced, it wins.
+    let r = api
+        .handle(req("application/apply-patch+yaml", "fieldManager=x", apply))
+        .await;
+    assert_eq!(r.status(), 409);
+    let r = api
+        .handle(req(
+            "application/apply-patch+yaml",
+            "fieldManager=x&force=true",
+            apply,
+        ))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(api.labels(NODE)["kubernetes.io/os"], "windows");
+    // Apply without a field manager is rejected.
+    let r = api
+        .handle(req("application/apply-patch+yaml", "", apply))
+        .await;
+    assert_eq!(r.status(), 400);
+    // A merge patch with a stale resourceVersion conflicts.
+    let stale = r#"{"metadata":{"resourceVersion":"1","labels":{"a/b":"c"}}}"#;
+    let r = api
+        .handle(req("application/merge-patch+json", "fieldManager=m", stale))
+        .await;
+    assert_eq!(r.status(), 409);
+    // JSON patch: a failing test op is 422 and changes nothing; a passing one applies.
+    let rv = api.node(NODE).unwrap().rv;
+    let bad = r#"[{"op":"test","path":"/metadata/resourceVersion","value":"999999"},{"op":"remove","path":"/metadata/labels/team.example.com~1owner"}]"#;
+    let r = api
+        .handle(req("application/json-patch+json", "fieldManager=m", bad))
+        .await;
+    assert_eq!(r.status(), 422);
+    assert_eq!(api.labels(NODE)["team.example.com/owner"], "ml");
+    let good = format!(
+        r#"[{{"op":"test","path":"/metadata/resourceVersion","value":"{rv}"}},{{"op":"remove","path":"/metadata/labels/team.example.com~1owner"}}]"#
+    );
+    let r = api
+        .handle(req("application/json-patch+json", "fieldManager=m", &good))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(!api.labels(NODE).contains_key("team.example.com/owner"));
+    assert!(
+        api.node(NODE).unwrap().rv > rv,
+        "a change bumps the resourceVersion"
+    );
+    // A no-op merge patch leaves the resourceVersion alone (no watch event).
+    let rv = api.node(NODE).unwrap().rv;
+    let same = r#"{"metadata":{"labels":{"kubernetes.io/os":"windows"}}}"#;
+    let r = api
+        .handle(req("application/merge-patch+json", "fieldManager=m", same))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(api.node(NODE).unwrap().rv, rv);
+}
