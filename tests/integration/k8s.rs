@@ -1101,3 +1101,25 @@ async fn standin_answers_conflicts_and_json_patch_like_the_apiserver() {
     assert_eq!(r.status(), 200);
     assert_eq!(api.node(NODE).unwrap().rv, rv);
 }
+
+#[tokio::test(start_paused = true)]
+async fn missing_node_name_is_reported_and_nothing_is_touched() {
+    let api = StandIn::new();
+    kubelet_node(&api);
+    let args = gpuscout::k8s::K8sArgs {
+        kubeconfig: None,
+        node_name: Some("  ".into()),
+        labels: LabelMode::Node,
+        nfd_file: "/nonexistent".into(),
+        nodefeature_namespace: "gpu-system".into(),
+        no_events: false,
+    };
+    let mut c = args.sync_config("gpuscout.io");
+    c.start_jitter = Duration::ZERO;
+    let agent = Agent::start(Some(&api), c, report(OURS, vec![]));
+    pass(600).await;
+    assert_eq!(agent.metrics.sync_count("no_node_name"), 1);
+    assert!(api.log().is_empty(), "no request without a node name");
+    assert!(!agent.task.is_finished(), "no crash loop");
+    agent.stop().await;
+}

@@ -1,6 +1,6 @@
 //! Command-line flags of the Kubernetes side, for `serve` to flatten in. No I/O.
 
-use super::{Error, SyncConfig};
+use super::SyncConfig;
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 
@@ -62,18 +62,21 @@ pub struct K8sArgs {
 }
 
 impl K8sArgs {
-    /// The sync settings; `prefix` is the validated label prefix. A missing node name is an
-    /// error in every mode but `nfd-file`/`off` without a cluster, where nothing names the Node.
-    pub fn sync_config(&self, prefix: &str) -> Result<SyncConfig, Error> {
-        let node_name = match self.node_name.as_deref().map(str::trim) {
-            Some(n) if !n.is_empty() => n.to_owned(),
-            _ => return Err(Error::NoNodeName),
-        };
+    /// The sync settings; `prefix` is the validated label prefix. A missing node name is not an
+    /// error here: [`super::LabelSync::run`] reports it (log + `result="no_node_name"`) and
+    /// touches nothing, because without a name it cannot tell which Node is its own.
+    pub fn sync_config(&self, prefix: &str) -> SyncConfig {
+        let node_name = self
+            .node_name
+            .as_deref()
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_owned();
         let mut cfg = SyncConfig::new(node_name, prefix);
         cfg.mode = self.labels;
         cfg.nfd_file = self.nfd_file.clone();
         cfg.nodefeature_namespace = self.nodefeature_namespace.clone();
         cfg.events = !self.no_events;
-        Ok(cfg)
+        cfg
     }
 }

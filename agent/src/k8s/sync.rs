@@ -146,12 +146,19 @@ impl LabelSync {
     /// value must be a real discovery report (create the channel with the first pass's
     /// report), because its labels are applied as the complete owned set. Labels are left on
     /// the Node when this returns.
+    #[tracing::instrument(name = "label_sync", skip_all, fields(node = %self.cfg.node_name, mode = ?self.cfg.mode))]
     pub async fn run(
         self,
         mut reports: watch::Receiver<Arc<Report>>,
         shutdown: impl Future<Output = ()>,
     ) {
         let mut r = Runner::new(self);
+        if r.cfg.node_name.is_empty() && r.client.is_some() {
+            error!(error = %Error::NoNodeName, "label sync disabled: it cannot tell which Node is its own");
+            r.metrics.sync_result("no_node_name");
+            shutdown.await;
+            return;
+        }
         let first = reports.borrow_and_update().clone();
         r.on_report(first);
         let jitter = r.backoff.jitter(r.cfg.start_jitter);
