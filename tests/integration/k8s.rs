@@ -1123,3 +1123,53 @@ async fn missing_node_name_is_reported_and_nothing_is_touched() {
     assert!(!agent.task.is_finished(), "no crash loop");
     agent.stop().await;
 }
+
+/// Captures log output of the current thread (the paused-time tests run on one thread).
+#[derive(Clone, Default)]
+struct LogBuf(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn forbidden_is_logged_once_and_recovery_is_logged() {
+    let buf = LogBuf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let api = StandIn::new();
+    kubelet_node(&api);
+    api.fail(Fault {
+        when: Match::method("PATCH"),
+        what: Action::Status(403, None),
+        times: None,
+    });
+    let agent = Agent::start(Some(&api), cfg(), report(OURS, vec![]));
+    pass(3600).await;
+    api.clear_faults();
+    pass(301).await;
+    agent.stop().await;
+    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let failed = text
+        .lines()
+        .filter(|l| l.contains("label sync failed"))
+        .count();
+    let errors = text.lines().filter(|l| l.contains("ERROR")).count();
+    assert_eq!(failed, 1, "logged once:\n{text}");
+    assert_eq!(errors, 1, "{text}");
+    assert!(
+        text.contains("forbidden") && text.contains("RBAC"),
+        "{text}"
+    );
+    assert!(text.contains("label sync recovered"), "{text}");
+}
