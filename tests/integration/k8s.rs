@@ -1173,3 +1173,40 @@ async fn forbidden_is_logged_once_and_recovery_is_logged() {
     );
     assert!(text.contains("label sync recovered"), "{text}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn events_wait_for_the_api_to_come_back() {
+    let api = StandIn::new();
+    kubelet_node(&api);
+    let ok = gpu("0000:03:00.0", Status::Ok, vec![]);
+    let bad = gpu(
+        "0000:03:00.0",
+        Status::ModuleNotLoaded,
+        vec![Problem {
+            status: Status::ModuleNotLoaded,
+            detail: "no driver bound and i915/xe not loaded".into(),
+            hint: "load the i915 or xe kernel module".into(),
+        }],
+    );
+    let agent = Agent::start(Some(&api), cfg(), report(OURS, vec![ok]));
+    pass(5).await;
+    api.fail(Fault {
+        when: Match::any(),
+        what: Action::Status(503, None),
+        times: None,
+    });
+    api.drop_watches();
+    agent.send(report(&[("gpuscout.io/present", "true")], vec![bad]));
+    pass(1800).await;
+    assert!(api.events().is_empty());
+    assert!(
+        !api.log().iter().any(|l| l.path.ends_with("/events")),
+        "no Event tried while the API fails"
+    );
+    api.clear_faults();
+    pass(301).await;
+    let ev = api.events();
+    assert_eq!(ev.len(), 1, "the queued Event is posted after recovery");
+    assert_eq!(ev[0]["reason"], "GpuModuleNotLoaded");
+    agent.stop().await;
+}

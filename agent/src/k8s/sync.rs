@@ -351,11 +351,14 @@ impl Runner {
 
     /// One turn of the loop: sync, bookkeeping of success or failure, then queued Events.
     async fn turn(&mut self) {
-        self.sync_and_count().await;
-        self.post_events().await;
+        // While the API fails, Events stay queued (bounded) rather than fail one by one.
+        if self.sync_and_count().await {
+            self.post_events().await;
+        }
     }
 
-    async fn sync_and_count(&mut self) {
+    /// Whether the API answered.
+    async fn sync_and_count(&mut self) -> bool {
         match self.sync_once().await {
             Ok(Outcome::NodeAbsent) => {
                 self.metrics.sync_result("node_not_found");
@@ -365,6 +368,7 @@ impl Runner {
                         "Node not found: check NODE_NAME (downward API spec.nodeName); waiting for it to appear, nothing is created"
                     );
                 }
+                true
             }
             Ok(outcome) => {
                 let wrote = matches!(outcome, Outcome::Wrote);
@@ -376,8 +380,12 @@ impl Runner {
                     self.logged.clear();
                 }
                 self.backoff.reset();
+                true
             }
-            Err(e) => self.on_error(e),
+            Err(e) => {
+                self.on_error(e);
+                false
+            }
         }
     }
 
