@@ -964,6 +964,9 @@ async fn real_kubectl_sees_our_labels_and_its_override_is_reverted() {
         .await;
     assert!(ok, "{err}");
     assert!(!api.labels(NODE).contains_key("example.com/x"));
+    // The listing works too (the stand-in has no Table output; kubectl falls back).
+    let (ok, out, err) = kubectl.run(&["get", "nodes"]).await;
+    assert!(ok && out.contains(NODE), "kubectl get nodes: {out} {err}");
     // kubectl reports a missing Node as NotFound.
     let (ok, _, err) = kubectl.run(&["get", "node", "nope"]).await;
     assert!(!ok && err.contains("NotFound"), "{err}");
