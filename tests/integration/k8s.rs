@@ -1127,29 +1127,54 @@ async fn missing_node_name_is_reported_and_nothing_is_touched() {
     agent.stop().await;
 }
 
-/// Captures log output of the current thread (the paused-time tests run on one thread).
-#[derive(Clone, Default)]
-struct LogBuf(Arc<std::sync::Mutex<Vec<u8>>>);
+/// Log capture per thread (the paused-time tests run the agent on the test's own thread).
+/// One process-wide subscriber writes each line to the capturing thread's buffer, if any: a
+/// thread-local `set_default` subscriber loses events to tracing's callsite-interest cache
+/// when other tests hit the same callsites first on other threads.
+mod logcapture {
+    use std::cell::RefCell;
+    use std::sync::{Arc, Mutex, Once};
 
-impl std::io::Write for LogBuf {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
+    thread_local! {
+        static BUF: RefCell<Option<Arc<Mutex<Vec<u8>>>>> = const { RefCell::new(None) };
     }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+
+    struct ThreadWriter;
+
+    impl std::io::Write for ThreadWriter {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            BUF.with(|c| {
+                if let Some(buf) = c.borrow().as_ref() {
+                    buf.lock().unwrap().extend_from_slice(b);
+                }
+            });
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Start capturing this thread's log lines.
+    pub fn start() -> Arc<Mutex<Vec<u8>>> {
+        static INIT: Once = Once::new();
+        INIT.call_once(|| {
+            let sub = tracing_subscriber::fmt()
+                .with_writer(|| ThreadWriter)
+                .with_ansi(false)
+                .with_max_level(tracing::Level::INFO)
+                .finish();
+            tracing::subscriber::set_global_default(sub).expect("no other global subscriber");
+        });
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        BUF.with(|c| *c.borrow_mut() = Some(buf.clone()));
+        buf
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn forbidden_is_logged_once_and_recovery_is_logged() {
-    let buf = LogBuf::default();
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let buf = logcapture::start();
     let api = StandIn::new();
     kubelet_node(&api);
     api.fail(Fault {
@@ -1162,7 +1187,7 @@ async fn forbidden_is_logged_once_and_recovery_is_logged() {
     api.clear_faults();
     pass(301).await;
     agent.stop().await;
-    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
     let failed = text
         .lines()
         .filter(|l| l.contains("label sync failed"))
