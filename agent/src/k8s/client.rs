@@ -3,7 +3,7 @@
 //! a pod and without a kubeconfig this is [`Error::NoCluster`], which `serve` turns into
 //! "standalone exporter". kube's built-in retry layer is switched off: [`super::LabelSync`]
 //! retries itself, with one request in flight, so there is exactly one retry loop, and it
-//! bounds every request itself, so kube's read timeout is switched off too.
+//! bounds every request itself, so no read timeout is set on the client.
 
 use super::Error;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -33,8 +33,9 @@ pub async fn connect(kubeconfig: Option<&Path>) -> Result<Client, Error> {
         }
     };
     config.default_retry = false;
-    // kube's default 295 s read timeout would cut a quiet watch that asked for more; the sync
-    // loop bounds every request itself (10 s, and watch timeout + 30 s of silence).
+    // kube 5 sets no read timeout by default; keep it so (a read timeout shorter than a quiet
+    // watch's 300-600 s would cut it). The sync loop bounds every request itself: 10 s, and a
+    // watch's own timeout + 30 s of silence.
     config.read_timeout = None;
     Client::try_from(config).map_err(Error::Client)
 }
