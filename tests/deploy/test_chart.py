@@ -229,14 +229,26 @@ def test_rbac_is_minimal_per_mode():
         node_rules = [r for r in rules if "nodes" in r["resources"]]
         assert len(node_rules) == 1 and set(node_rules[0]["verbs"]) == verbs, (mode, node_rules)
         for r in rules:
-            assert not {"create", "delete", "update", "*"} & set(r["verbs"]) or r["resources"] == ["events"], r
+            if r["resources"] == ["events"]:
+                assert r["apiGroups"] == [""] and r["verbs"] == ["create"], r
+            else:
+                assert not {"create", "delete", "update", "*"} & set(r["verbs"]), r
             assert "nodes/status" not in r["resources"] and "*" not in r["resources"]
         roles = objects(v, "Role")
+        env = {e["name"]: e.get("value") for e in container(v)["env"]}
         if mode == "nodefeature":
             assert roles[0]["rules"][0]["resources"] == ["nodefeatures"]
+            assert set(roles[0]["rules"][0]["verbs"]) == {"get", "create", "patch"}
             assert roles[0]["metadata"]["namespace"] == NAMESPACE
+            # the agent puts its NodeFeature where the Role allows it
+            assert env["GPUSCOUT_NODEFEATURE_NAMESPACE"] == NAMESPACE
         else:
             assert roles == []
+            assert "GPUSCOUT_NODEFEATURE_NAMESPACE" not in env
+        if mode == "nfd-file":
+            mount = next(m for m in container(v)["volumeMounts"] if m["name"] == "nfd-features")
+            assert env["GPUSCOUT_NFD_FILE"] == mount["mountPath"] + "/gpuscout"
+            assert mount.get("readOnly") is not True
     binding = one(None, "ClusterRoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "gpuscout", "namespace": NAMESPACE}]
 
