@@ -108,3 +108,8 @@ def one(values: dict | None, kind: str) -> dict:
 def load_scenario(path: str) -> dict:
     with open(path, encoding="utf-8") as f:
         return yaml_mod().safe_load(f) or {}
+
+
+def container(values=None) -> dict:
+    """The agent container of the rendered DaemonSet."""
+    return one(values, "DaemonSet")["spec"]["template"]["spec"]["containers"][0]

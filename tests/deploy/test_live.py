@@ -199,3 +199,25 @@ def test_alerts_follow_the_agents_verdicts(prometheus):
     pending = {(a["labels"]["node"], a["labels"]["source"]) for a in alerts
                if a["labels"]["alertname"] == "GpuscoutSourceFailing"}
     assert pending == failing
+
+
+# The env vars the chart sets that are read by someone else than gpuscout's flag parser.
+FOREIGN_ENV = {"RUST_LOG", "NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES"}
+
+
+@pytest.mark.parametrize("scenario", sorted((REPO / "charts" / "gpuscout" / "ci").glob("*-values.yaml")),
+                         ids=lambda p: p.name.removesuffix("-values.yaml"))
+def test_chart_flags_and_env_are_the_agents(scenario):
+    """Every flag the DaemonSet passes is accepted by the real `gpuscout serve`, and every
+    GPUSCOUT_* / NODE_NAME variable it sets is one the agent documents."""
+    from conftest import container, load_scenario
+
+    binary = os.environ.get("GPUSCOUT_BINARY") or str(REPO / "target" / "debug" / "gpuscout")
+    c = container(load_scenario(str(scenario)))
+    # clap stops at the first unknown flag, before it sees --help
+    r = subprocess.run([binary, *c["args"], "--help"], capture_output=True, text=True)
+    assert r.returncode == 0, f"{c['args']}: {r.stderr}"
+    documented = set(re.findall(r"\[env: ([A-Z_]+)=", r.stdout))
+    for e in c["env"]:
+        if e["name"] not in FOREIGN_ENV:
+            assert e["name"] in documented, f"{e['name']} is not a gpuscout serve setting"
