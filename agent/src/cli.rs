@@ -51,6 +51,9 @@ pub struct GlobalArgs {
     /// Log format: `plain` or `json`. The level comes from `RUST_LOG` (default `info`).
     #[arg(long, env = "GPUSCOUT_LOG_FORMAT", default_value = "plain", value_parser = ["plain", "json"], global = true)]
     pub log_format: String,
+
+    #[command(flatten)]
+    pub talos_api: crate::talosapi::TalosApiArgs,
 }
 
 /// What to do.
@@ -119,7 +122,11 @@ impl GlobalArgs {
 pub fn run_oneshot(cli: &Cli) -> Result<u8, ConfigError> {
     let root = cli.global.host_root()?;
     let opts = cli.global.discover_options()?;
-    let report = discover::discover(&root, &opts);
+    let mut report = discover::discover(&root, &opts);
+    if let Some(facts) = crate::talosapi::fetch_for_oneshot(&cli.global.talos_api) {
+        crate::talosapi::refine(&facts, &mut report.gpus);
+        report.labels = crate::labels::compute(&report.host, &report.gpus, &opts.labels);
+    }
     match &cli.command {
         Command::Discover { format } => {
             let text = render::render(&report, *format)?;

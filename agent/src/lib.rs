@@ -24,6 +24,7 @@ pub mod names;
 pub mod parse;
 pub mod pci;
 pub mod render;
+pub mod talosapi;
 pub mod telemetry;
 pub mod vendors;
 pub mod verdict;
