@@ -290,6 +290,13 @@ fn classify_transport(url: &str, e: &tonic::transport::Error, deadline: Duration
             reason,
         };
     }
+    let reason = if lower.contains("invalid peer certificate") {
+        format!(
+            "{reason} (apid's certificate is not signed by the talosconfig's CA, or does not name the endpoint host)"
+        )
+    } else {
+        reason
+    };
     Error::Connect {
         endpoint: url.to_owned(),
         reason,

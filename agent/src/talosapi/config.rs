@@ -292,7 +292,7 @@ mod tests {
         assert!(e.contains("\"x\" is not under `contexts`"), "{e}");
         let e = TalosConfig::parse(": : :").unwrap_err();
         assert!(e.starts_with("not a talosconfig"), "{e}");
-        let bad_b64 = config(KEY).replace(&b64(CERT), "%%%");
+        let bad_b64 = config(KEY).replace(&b64(CERT), "zz_not_base64");
         let e = TalosConfig::parse(&bad_b64).unwrap_err();
         assert!(e.contains("not base64"), "{e}");
     }
