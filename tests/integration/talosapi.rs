@@ -715,17 +715,53 @@ async fn a_server_that_never_answers_hits_the_configured_deadline() {
 }
 
 #[tokio::test]
-async fn the_poller_backs_off_after_a_failure_instead_of_retrying() {
+async fn the_poller_backs_off_after_a_failure_and_rereads_the_talosconfig() {
     let pki = pki();
-    let addr = closed_port().await;
-    let backoff = talosapi::Backoff::new(Duration::from_secs(3600), Duration::from_secs(3600));
-    let mut poller =
-        talosapi::Poller::with_backoff(settings_for(&pki, addr, Duration::from_secs(10)), backoff);
+    let addr = serve(
+        &pki,
+        Fake {
+            node: Node::nvidia(&NVIDIA_MODULES, true, Some("nvidia")),
+            ..Default::default()
+        },
+    )
+    .await;
+    let closed = closed_port().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write_config(tmp.path(), &pki, &closed.to_string());
+    let args = talosapi::TalosApiArgs {
+        enabled: true,
+        config: cfg.clone(),
+        endpoint: None,
+        node: Some(NODE_IP.to_owned()),
+        timeout_s: 10.0,
+    };
+    // Zero backoff: every poll tries again.
+    let zero = talosapi::Backoff::new(Duration::ZERO, Duration::ZERO);
+    let mut poller = talosapi::Poller::with_backoff(args.clone(), zero).unwrap();
+    assert!(bounded(poller.poll()).await.is_none());
+    assert!(
+        poller
+            .last_error()
+            .unwrap()
+            .contains("cannot reach the Talos API"),
+        "{:?}",
+        poller.last_error()
+    );
+    // The secret is updated (here: a new endpoint): the next poll uses the new file.
+    write_config(tmp.path(), &pki, &addr.to_string());
+    let facts = bounded(poller.poll())
+        .await
+        .expect("facts after the update");
+    assert!(facts.services[PERSISTENCED].running);
+    assert!(poller.last_error().is_none());
+    assert_eq!(poller.backoff().failures(), 0);
+
+    // A long backoff: after one failure, polls inside the window make no new attempt.
+    write_config(tmp.path(), &pki, &closed.to_string());
+    let long = talosapi::Backoff::new(Duration::from_secs(3600), Duration::from_secs(3600));
+    let mut poller = talosapi::Poller::with_backoff(args, long).unwrap();
     assert!(bounded(poller.poll()).await.is_none());
     assert_eq!(poller.backoff().failures(), 1);
-    let reason = poller.last_error().unwrap().to_owned();
-    assert!(reason.contains("cannot reach the Talos API"), "{reason}");
-    // Within the backoff window: no new attempt, so the failure count does not grow.
     for _ in 0..5 {
         assert!(bounded(poller.poll()).await.is_none());
     }

@@ -5,6 +5,7 @@
 //! one `warn` line per *distinct* reason, not one per attempt: no retry storm, no log storm.
 //! While the API is unusable `poll` returns `None` and the agent uses file and label evidence.
 
+use super::TalosApiArgs;
 use super::client::{Client, Error, Settings};
 use super::facts::TalosApiFacts;
 use std::time::{Duration, Instant};
@@ -81,31 +82,34 @@ pub async fn fetch_once(settings: &Settings) -> Result<TalosApiFacts, Error> {
     TalosApiFacts::fetch(&client).await
 }
 
-/// Daemon-side state: the client, the backoff and the last error reported.
+/// Daemon-side state: where the settings come from, the client, the backoff and the last error
+/// reported.
+///
+/// The talosconfig is read again before every poll: Talos renews the ServiceAccount's client
+/// certificate (6 h lifetime, renewed with under 1 h left) and the kubelet updates the mounted
+/// secret, so a changed file means a new connection with the new certificate.
 #[derive(Debug)]
 pub struct Poller {
-    settings: Settings,
-    client: Option<Client>,
+    args: TalosApiArgs,
+    client: Option<(Settings, Client)>,
     backoff: Backoff,
     last_error: Option<String>,
 }
 
 impl Poller {
-    pub fn new(settings: Settings) -> Self {
-        Poller {
-            settings,
-            client: None,
-            backoff: Backoff::default(),
-            last_error: None,
-        }
+    /// `None` when the Talos API is not enabled.
+    pub fn new(args: TalosApiArgs) -> Option<Self> {
+        Self::with_backoff(args, Backoff::default())
     }
 
-    /// With a custom backoff (tests).
-    pub fn with_backoff(settings: Settings, backoff: Backoff) -> Self {
-        Poller {
+    /// With a custom backoff.
+    pub fn with_backoff(args: TalosApiArgs, backoff: Backoff) -> Option<Self> {
+        args.enabled.then_some(Poller {
+            args,
+            client: None,
             backoff,
-            ..Poller::new(settings)
-        }
+            last_error: None,
+        })
     }
 
     pub fn backoff(&self) -> &Backoff {
@@ -127,7 +131,7 @@ impl Poller {
             Ok(f) => {
                 if self.last_error.take().is_some() {
                     info!(
-                        endpoint = self.client.as_ref().map(Client::endpoint),
+                        endpoint = self.client.as_ref().map(|(_, c)| c.endpoint()),
                         "Talos API reachable again"
                     );
                 }
@@ -160,11 +164,13 @@ impl Poller {
     }
 
     async fn try_fetch(&mut self) -> Result<TalosApiFacts, Error> {
+        let settings = self.args.settings()?.ok_or(Error::Disabled)?;
         let client = match &self.client {
-            Some(c) => c.clone(),
-            None => {
-                let c = Client::connect(&self.settings).await?;
-                self.client = Some(c.clone());
+            Some((s, c)) if *s == settings => c.clone(),
+            _ => {
+                self.client = None;
+                let c = Client::connect(&settings).await?;
+                self.client = Some((settings, c.clone()));
                 c
             }
         };

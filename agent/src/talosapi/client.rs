@@ -14,7 +14,7 @@ use std::time::Duration;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 /// Everything needed to reach the Talos API for this node.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// Parsed talosconfig.
     pub config: TalosConfig,
@@ -37,6 +37,8 @@ pub enum Error {
         "no node address: set --talos-node (env GPUSCOUT_TALOS_NODE) to this node's IP, from the downward API status.hostIP"
     )]
     NoNode,
+    #[error("the Talos API is not enabled (--talos-api)")]
+    Disabled,
     #[error("--talos-timeout {0}: must be a number of seconds between 0 and 3600")]
     BadTimeout(f64),
     #[error("node address {0:?} is not a valid gRPC metadata value")]
@@ -78,6 +80,7 @@ impl Error {
             | Error::NoEndpoint
             | Error::NoNode
             | Error::BadTimeout(_)
+            | Error::Disabled
             | Error::BadNode(_) => "config",
             Error::Tls(_) => "tls",
             Error::Connect { .. } => "connect",
