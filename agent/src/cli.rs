@@ -114,6 +114,7 @@ impl GlobalArgs {
     pub fn discover_options(&self) -> Result<Options, ConfigError> {
         Ok(Options {
             labels: self.label_config()?,
+            evidence: Default::default(),
         })
     }
 }
@@ -121,10 +122,17 @@ impl GlobalArgs {
 /// Run a one-shot command; returns the process exit status.
 pub fn run_oneshot(cli: &Cli) -> Result<u8, ConfigError> {
     let root = cli.global.host_root()?;
-    let opts = cli.global.discover_options()?;
+    let mut opts = cli.global.discover_options()?;
+    let talos_facts = crate::talosapi::fetch_for_oneshot(&cli.global.talos_api);
+    if let Some(f) = &talos_facts {
+        // The node's own ExtensionStatuses: the records Talos publishes as Node labels.
+        opts.evidence
+            .node_extensions
+            .get_or_insert_with(|| f.extensions.clone());
+    }
     let mut report = discover::discover(&root, &opts);
-    if let Some(facts) = crate::talosapi::fetch_for_oneshot(&cli.global.talos_api) {
-        crate::talosapi::refine(&facts, &mut report.gpus);
+    if let Some(f) = &talos_facts {
+        crate::talosapi::refine(f, &mut report.gpus);
         report.labels = crate::labels::compute(&report.host, &report.gpus, &opts.labels);
     }
     match &cli.command {
@@ -144,11 +152,7 @@ pub fn run_oneshot(cli: &Cli) -> Result<u8, ConfigError> {
                 }
                 bad = true;
                 for p in &g.problems {
-                    let _ = writeln!(
-                        err,
-                        "{} {} {}: {}; fix: {}",
-                        g.pci_address, g.vendor, p.status, p.detail, p.hint
-                    );
+                    let _ = writeln!(err, "{}", crate::verdict::problem_line(g, p));
                 }
             }
             Ok(u8::from(bad))

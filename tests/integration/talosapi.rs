@@ -902,3 +902,47 @@ fn missing_secret_or_node_address_is_one_warning_not_a_failure() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("--talos-node"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nodes_extension_statuses_stand_in_for_an_unmounted_extensions_yaml() {
+    let pki = pki();
+    let addr = serve(
+        &pki,
+        Fake {
+            node: Node::nvidia(&[], false, None),
+            ..Default::default()
+        },
+    )
+    .await;
+    let host = nvidia_not_loaded();
+    std::fs::remove_file(host.path().join("etc/extensions.yaml")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write_config(tmp.path(), &pki, &addr.to_string());
+    let root = host.path().to_str().unwrap().to_owned();
+    let cfg = cfg.to_str().unwrap().to_owned();
+    let (without, with) = tokio::task::spawn_blocking(move || {
+        let without = run(&["check", "--root", &root]);
+        let with = run(&[
+            "check",
+            "--root",
+            &root,
+            "--talos-api",
+            "--talos-config",
+            &cfg,
+            "--talos-node",
+            NODE_IP,
+        ]);
+        (without, with)
+    })
+    .await
+    .unwrap();
+    let without = String::from_utf8_lossy(&without.stderr).into_owned();
+    let with = String::from_utf8_lossy(&with.stderr).into_owned();
+    assert!(without.contains("extension-missing"), "{without}");
+    assert!(!with.contains("extension-missing"), "{with}");
+    assert!(
+        with.contains("module-not-loaded")
+            && with.contains("fix: add `nvidia`, `nvidia_uvm`, `nvidia_drm`, `nvidia_modeset` to machine.kernel.modules"),
+        "{with}"
+    );
+}
