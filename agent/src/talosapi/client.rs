@@ -244,7 +244,7 @@ impl Client {
             };
         }
         if st.code() == tonic::Code::Unavailable
-            || st.code() == tonic::Code::Unknown && !detail.is_empty()
+            || (st.code() == tonic::Code::Unknown && !detail.is_empty())
         {
             let reason = if detail.is_empty() {
                 st.message().to_owned()

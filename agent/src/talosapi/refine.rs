@@ -5,11 +5,12 @@
 //!
 //! 1. **`machine.kernel.modules`** (`KernelModuleSpecs`), for NVIDIA GPUs with a
 //!    `module-not-loaded` verdict. The NVIDIA extensions blacklist their modules in modprobe.d,
-//!    so they load only when listed there. When entries are missing, the hint becomes the exact
-//!    fix: "add `nvidia`, `nvidia_uvm`, `nvidia_drm`, `nvidia_modeset` to machine.kernel.modules"
-//!    (the missing ones). When all four are listed and `nvidia` still is not loaded, the config is
-//!    not the cause: the hint points at the kernel log (module built for another Talos, or the
-//!    first boot after install).
+//!    so they load only when listed there. When a module the problem names is not listed, the
+//!    hint becomes the exact fix: "add `nvidia`, `nvidia_uvm`, `nvidia_drm`, `nvidia_modeset` to
+//!    machine.kernel.modules" (every NVIDIA module the list lacks). When what did not load *is*
+//!    listed, the config is not the cause: the hint points at the kernel log (module built for
+//!    another Talos, or the first boot after install). A module that is bound but unloading is
+//!    left to the kernel verdict.
 //! 2. **`ext-nvidia-persistenced`** (`Services`), for NVIDIA GPUs. Not running while `nvidia`
 //!    is bound: a new `driver-version-mismatch` problem (user space cannot drive the loaded
 //!    module; the usual cause is a container toolkit whose driver version differs from the
@@ -65,34 +66,69 @@ fn append_detail(p: &mut Problem, note: &str) {
     }
 }
 
+/// The NVIDIA modules a problem's detail names (whole words); all four when it names none.
+/// Stable under [`refine`]'s own notes, which only name modules already named.
+fn named_modules(detail: &str) -> Vec<&'static str> {
+    let words: Vec<&str> = detail
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .collect();
+    let named: Vec<&'static str> = NVIDIA_MODULES
+        .iter()
+        .copied()
+        .filter(|m| words.contains(m))
+        .collect();
+    if named.is_empty() {
+        NVIDIA_MODULES.to_vec()
+    } else {
+        named
+    }
+}
+
 fn refine_nvidia_modules(facts: &TalosApiFacts, gpu: &mut Gpu) {
+    // All four belong in machine.kernel.modules, whichever of them a problem names.
     let missing: Vec<&str> = NVIDIA_MODULES
         .iter()
         .copied()
         .filter(|m| !facts.kernel_modules.contains(*m))
         .collect();
-    let nvidia_bound = gpu.driver.as_deref() == Some("nvidia");
+    let lacks = format!(
+        "machine.kernel.modules lacks {} (Talos API)",
+        missing.join(", ")
+    );
     for p in gpu
         .problems
         .iter_mut()
         .filter(|p| p.status == Status::ModuleNotLoaded)
     {
-        if !missing.is_empty() {
-            append_detail(
-                p,
-                &format!(
-                    "machine.kernel.modules lacks {} (Talos API)",
-                    missing.join(", ")
-                ),
-            );
-            p.hint = kernel_modules_hint(&missing);
-        } else if !nvidia_bound {
-            append_detail(
-                p,
-                "machine.kernel.modules lists all NVIDIA modules (Talos API)",
-            );
-            p.hint = "the modules are configured but nvidia did not load: check `talosctl dmesg` for 'key was rejected' or 'Unknown symbol' (kernel-module extension built for another Talos version) or 'module not found' (first boot after install: reboot once)".to_owned();
+        if p.detail.contains("is bound but its module is") {
+            // Loaded and bound, now unloading or failed: not a configuration question.
+            continue;
         }
+        let named = named_modules(&p.detail);
+        if named.iter().any(|m| missing.contains(m)) {
+            append_detail(p, &lacks);
+            p.hint = kernel_modules_hint(&missing);
+            continue;
+        }
+        // What did not load is configured: the config is not the cause.
+        append_detail(
+            p,
+            &format!(
+                "machine.kernel.modules lists {} (Talos API)",
+                named.join(", ")
+            ),
+        );
+        if !missing.is_empty() {
+            append_detail(p, &lacks);
+        }
+        p.hint = format!(
+            "{} configured but did not load: check `talosctl dmesg` for 'key was rejected' or 'Unknown symbol' (kernel-module extension built for another Talos version) or 'module not found' (first boot after install: reboot once)",
+            if named.len() == 1 {
+                format!("{} is", named.join(""))
+            } else {
+                format!("{} are", named.join(", "))
+            }
+        );
     }
 }
 

@@ -239,3 +239,55 @@ fn refining_twice_equals_refining_once() {
     refine(&facts, &mut twice);
     assert_eq!(once, twice);
 }
+
+#[test]
+fn the_hint_follows_the_modules_the_problem_names() {
+    // Bound driver, nvidia_uvm not loaded: only nvidia_uvm matters, whatever else is missing.
+    let uvm = Problem {
+        status: Status::ModuleNotLoaded,
+        detail: "the driver is bound but nvidia_uvm not loaded".to_owned(),
+        hint: "add nvidia_uvm to machine.kernel.modules".to_owned(),
+    };
+    let facts = facts_with_modules(&["nvidia", "nvidia_uvm"]);
+    let mut gpus = vec![nvidia_gpu(Some("nvidia"), vec![uvm.clone()])];
+    refine(&facts, &mut gpus);
+    let p = &gpus[0].problems[0];
+    assert!(
+        p.hint
+            .starts_with("nvidia_uvm is configured but did not load"),
+        "{}",
+        p.hint
+    );
+    assert!(
+        p.detail
+            .contains("machine.kernel.modules lists nvidia_uvm (Talos API)")
+    );
+    assert!(
+        p.detail
+            .ends_with("machine.kernel.modules lacks nvidia_drm, nvidia_modeset (Talos API)"),
+        "{}",
+        p.detail
+    );
+
+    // Not configured: the hint lists every NVIDIA module machine.kernel.modules lacks.
+    let facts = facts_with_modules(&["nvidia", "nvidia_drm"]);
+    let mut gpus = vec![nvidia_gpu(Some("nvidia"), vec![uvm])];
+    refine(&facts, &mut gpus);
+    assert!(
+        gpus[0].problems[0]
+            .hint
+            .starts_with("add `nvidia_uvm`, `nvidia_modeset` to machine.kernel.modules"),
+        "{}",
+        gpus[0].problems[0].hint
+    );
+
+    // Bound but the module is unloading: left to the kernel verdict.
+    let unloading = Problem {
+        status: Status::ModuleNotLoaded,
+        detail: "nvidia is bound but its module is unloading".to_owned(),
+        hint: "check the kernel log".to_owned(),
+    };
+    let mut gpus = vec![nvidia_gpu(Some("nvidia"), vec![unloading.clone()])];
+    refine(&facts_with_modules(&[]), &mut gpus);
+    assert_eq!(gpus[0].problems[0], unloading);
+}
