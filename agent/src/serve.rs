@@ -104,6 +104,9 @@ pub struct ServeConfig {
 
 type Task = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
+/// One discovery pass (replaceable for tests and for callers that enrich reports).
+pub type DiscoverFn = Arc<dyn Fn(&HostRoot, &Options) -> Report + Send + Sync + 'static>;
+
 /// The running agent: discovery loop, report channel, HTTP server and extra tasks.
 ///
 /// Other parts of the agent (Kubernetes label sync) use it like this before `serve`:
@@ -133,6 +136,7 @@ pub struct Daemon {
     tasks: Vec<Task>,
     sources: Vec<Arc<dyn Source>>,
     collectors: Vec<Arc<dyn Collector>>,
+    discover: DiscoverFn,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -174,7 +178,17 @@ impl Daemon {
             tasks: Vec::new(),
             sources: metrics::default_sources(),
             collectors: Vec::new(),
+            discover: Arc::new(discover::discover),
         }
+    }
+
+    /// Replace the discovery pass (default: [`discover::discover`]). It runs on a blocking
+    /// thread every discovery interval.
+    pub fn set_discovery(
+        &mut self,
+        f: impl Fn(&HostRoot, &Options) -> Report + Send + Sync + 'static,
+    ) {
+        self.discover = Arc::new(f);
     }
 
     /// The latest discovery report. The value before the first pass is an empty placeholder
@@ -216,6 +230,7 @@ impl Daemon {
             tasks,
             sources,
             collectors,
+            discover,
         } = self;
         if tasks.is_empty() {
             info!("no Kubernetes label sync configured: running as a standalone exporter");
@@ -229,6 +244,7 @@ impl Daemon {
         );
         let mut handles = Vec::new();
         handles.push(tokio::spawn(discovery_loop(
+            discover,
             root,
             opts,
             config.discovery_interval,
@@ -292,6 +308,7 @@ impl Daemon {
 }
 
 async fn discovery_loop(
+    discover: DiscoverFn,
     root: HostRoot,
     opts: Options,
     interval: Duration,
@@ -300,8 +317,8 @@ async fn discovery_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        let (r, o) = (root.clone(), opts.clone());
-        match tokio::task::spawn_blocking(move || discover::discover(&r, &o)).await {
+        let (r, o, d) = (root.clone(), opts.clone(), discover.clone());
+        match tokio::task::spawn_blocking(move || d(&r, &o)).await {
             Ok(report) => {
                 let gpus = report.gpus.len();
                 let first = !ready.load(Ordering::Acquire);
