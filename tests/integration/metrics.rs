@@ -263,14 +263,14 @@ async fn unreadable_values_are_absent_never_zero() {
 }
 
 /// A source that counts its calls and can be held until the test releases it.
-struct Gate {
-    calls: AtomicUsize,
+pub struct Gate {
+    pub calls: AtomicUsize,
     entered: Mutex<Option<std::sync::mpsc::Sender<()>>>,
     release: Mutex<std::sync::mpsc::Receiver<()>>,
 }
 
 impl Gate {
-    fn new() -> (
+    pub fn new() -> (
         Arc<Self>,
         std::sync::mpsc::Receiver<()>,
         std::sync::mpsc::Sender<()>,
