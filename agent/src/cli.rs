@@ -79,15 +79,16 @@ pub struct ServeArgs {
     pub listen: String,
 
     /// How often discovery runs again (`30s`, `2m`, `500ms`).
-    #[arg(long, env = "GPUSCOUT_DISCOVERY_INTERVAL", default_value = "30s", value_parser = crate::serve::parse_duration)]
+    #[arg(long, env = "GPUSCOUT_DISCOVERY_INTERVAL", default_value = "30s", value_parser = crate::serve::parse_positive_duration)]
     pub discovery_interval: Duration,
 
     /// Deadline of one scrape: sources still reading then are reported failed
     /// (`gpuscout_scrape_source_success 0`) and the rest is served.
-    #[arg(long, env = "GPUSCOUT_SCRAPE_TIMEOUT", default_value = "4s", value_parser = crate::serve::parse_duration)]
+    #[arg(long, env = "GPUSCOUT_SCRAPE_TIMEOUT", default_value = "4s", value_parser = crate::serve::parse_positive_duration)]
     pub scrape_timeout: Duration,
 
-    /// How long one scrape's readings are reused for concurrent or back-to-back scrapes.
+    /// How long one scrape's readings are reused for back-to-back scrapes (`0` turns the cache
+    /// off; scrapes that arrive while a pass runs still share it).
     #[arg(long, env = "GPUSCOUT_SCRAPE_CACHE", default_value = "500ms", value_parser = crate::serve::parse_duration)]
     pub scrape_cache: Duration,
 }

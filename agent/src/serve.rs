@@ -63,7 +63,7 @@ pub enum Error {
     Signal(#[source] std::io::Error),
 }
 
-/// Parse a duration such as `30s`, `500ms`, `2m` or `1h` (flags of `serve`).
+/// Parse a duration such as `30s`, `500ms`, `2m`, `1h` or `0` (flags of `serve`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     let split = t
@@ -80,10 +80,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => v * 3600.0,
         _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
     };
-    if !(secs.is_finite() && secs > 0.0 && secs < 86_400.0 * 365.0) {
-        return Err(format!("{s:?}: must be positive"));
+    if !(secs.is_finite() && (0.0..86_400.0 * 365.0).contains(&secs)) {
+        return Err(format!("{s:?}: out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// [`parse_duration`], refusing zero (intervals and deadlines).
+pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("{s:?}: must be more than zero"));
+    }
+    Ok(d)
 }
 
 /// Parse `--listen`.
@@ -450,4 +459,32 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<u8, Error> {
     info!(listen = %local, root = %root.dir().display(), "serving /metrics, /healthz, /readyz");
     Daemon::new(root, opts, config).serve(listener, stop).await;
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_positive_duration("0s").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn listen_and_accept() {
+        assert!(parse_listen(DEFAULT_LISTEN).is_ok());
+        assert!(parse_listen("[::1]:10106").is_ok());
+        assert!(parse_listen("localhost").is_err());
+        assert!(wants_openmetrics(Some(
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+        )));
+        assert!(!wants_openmetrics(Some("text/plain")));
+        assert!(!wants_openmetrics(None));
+    }
 }
