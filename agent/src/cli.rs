@@ -139,6 +139,7 @@ impl GlobalArgs {
     pub fn discover_options(&self) -> Result<Options, ConfigError> {
         Ok(Options {
             labels: self.label_config()?,
+            evidence: Default::default(),
         })
     }
 }
@@ -165,11 +166,7 @@ pub fn run_oneshot(cli: &Cli) -> Result<u8, ConfigError> {
                 }
                 bad = true;
                 for p in &g.problems {
-                    let _ = writeln!(
-                        err,
-                        "{} {} {}: {}; fix: {}",
-                        g.pci_address, g.vendor, p.status, p.detail, p.hint
-                    );
+                    let _ = writeln!(err, "{}", crate::verdict::problem_line(g, p));
                 }
             }
             Ok(u8::from(bad))

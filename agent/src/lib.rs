@@ -29,6 +29,7 @@ pub mod parse;
 pub mod pci;
 pub mod render;
 pub mod serve;
+pub mod talos;
 pub mod telemetry;
 pub mod vendors;
 pub mod verdict;

@@ -39,13 +39,15 @@ impl Source for Pci {
             for state in ["current", "max"] {
                 let labels = vec![("gpu", g.pci_address.clone()), ("state", state.to_owned())];
                 let speed_file = format!("{state}_link_speed");
-                if let Some(s) = errors.ok(ctx.root.read_attr(&dir, &speed_file)) {
-                    let t = s.trim();
-                    if !t.is_empty() && t != "Unknown" {
-                        match parse::link_speed_gts(t) {
-                            Ok(gts) => out.push(&f::PCIE_SPEED, labels.clone(), gts * 1e9),
-                            Err(e) => errors.note(e.at(&dir, &speed_file).into()),
+                if let Some(s) = errors.ok(ctx.root.read_attr(&dir, &speed_file))
+                    && !s.trim().is_empty()
+                {
+                    // `Unknown` (no trained link) is absent, not an error.
+                    match parse::link_speed_gts(&s) {
+                        Ok(gts) => {
+                            out.push_opt(&f::PCIE_SPEED, labels.clone(), gts.map(|g| g * 1e9))
                         }
+                        Err(e) => errors.note(e.at(&dir, &speed_file).into()),
                     }
                 }
                 let width_file = format!("{state}_link_width");
