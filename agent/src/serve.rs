@@ -124,12 +124,15 @@ pub type DiscoverFn = Arc<dyn Fn(&HostRoot, &Options) -> Report + Send + Sync + 
 /// let mut reports = d.reports();
 /// let mut stop = d.shutdown_signal();
 /// d.spawn(async move {
-///     // The first value is a placeholder (no GPUs); wait for the first real report.
-///     while reports.changed().await.is_ok() {
+///     // The first value is a placeholder (no GPUs): act only on `changed()`.
+///     loop {
+///         tokio::select! {
+///             r = reports.changed() => if r.is_err() { break },
+///             _ = stop.wait_for(|s| *s) => break,
+///         }
 ///         let report = reports.borrow_and_update().clone();
 ///         // ... patch the Node from `report` ...
 ///         # let _ = report;
-///         if *stop.borrow() { break; }
 ///     }
 /// });
 /// d.serve(l, std::future::pending()).await;
