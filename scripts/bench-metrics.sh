@@ -5,7 +5,7 @@
 #   scripts/bench-metrics.sh                 # defaults below
 #   FIXTURE=tests/fixtures/hosts/<x> REQS_1=2000 REQS_50=100 scripts/bench-metrics.sh
 #
-# Needs: cargo, python3 (free ports only), Debian `prometheus-node-exporter`.
+# Needs: cargo, python3 (free ports, sample counts, the report), Debian `prometheus-node-exporter`.
 # Load client: examples/scrape_load.rs (std threads, one TCP connection per request).
 # Measures per target: scrape latency p50/p99 at 1 and 50 concurrent clients, failed requests,
 # and peak RSS (VmHWM from /proc/<pid>/status after all runs), over ROUNDS interleaved rounds. gpuscout runs twice: with its
@@ -20,7 +20,7 @@ FIXTURE=${FIXTURE:-tests/fixtures/metrics/amd-rx7900xtx-talos}
 REQS_1=${REQS_1:-2000}
 REQS_50=${REQS_50:-100}
 WARMUP=${WARMUP:-200}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 PAUSE=${PAUSE:-2}
 OUT=${OUT:-docs/METRICS-BENCH.md}
 NODE_EXPORTER=${NODE_EXPORTER:-$(command -v prometheus-node-exporter || command -v node_exporter || true)}
@@ -59,8 +59,9 @@ wait_up() {
 wait_up "$NE_PORT"; wait_up "$GS_PORT"; wait_up "$GN_PORT"
 
 # What each exporter actually exports from the fixture (proof both read it).
-NE_SERIES=$(curl -s "http://127.0.0.1:$NE_PORT/metrics" | grep -cE '^node_(drm|hwmon)_' || true)
-GS_SERIES=$(curl -s "http://127.0.0.1:$GS_PORT/metrics" | grep -cE '^gpuscout_' || true)
+fetch() { python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1]).read().decode())' "$1"; }
+NE_SERIES=$(fetch "http://127.0.0.1:$NE_PORT/metrics" | grep -cE '^node_(drm|hwmon)_' || true)
+GS_SERIES=$(fetch "http://127.0.0.1:$GS_PORT/metrics" | grep -cE '^gpuscout_' || true)
 
 RESULTS=$(mktemp)
 run() { # name port clients per-client round
