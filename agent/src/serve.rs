@@ -30,7 +30,7 @@ use hyper::body::Incoming;
 use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use prometheus_client::collector::Collector;
+use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
@@ -147,7 +147,7 @@ pub struct Daemon {
     shutdown_tx: watch::Sender<bool>,
     tasks: Vec<Task>,
     sources: Vec<Arc<dyn Source>>,
-    collectors: Vec<Arc<dyn Collector>>,
+    registry: Option<Registry>,
     discover: DiscoverFn,
 }
 
@@ -189,7 +189,7 @@ impl Daemon {
             shutdown_tx,
             tasks: Vec::new(),
             sources: metrics::default_sources(),
-            collectors: Vec::new(),
+            registry: None,
             discover: Arc::new(discover::discover),
         }
     }
@@ -225,9 +225,11 @@ impl Daemon {
         self.sources.push(source);
     }
 
-    /// Add a collector encoded with every scrape (e.g. `gpuscout_label_sync_total`).
-    pub fn add_collector(&mut self, collector: Arc<dyn Collector>) {
-        self.collectors.push(collector);
+    /// A registry served on `/metrics` after the scrape-time series, encoded on every request
+    /// (not cached). It adds no prefix: register complete names, e.g.
+    /// `k8s::SyncMetrics::register(daemon.registry())` for `gpuscout_label_sync_total`.
+    pub fn registry(&mut self) -> &mut Registry {
+        self.registry.get_or_insert_with(Registry::default)
     }
 
     /// Serve until `shutdown` resolves, then drain. Never fails once the listener is bound.
@@ -241,7 +243,7 @@ impl Daemon {
             shutdown_tx,
             tasks,
             sources,
-            collectors,
+            registry,
             discover,
         } = self;
         if tasks.is_empty() {
@@ -251,7 +253,6 @@ impl Daemon {
             root.clone(),
             tx.subscribe(),
             sources,
-            collectors,
             config.exporter.clone(),
         );
         let mut handles = Vec::new();
@@ -267,7 +268,11 @@ impl Daemon {
         for t in tasks {
             handles.push(tokio::spawn(t));
         }
-        let app = Arc::new(App { exporter, ready });
+        let app = Arc::new(App {
+            exporter,
+            ready,
+            extra: registry,
+        });
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         tokio::pin!(shutdown);
         loop {
@@ -354,15 +359,7 @@ async fn discovery_loop(
 struct App {
     exporter: Exporter,
     ready: Arc<AtomicBool>,
-}
-
-/// Owner of an encoded exposition, handed to hyper without a copy.
-struct Body(Arc<str>);
-
-impl AsRef<[u8]> for Body {
-    fn as_ref(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
+    extra: Option<Registry>,
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
@@ -409,13 +406,13 @@ impl App {
                 let Some(snap) = self.exporter.scrape().await else {
                     return plain(StatusCode::INTERNAL_SERVER_ERROR, "scrape failed\n");
                 };
-                let extra = self.exporter.extra_collectors();
-                let (text, ct) = if om {
-                    (snap.openmetrics(extra), metrics::OPENMETRICS_CONTENT_TYPE)
+                let text = metrics::exposition(&snap, self.extra.as_ref(), om);
+                let ct = if om {
+                    metrics::OPENMETRICS_CONTENT_TYPE
                 } else {
-                    (snap.text(extra), metrics::TEXT_CONTENT_TYPE)
+                    metrics::TEXT_CONTENT_TYPE
                 };
-                let mut r = Response::new(Full::new(Bytes::from_owner(Body(text))));
+                let mut r = Response::new(Full::new(Bytes::from(text)));
                 r.headers_mut()
                     .insert(CONTENT_TYPE, HeaderValue::from_static(ct));
                 r

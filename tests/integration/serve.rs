@@ -422,3 +422,54 @@ fn real_prometheus_scrapes_the_fixture_values() {
     assert_eq!(info.len(), 1);
     assert_eq!(info[0]["metric"]["driver"], "amdgpu");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn label_sync_metrics_in_the_daemon_registry_are_served_live() {
+    let root = HostRoot::new(amd_root()).unwrap();
+    let mut d = Daemon::new(root, Options::default(), daemon_config());
+    let sync = gpuscout::k8s::SyncMetrics::new();
+    sync.register(d.registry());
+    sync.sync_result("applied");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(d.serve(listener, async {
+        let _ = stop_rx.await;
+    }));
+    let s2 = sync.clone();
+    let (text, om, again) = tokio::task::spawn_blocking(move || {
+        wait_until("/readyz 200", Duration::from_secs(20), || {
+            matches!(http_get(addr, "/readyz", None), Ok((200, _, _)))
+        });
+        let text = http_get(addr, "/metrics", None).unwrap().2;
+        let om = http_get(addr, "/metrics", Some("application/openmetrics-text"))
+            .unwrap()
+            .2;
+        s2.sync_result("applied");
+        let again = http_get(addr, "/metrics", None).unwrap().2;
+        (text, om, again)
+    })
+    .await
+    .unwrap();
+    assert!(
+        text.contains("gpuscout_label_sync_total{result=\"applied\"} 1\n"),
+        "{text}"
+    );
+    assert!(text.contains("gpuscout_gpu_info{"));
+    crate::metrics::promtool_check(&text, "snapshot + label sync registry");
+    assert!(
+        om.contains("gpuscout_label_sync_total{result=\"applied\"} 1\n"),
+        "{om}"
+    );
+    assert!(
+        om.ends_with("# EOF\n") && om.matches("# EOF").count() == 1,
+        "{om}"
+    );
+    // Encoded per request, not cached with the snapshot.
+    assert!(
+        again.contains("gpuscout_label_sync_total{result=\"applied\"} 2\n"),
+        "{again}"
+    );
+    stop_tx.send(()).unwrap();
+    server.await.unwrap();
+}

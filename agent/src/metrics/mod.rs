@@ -250,39 +250,61 @@ impl Snapshot {
         }
     }
 
-    /// The Prometheus text format 0.0.4.
-    pub fn text(self: &Arc<Self>, extra: &[Arc<dyn Collector>]) -> Arc<str> {
+    /// The Prometheus text format 0.0.4 of this snapshot (encoded once).
+    pub fn text(self: &Arc<Self>) -> Arc<str> {
         self.text
             .get_or_init(|| {
-                let reg = registry(self, extra);
                 let mut s = String::with_capacity(8192);
                 // Writing into a String cannot fail.
-                let _ = prometheus_client::encoding::prometheus_text::encode(&mut s, &reg);
+                let _ =
+                    prometheus_client::encoding::prometheus_text::encode(&mut s, &self.registry());
                 s.into()
             })
             .clone()
     }
 
-    /// OpenMetrics text 1.0.0.
-    pub fn openmetrics(self: &Arc<Self>, extra: &[Arc<dyn Collector>]) -> Arc<str> {
+    /// The OpenMetrics 1.0 text of this snapshot (encoded once), WITHOUT the final `# EOF`, so
+    /// other registries can be appended; see [`exposition`].
+    pub fn openmetrics(self: &Arc<Self>) -> Arc<str> {
         self.openmetrics
             .get_or_init(|| {
-                let reg = registry(self, extra);
                 let mut s = String::with_capacity(8192);
-                let _ = prometheus_client::encoding::text::encode(&mut s, &reg);
+                let _ =
+                    prometheus_client::encoding::text::encode_registry(&mut s, &self.registry());
                 s.into()
             })
             .clone()
+    }
+
+    fn registry(self: &Arc<Self>) -> Registry {
+        let mut reg = Registry::with_prefix("gpuscout");
+        reg.register_collector(Box::new(SnapshotCollector(self.clone())));
+        reg
     }
 }
 
-fn registry(snap: &Arc<Snapshot>, extra: &[Arc<dyn Collector>]) -> Registry {
-    let mut reg = Registry::with_prefix("gpuscout");
-    reg.register_collector(Box::new(SnapshotCollector(snap.clone())));
-    for c in extra {
-        reg.register_collector(Box::new(SharedCollector(c.clone())));
+/// The full exposition: the snapshot, then `extra` (a registry of live metrics such as
+/// `gpuscout_label_sync_total`, encoded now, not cached), then `# EOF` for OpenMetrics.
+pub fn exposition(snap: &Arc<Snapshot>, extra: Option<&Registry>, openmetrics: bool) -> String {
+    let part = if openmetrics {
+        snap.openmetrics()
+    } else {
+        snap.text()
+    };
+    let mut s = String::with_capacity(part.len() + 2048);
+    s.push_str(&part);
+    // Writing into a String cannot fail.
+    if let Some(reg) = extra {
+        let _ = if openmetrics {
+            prometheus_client::encoding::text::encode_registry(&mut s, reg)
+        } else {
+            prometheus_client::encoding::prometheus_text::encode(&mut s, reg)
+        };
     }
-    reg
+    if openmetrics {
+        let _ = prometheus_client::encoding::text::encode_eof(&mut s);
+    }
+    s
 }
 
 /// Encodes a snapshot with `ConstGauge`/`ConstCounter` (the linkerd collect-on-scrape pattern).
@@ -306,16 +328,6 @@ impl Collector for SnapshotCollector {
             }
         }
         Ok(())
-    }
-}
-
-/// A collector registered by another part of the agent (label sync counters).
-#[derive(Debug)]
-struct SharedCollector(Arc<dyn Collector>);
-
-impl Collector for SharedCollector {
-    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        self.0.encode(encoder)
     }
 }
 
@@ -365,7 +377,6 @@ struct SourceSlot {
 struct Inner {
     root: HostRoot,
     sources: Vec<SourceSlot>,
-    extra: Vec<Arc<dyn Collector>>,
     reports: watch::Receiver<Arc<Report>>,
     config: ExporterConfig,
     state: Mutex<State>,
@@ -391,7 +402,6 @@ impl Exporter {
         root: HostRoot,
         reports: watch::Receiver<Arc<Report>>,
         sources: Vec<Arc<dyn Source>>,
-        extra: Vec<Arc<dyn Collector>>,
         config: ExporterConfig,
     ) -> Self {
         let sources = sources
@@ -405,7 +415,6 @@ impl Exporter {
             inner: Arc::new(Inner {
                 root,
                 sources,
-                extra,
                 reports,
                 config,
                 state: Mutex::new(State::default()),
@@ -417,11 +426,6 @@ impl Exporter {
     /// Number of passes run so far (each pass reads sysfs once per source).
     pub fn passes(&self) -> u64 {
         self.inner.passes.load(Ordering::Relaxed)
-    }
-
-    /// Collectors registered besides the snapshot (encoded with every snapshot).
-    pub fn extra_collectors(&self) -> &[Arc<dyn Collector>] {
-        &self.inner.extra
     }
 
     /// Join the pass in flight, reuse a pass younger than the cache time, or start a new one.
