@@ -412,7 +412,11 @@ impl App {
                 } else {
                     metrics::TEXT_CONTENT_TYPE
                 };
-                let mut r = Response::new(Full::new(Bytes::from(text)));
+                let body = match text {
+                    metrics::Exposition::Owned(s) => Bytes::from(s),
+                    shared => Bytes::from_owner(shared),
+                };
+                let mut r = Response::new(Full::new(body));
                 r.headers_mut()
                     .insert(CONTENT_TYPE, HeaderValue::from_static(ct));
                 r

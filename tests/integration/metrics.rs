@@ -116,6 +116,7 @@ async fn golden_metrics_per_fixture_and_promtool_clean() {
         let text = snap.text();
         promtool_check(&text, &name);
         let om = metrics::exposition(&snap, None, true);
+        let om = om.as_str();
         assert!(
             om.ends_with("# EOF\n") && om.matches("# EOF").count() == 1,
             "{name}: OpenMetrics must end with one # EOF"

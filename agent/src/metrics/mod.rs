@@ -263,14 +263,12 @@ impl Snapshot {
             .clone()
     }
 
-    /// The OpenMetrics 1.0 text of this snapshot (encoded once), WITHOUT the final `# EOF`, so
-    /// other registries can be appended; see [`exposition`].
+    /// The OpenMetrics 1.0 text of this snapshot (encoded once), ending in `# EOF`.
     pub fn openmetrics(self: &Arc<Self>) -> Arc<str> {
         self.openmetrics
             .get_or_init(|| {
                 let mut s = String::with_capacity(8192);
-                let _ =
-                    prometheus_client::encoding::text::encode_registry(&mut s, &self.registry());
+                let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry());
                 s.into()
             })
             .clone()
@@ -283,28 +281,54 @@ impl Snapshot {
     }
 }
 
+/// A `/metrics` body: the cached snapshot text itself (no copy), or a copy with more appended.
+#[derive(Debug, Clone)]
+pub enum Exposition {
+    Shared(Arc<str>),
+    Owned(String),
+}
+
+impl Exposition {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Exposition::Shared(s) => s,
+            Exposition::Owned(s) => s,
+        }
+    }
+}
+
+impl AsRef<[u8]> for Exposition {
+    fn as_ref(&self) -> &[u8] {
+        self.as_str().as_bytes()
+    }
+}
+
 /// The full exposition: the snapshot, then `extra` (a registry of live metrics such as
-/// `gpuscout_label_sync_total`, encoded now, not cached), then `# EOF` for OpenMetrics.
-pub fn exposition(snap: &Arc<Snapshot>, extra: Option<&Registry>, openmetrics: bool) -> String {
+/// `gpuscout_label_sync_total`, encoded now, not cached), then `# EOF` for OpenMetrics. Without
+/// `extra` this is the cached text itself, shared by every scrape of the snapshot.
+pub fn exposition(snap: &Arc<Snapshot>, extra: Option<&Registry>, openmetrics: bool) -> Exposition {
     let part = if openmetrics {
         snap.openmetrics()
     } else {
         snap.text()
     };
+    let Some(reg) = extra else {
+        return Exposition::Shared(part);
+    };
+    let head = if openmetrics {
+        part.strip_suffix("# EOF\n").unwrap_or(&part)
+    } else {
+        &part
+    };
     let mut s = String::with_capacity(part.len() + 2048);
-    s.push_str(&part);
+    s.push_str(head);
     // Writing into a String cannot fail.
-    if let Some(reg) = extra {
-        let _ = if openmetrics {
-            prometheus_client::encoding::text::encode_registry(&mut s, reg)
-        } else {
-            prometheus_client::encoding::prometheus_text::encode(&mut s, reg)
-        };
-    }
-    if openmetrics {
-        let _ = prometheus_client::encoding::text::encode_eof(&mut s);
-    }
-    s
+    let _ = if openmetrics {
+        prometheus_client::encoding::text::encode(&mut s, reg)
+    } else {
+        prometheus_client::encoding::prometheus_text::encode(&mut s, reg)
+    };
+    Exposition::Owned(s)
 }
 
 /// Encodes a snapshot with `ConstGauge`/`ConstCounter` (the linkerd collect-on-scrape pattern).
