@@ -52,6 +52,9 @@ pub struct GlobalArgs {
     /// Log format: `plain` or `json`. The level comes from `RUST_LOG` (default `info`).
     #[arg(long, env = "GPUSCOUT_LOG_FORMAT", default_value = "plain", value_parser = ["plain", "json"], global = true)]
     pub log_format: String,
+
+    #[command(flatten)]
+    pub talos_api: crate::talosapi::TalosApiArgs,
 }
 
 /// What to do.
@@ -147,8 +150,19 @@ impl GlobalArgs {
 /// Run a one-shot command; returns the process exit status.
 pub fn run_oneshot(cli: &Cli) -> Result<u8, ConfigError> {
     let root = cli.global.host_root()?;
-    let opts = cli.global.discover_options()?;
-    let report = discover::discover(&root, &opts);
+    let mut opts = cli.global.discover_options()?;
+    let talos_facts = crate::talosapi::fetch_for_oneshot(&cli.global.talos_api);
+    if let Some(f) = &talos_facts {
+        // The node's own ExtensionStatuses: the records Talos publishes as Node labels.
+        opts.evidence
+            .node_extensions
+            .get_or_insert_with(|| f.extensions.clone());
+    }
+    let mut report = discover::discover(&root, &opts);
+    if let Some(f) = &talos_facts {
+        crate::talosapi::refine(f, &mut report.gpus);
+        report.labels = crate::labels::compute(&report.host, &report.gpus, &opts.labels);
+    }
     match &cli.command {
         Command::Discover { format } => {
             let text = render::render(&report, *format)?;

@@ -31,6 +31,7 @@ pub mod pci;
 pub mod render;
 pub mod serve;
 pub mod talos;
+pub mod talosapi;
 pub mod telemetry;
 pub mod vendors;
 pub mod verdict;
