@@ -10,6 +10,7 @@ use crate::render::{self, Format};
 use clap::{Args, Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// GPU node agent: discovers AMD, NVIDIA and Intel GPUs, verifies their driver stack (Talos
 /// extensions, modules, binding, firmware), labels the Node and exports Prometheus metrics.
@@ -68,6 +69,31 @@ pub enum Command {
     /// Exit 0 when every GPU's driver stack is `ok`, 1 otherwise (one line per problem on
     /// stderr, with its fix), 2 on a usage or configuration error.
     Check,
+    /// Run as a daemon: rediscover periodically and serve Prometheus `/metrics` (read from
+    /// sysfs at scrape time), `/healthz` and `/readyz`. Standalone unless label sync is on.
+    Serve(ServeArgs),
+}
+
+/// Flags of `serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to serve on, `host:port` (`[::]:10106` for IPv6).
+    #[arg(long, env = "GPUSCOUT_LISTEN", default_value = crate::serve::DEFAULT_LISTEN)]
+    pub listen: String,
+
+    /// How often discovery runs again (`30s`, `2m`, `500ms`).
+    #[arg(long, env = "GPUSCOUT_DISCOVERY_INTERVAL", default_value = "30s", value_parser = crate::serve::parse_positive_duration)]
+    pub discovery_interval: Duration,
+
+    /// Deadline of one scrape: sources still reading then are reported failed
+    /// (`gpuscout_scrape_source_success 0`) and the rest is served.
+    #[arg(long, env = "GPUSCOUT_SCRAPE_TIMEOUT", default_value = "4s", value_parser = crate::serve::parse_positive_duration)]
+    pub scrape_timeout: Duration,
+
+    /// How long one scrape's readings are reused for back-to-back scrapes (`0` turns the cache
+    /// off; scrapes that arrive while a pass runs still share it).
+    #[arg(long, env = "GPUSCOUT_SCRAPE_CACHE", default_value = "500ms", value_parser = crate::serve::parse_duration)]
+    pub scrape_cache: Duration,
 }
 
 /// A configuration error: reported in one line, exit status 2.
@@ -85,6 +111,8 @@ pub enum ConfigError {
     Render(#[from] render::Error),
     #[error("writing output: {0}")]
     Output(#[source] std::io::Error),
+    #[error("`serve` is not a one-shot command")]
+    NotOneShot,
 }
 
 impl GlobalArgs {
@@ -157,5 +185,6 @@ pub fn run_oneshot(cli: &Cli) -> Result<u8, ConfigError> {
             }
             Ok(u8::from(bad))
         }
+        Command::Serve(_) => Err(ConfigError::NotOneShot),
     }
 }

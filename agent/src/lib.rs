@@ -9,7 +9,10 @@
 //!        │
 //!   discover ──► verdict (driver stack per GPU) ──► labels (pure) ──► Report
 //!        │                                                             │
-//!   render (table/json/yaml) ◄── cli: discover / check ◄───────────────┘
+//!   render (table/json/yaml) ◄── cli: discover / check ◄───────────────┤
+//!                                                                      │
+//!   serve: discovery every 30 s ──► watch<Arc<Report>> ◄───────────────┘
+//!        └─► /metrics: metrics::{pci,amdgpu,i915,xe,nvidia_procfs,talos} read at scrape time
 //! ```
 //!
 //! Every module documents which kernel files it reads and what happens when they are missing.
@@ -20,11 +23,13 @@ pub mod host;
 pub mod hostroot;
 pub mod k8s;
 pub mod labels;
+pub mod metrics;
 pub mod model;
 pub mod names;
 pub mod parse;
 pub mod pci;
 pub mod render;
+pub mod serve;
 pub mod talos;
 pub mod talosapi;
 pub mod telemetry;
