@@ -106,6 +106,10 @@ printf 'root:x:0:\nnonroot:x:65532:\n' >"$base/etc/group"
 printf 'passwd: files\ngroup: files\nhosts: files dns\n' >"$base/etc/nsswitch.conf"
 [[ -e $base/lib64/ld-linux-x86-64.so.2 || -e $base/lib/ld-linux-aarch64.so.1 ]] || die "no dynamic loader in the base"
 
+# vfs keeps full copies: drop the previous run's images and containers first
+"${B[@]}" rm --all >/dev/null 2>&1 || true
+"${B[@]}" rmi --all --force >/dev/null 2>&1 || true
+
 c=$("${B[@]}" from scratch)
 "${B[@]}" copy "$c" "$base/" / >/dev/null
 "${B[@]}" config --os linux --arch "$(dpkg --print-architecture)" "$c"
