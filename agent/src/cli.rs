@@ -94,6 +94,9 @@ pub struct ServeArgs {
     /// off; scrapes that arrive while a pass runs still share it).
     #[arg(long, env = "GPUSCOUT_SCRAPE_CACHE", default_value = "500ms", value_parser = crate::serve::parse_duration)]
     pub scrape_cache: Duration,
+
+    #[command(flatten)]
+    pub k8s: crate::k8s::K8sArgs,
 }
 
 /// A configuration error: reported in one line, exit status 2.
@@ -150,19 +153,12 @@ impl GlobalArgs {
 /// Run a one-shot command; returns the process exit status.
 pub fn run_oneshot(cli: &Cli) -> Result<u8, ConfigError> {
     let root = cli.global.host_root()?;
-    let mut opts = cli.global.discover_options()?;
-    let talos_facts = crate::talosapi::fetch_for_oneshot(&cli.global.talos_api);
-    if let Some(f) = &talos_facts {
-        // The node's own ExtensionStatuses: the records Talos publishes as Node labels.
-        opts.evidence
-            .node_extensions
-            .get_or_insert_with(|| f.extensions.clone());
-    }
-    let mut report = discover::discover(&root, &opts);
-    if let Some(f) = &talos_facts {
-        crate::talosapi::refine(f, &mut report.gpus);
-        report.labels = crate::labels::compute(&report.host, &report.gpus, &opts.labels);
-    }
+    let opts = cli.global.discover_options()?;
+    let extras = discover::Extras {
+        talos: crate::talosapi::fetch_for_oneshot(&cli.global.talos_api).map(std::sync::Arc::new),
+        ..Default::default()
+    };
+    let report = discover::discover_with(&root, &opts, &extras);
     match &cli.command {
         Command::Discover { format } => {
             let text = render::render(&report, *format)?;

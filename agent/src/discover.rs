@@ -111,3 +111,33 @@ fn build_gpu(
         unread,
     }
 }
+
+/// Evidence gathered outside the host filesystem for one pass.
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    /// Extensions Talos publishes on this Node (`extensions.talos.dev/*` labels/annotations).
+    pub node_extensions: Option<Vec<crate::model::Extension>>,
+    /// What the Talos API says about this node (`--talos-api`).
+    pub talos: Option<std::sync::Arc<crate::talosapi::TalosApiFacts>>,
+}
+
+/// A discovery pass with the extra evidence applied: Node labels first, then the Talos API's
+/// extension list where the Node said nothing, then the Talos API refinements, then labels.
+/// The one-shot commands and the daemon both run exactly this.
+pub fn discover_with(root: &HostRoot, opts: &Options, extras: &Extras) -> Report {
+    let mut opts = opts.clone();
+    if let Some(n) = &extras.node_extensions {
+        opts.evidence.node_extensions = Some(n.clone());
+    }
+    if let Some(f) = &extras.talos {
+        opts.evidence
+            .node_extensions
+            .get_or_insert_with(|| f.extensions.clone());
+    }
+    let mut report = discover(root, &opts);
+    if let Some(f) = &extras.talos {
+        crate::talosapi::refine(f, &mut report.gpus);
+        report.labels = labels::compute(&report.host, &report.gpus, &opts.labels);
+    }
+    report
+}

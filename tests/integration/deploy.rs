@@ -96,7 +96,6 @@ fn dashboards_and_alerts_against_prometheus_scraping_serve() {
 
 /// The DaemonSet's flags and env vars are the real `serve`'s.
 #[test]
-#[ignore = "serve does not take the k8s flags (--labels) yet; remove when K8sArgs is flattened into ServeArgs"]
 fn chart_flags_and_env_are_accepted_by_serve() {
     pytest("test_live.py", Some("flags"));
 }
