@@ -5,7 +5,8 @@
 use crate::discover::{self, Options};
 use crate::hostroot::HostRoot;
 use crate::labels::{CompatProfiles, LabelConfig};
-use crate::model::Status;
+use crate::model::{Status, Vendor};
+use crate::pci;
 use crate::render::{self, Format};
 use clap::{Args, Parser, Subcommand};
 use std::io::Write;
@@ -47,6 +48,16 @@ pub struct GlobalArgs {
     /// Also write the Intel NFD rule keys (`intel.feature.node.kubernetes.io/gpu`, ...).
     #[arg(long, env = "GPUSCOUT_COMPAT_INTEL_NFD", global = true)]
     pub compat_intel_nfd: bool,
+
+    /// NVML library to load instead of the Talos paths under --root
+    /// (`usr/local/glibc/usr/lib/libnvidia-ml.so.1`, `usr/local/lib/libnvidia-ml.so.1`) and the
+    /// loader's `libnvidia-ml.so.1`.
+    #[arg(long, env = "GPUSCOUT_NVML_LIB", global = true)]
+    pub nvml_lib: Option<PathBuf>,
+
+    /// Deadline of one NVML call in milliseconds; a call past it marks NVML failed.
+    #[arg(long, env = "GPUSCOUT_NVML_CALL_TIMEOUT_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=60_000), global = true)]
+    pub nvml_call_timeout_ms: u64,
 
     /// Log format: `plain` or `json`. The level comes from `RUST_LOG` (default `info`).
     #[arg(long, env = "GPUSCOUT_LOG_FORMAT", default_value = "plain", value_parser = ["plain", "json"], global = true)]
@@ -111,14 +122,32 @@ impl GlobalArgs {
     pub fn discover_options(&self) -> Result<Options, ConfigError> {
         Ok(Options {
             labels: self.label_config()?,
+            nvml: None,
         })
+    }
+
+    /// NVML settings.
+    pub fn nvml_config(&self, root: &HostRoot) -> crate::nvml::NvmlConfig {
+        let mut c = crate::nvml::NvmlConfig::new(root.clone());
+        c.lib_path = self.nvml_lib.clone();
+        c.call_timeout = std::time::Duration::from_millis(self.nvml_call_timeout_ms);
+        c
     }
 }
 
 /// Run a one-shot command; returns the process exit status.
 pub fn run_oneshot(cli: &Cli) -> Result<u8, ConfigError> {
     let root = cli.global.host_root()?;
-    let opts = cli.global.discover_options()?;
+    let mut opts = cli.global.discover_options()?;
+    if pci::scan(&root)
+        .0
+        .iter()
+        .any(|g| g.vendor == Vendor::Nvidia)
+    {
+        // Bounded by the NVML deadlines; a hung or missing NVML leaves the report sysfs-only.
+        let nvml = crate::nvml::Nvml::start(cli.global.nvml_config(&root));
+        opts.nvml = nvml.snapshot_blocking().ok();
+    }
     let report = discover::discover(&root, &opts);
     match &cli.command {
         Command::Discover { format } => {

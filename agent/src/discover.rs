@@ -19,6 +19,8 @@ use crate::verdict;
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     pub labels: LabelConfig,
+    /// NVML readings to merge into NVIDIA GPUs (taken by the caller, off this thread).
+    pub nvml: Option<std::sync::Arc<crate::nvml::NvmlSnapshot>>,
 }
 
 /// Run one discovery pass. Never fails: unreadable input is recorded in the report.
@@ -40,6 +42,9 @@ pub fn discover(root: &HostRoot, opts: &Options) -> Report {
         .into_iter()
         .map(|p| build_gpu(root, p, &kfd, nv_module.as_ref()))
         .collect();
+    if let Some(snap) = &opts.nvml {
+        crate::nvml::enrich::apply(&mut gpus, snap);
+    }
     verdict::assess(&host, &mut gpus);
     let labels = labels::compute(&host, &gpus, &opts.labels);
     Report { host, gpus, labels }
