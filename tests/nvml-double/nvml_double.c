@@ -252,8 +252,8 @@ static void load_config(void) {
 }
 
 static nvmlReturn_t do_init(const char *sym) {
+    load_config(); /* first, so that `hang=nvmlInit_v2` is known */
     ENTER(sym);
-    load_config();
     int attempt = bump("init_attempts");
     if (strcmp(init_mode, "ok") != 0 && (init_fail_count == 0 || attempt <= init_fail_count)) {
         if (!strcmp(init_mode, "driver_not_loaded")) return NVML_ERROR_DRIVER_NOT_LOADED;

@@ -604,10 +604,7 @@ impl NvmlHandle {
         let guard = LiveGuard(live);
         let spawned = std::thread::Builder::new()
             .name("nvml-worker".into())
-            .spawn(move || {
-                let _guard = guard;
-                worker_main(&cfg, &choice, &wbeat, &rx, init_tx, &xid);
-            });
+            .spawn(move || worker_main(&cfg, &choice, &wbeat, &rx, init_tx, &xid, guard));
         match spawned {
             Ok(_) => {
                 self.inner.started.fetch_add(1, Ordering::SeqCst);
@@ -627,6 +624,7 @@ fn worker_main(
     rx: &mpsc::Receiver<Request>,
     init_tx: oneshot::Sender<Result<InitInfo, Error>>,
     xid: &Mutex<XidCounts>,
+    live: LiveGuard,
 ) {
     use nvml_wrapper::error::NvmlError;
     let limits = cfg.limits();
@@ -648,6 +646,8 @@ fn worker_main(
                 (NvmlError::LibRmVersionMismatch, _) => Error::VersionMismatch,
                 (e, _) => Error::Init(format!("{} ({})", read::error_text(e), choice.describe())),
             };
+            // Not live any more before the waiter hears of it, so it never counts as stuck.
+            drop(live);
             let _ = init_tx.send(Err(err));
             return;
         }
@@ -698,6 +698,7 @@ fn worker_main(
     drop(set);
     // Dropping `nvml` calls nvmlShutdown on this same thread.
     drop(nvml);
+    drop(live);
 }
 
 #[cfg(test)]
