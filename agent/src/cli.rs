@@ -122,6 +122,7 @@ impl GlobalArgs {
     pub fn discover_options(&self) -> Result<Options, ConfigError> {
         Ok(Options {
             labels: self.label_config()?,
+            evidence: Default::default(),
             nvml: None,
         })
     }
@@ -147,6 +148,7 @@ pub fn run_oneshot(cli: &Cli) -> Result<u8, ConfigError> {
         // Bounded by the NVML deadlines; a hung or missing NVML leaves the report sysfs-only.
         let nvml = crate::nvml::Nvml::start(cli.global.nvml_config(&root));
         opts.nvml = nvml.snapshot_blocking().ok();
+        opts.evidence.nvml = nvml.facts();
     }
     let report = discover::discover(&root, &opts);
     match &cli.command {
@@ -166,11 +168,7 @@ pub fn run_oneshot(cli: &Cli) -> Result<u8, ConfigError> {
                 }
                 bad = true;
                 for p in &g.problems {
-                    let _ = writeln!(
-                        err,
-                        "{} {} {}: {}; fix: {}",
-                        g.pci_address, g.vendor, p.status, p.detail, p.hint
-                    );
+                    let _ = writeln!(err, "{}", crate::verdict::problem_line(g, p));
                 }
             }
             Ok(u8::from(bad))

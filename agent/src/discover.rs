@@ -13,12 +13,15 @@ use crate::model::{Gpu, Report, Vendor};
 use crate::names;
 use crate::pci::{self, PciGpu};
 use crate::vendors::{amd, intel, nvidia};
-use crate::verdict;
+use crate::verdict::{self, Evidence};
 
 /// What a pass needs besides the host root.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     pub labels: LabelConfig,
+    /// What a daemon learned outside the host filesystem (Node labels, NVML); empty for the
+    /// one-shot commands.
+    pub evidence: Evidence,
     /// NVML readings to merge into NVIDIA GPUs (taken by the caller, off this thread).
     pub nvml: Option<std::sync::Arc<crate::nvml::NvmlSnapshot>>,
 }
@@ -45,7 +48,13 @@ pub fn discover(root: &HostRoot, opts: &Options) -> Report {
     if let Some(snap) = &opts.nvml {
         crate::nvml::enrich::apply(&mut gpus, snap);
     }
-    verdict::assess(&host, &mut gpus);
+    // The report shows the extension list the verdicts used (Node entries win over the file).
+    if let Some(exts) = verdict::effective_extensions(&host, &opts.evidence)
+        && let Some(t) = host.talos.as_mut()
+    {
+        t.extensions = exts;
+    }
+    verdict::assess(root, &host, &mut gpus, &opts.evidence);
     let labels = labels::compute(&host, &gpus, &opts.labels);
     Report { host, gpus, labels }
 }

@@ -228,8 +228,16 @@ pub fn read_modules(root: &HostRoot, names: &[&str], unread: &mut Vec<Unread>) -
             Vec::new()
         }
     };
+    // One listing instead of probing sys/module/<m> for every name: most are absent.
+    let sys_modules = root.list_dir("sys/module").unwrap_or_default();
     names
         .iter()
+        .filter(|name| {
+            proc_modules.iter().any(|m| m.name == **name)
+                || sys_modules
+                    .binary_search_by(|s| s.as_str().cmp(name))
+                    .is_ok()
+        })
         .map(|name| module_state(root, name, &proc_modules))
         .filter(|m| m.state != "absent")
         .collect()

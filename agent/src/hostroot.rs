@@ -137,34 +137,56 @@ impl HostRoot {
     /// taken relative to the root; `..` never climbs above it.
     pub fn resolve(&self, host_path: impl AsRef<Path>) -> Result<Resolved> {
         let host_path = host_path.as_ref();
-        let mut done: Vec<OsString> = Vec::new();
+        self.walk(Vec::new(), host_path, host_path)
+    }
+
+    /// Resolve `rel` below an already resolved directory, re-checking only the new components.
+    pub fn resolve_in(&self, dir: &Resolved, rel: impl AsRef<Path>) -> Result<Resolved> {
+        let rel = rel.as_ref();
+        let done = dir
+            .host
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_os_string()),
+                _ => None,
+            })
+            .collect();
+        self.walk(done, rel, &dir.host.join(rel))
+    }
+
+    /// Walk `rel` starting from the symlink-free host components `done`.
+    fn walk(&self, mut done: Vec<OsString>, rel: &Path, shown: &Path) -> Result<Resolved> {
         let mut pending: Vec<OsString> = Vec::new();
-        push_components(&mut pending, host_path);
+        push_components(&mut pending, rel);
         let mut hops = 0;
+        let mut candidate = self.root.clone();
+        candidate.extend(done.iter());
         while let Some(name) = pending.pop() {
             if name == ".." {
-                done.pop();
+                if done.pop().is_some() {
+                    candidate.pop();
+                }
                 continue;
             }
-            let mut candidate = self.root.clone();
-            candidate.extend(done.iter());
             candidate.push(&name);
             let meta = match std::fs::symlink_metadata(&candidate) {
                 Ok(m) => m,
-                Err(e) => return Err(Error::from_io(host_path, e)),
+                Err(e) => return Err(Error::from_io(shown, e)),
             };
             if meta.file_type().is_symlink() {
                 hops += 1;
                 if hops > MAX_LINK_HOPS {
                     return Err(Error::SymlinkLoop {
-                        path: display(host_path),
+                        path: display(shown),
                     });
                 }
                 #[allow(clippy::disallowed_methods)] // the one place that reads links
                 let target =
-                    std::fs::read_link(&candidate).map_err(|e| Error::from_io(host_path, e))?;
+                    std::fs::read_link(&candidate).map_err(|e| Error::from_io(shown, e))?;
+                candidate.pop();
                 if target.is_absolute() {
                     done.clear();
+                    candidate = self.root.clone();
                 }
                 push_components(&mut pending, &target);
             } else {
@@ -174,8 +196,8 @@ impl HostRoot {
         let mut real = PathBuf::new();
         real.extend(done.iter());
         Ok(Resolved {
-            host: real.clone(),
-            abs: self.root.join(real),
+            host: real,
+            abs: candidate,
         })
     }
 
@@ -220,10 +242,17 @@ impl HostRoot {
     /// re-walk of the path. When the attribute itself is a symlink, falls back to a full
     /// in-root resolve, so the root clamp still holds.
     pub fn read_attr(&self, dir: &Resolved, name: &str) -> Result<String> {
+        if name.contains('/') {
+            let r = self.resolve_in(dir, name)?;
+            return read_capped_text(&r.abs, &r.host);
+        }
         let abs = dir.abs.join(name);
         let host = dir.host.join(name);
         match read_capped_text(&abs, &host) {
-            Err(Error::SymlinkLoop { .. }) => self.read_string(&host),
+            Err(Error::SymlinkLoop { .. }) => {
+                let r = self.resolve_in(dir, name)?;
+                read_capped_text(&r.abs, &r.host)
+            }
             other => other,
         }
     }
@@ -233,9 +262,28 @@ impl HostRoot {
         Ok(self.read_attr(dir, name)?.trim().to_owned())
     }
 
-    /// Resolve `name` below an already resolved directory.
-    pub fn resolve_in(&self, dir: &Resolved, name: impl AsRef<Path>) -> Result<Resolved> {
-        self.resolve(dir.host.join(name))
+    /// [`link_name`](Self::link_name) for an entry of an already resolved directory.
+    pub fn link_name_in(&self, dir: &Resolved, name: &str) -> Result<String> {
+        let host = dir.host.join(name);
+        #[allow(clippy::disallowed_methods)] // the one place that reads links
+        let target =
+            std::fs::read_link(dir.abs.join(name)).map_err(|e| Error::from_io(&host, e))?;
+        target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| Error::NotFound {
+                path: display(&host),
+            })
+    }
+
+    /// [`list_dir`](Self::list_dir) below an already resolved directory.
+    pub fn list_dir_in(&self, dir: &Resolved, rel: &str) -> Result<Vec<String>> {
+        let r = if rel.is_empty() {
+            dir.clone()
+        } else {
+            self.resolve_in(dir, rel)?
+        };
+        list_resolved(&r)
     }
 
     /// Whether a host path exists (after resolving links inside the root).
@@ -245,18 +293,20 @@ impl HostRoot {
 
     /// Names in a host directory, sorted, so every output is deterministic.
     pub fn list_dir(&self, host_path: impl AsRef<Path>) -> Result<Vec<String>> {
-        let host_path = host_path.as_ref();
-        let r = self.resolve(host_path)?;
-        #[allow(clippy::disallowed_methods)] // the one place that lists directories
-        let rd = std::fs::read_dir(&r.abs).map_err(|e| Error::from_io(host_path, e))?;
-        let mut names = Vec::new();
-        for entry in rd {
-            let entry = entry.map_err(|e| Error::from_io(host_path, e))?;
-            names.push(entry.file_name().to_string_lossy().into_owned());
-        }
-        names.sort();
-        Ok(names)
+        list_resolved(&self.resolve(host_path)?)
     }
+}
+
+fn list_resolved(r: &Resolved) -> Result<Vec<String>> {
+    #[allow(clippy::disallowed_methods)] // the one place that lists directories
+    let rd = std::fs::read_dir(&r.abs).map_err(|e| Error::from_io(&r.host, e))?;
+    let mut names = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::from_io(&r.host, e))?;
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    Ok(names)
 }
 
 /// A host path resolved inside the root: `host` is the canonical host path (relative to the

@@ -26,6 +26,7 @@ pub mod nvml;
 pub mod parse;
 pub mod pci;
 pub mod render;
+pub mod talos;
 pub mod telemetry;
 pub mod vendors;
 pub mod verdict;

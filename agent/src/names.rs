@@ -23,16 +23,22 @@ pub fn model_name(
 }
 
 /// `AD102 [GeForce RTX 4090]` gives `GeForce RTX 4090`: the bracket holds the product name when
-/// it names one product. With alternatives (`Strix Halo [Radeon 8050S / Radeon 8060S]`) the
-/// whole entry stays, so no product is claimed that the host may not have.
+/// it names one product. With alternatives (`Strix Halo [Radeon 8050S / Radeon 8060S]`,
+/// `Navi 31 [Radeon RX 7900 XT/7900 XTX]`) the chip name before the bracket is used, so no
+/// product is claimed that the host may not have.
 pub fn marketing_name(pci_ids_name: &str) -> String {
     let n = pci_ids_name.trim();
-    if let Some((_, rest)) = n.split_once('[')
+    if let Some((chip, rest)) = n.split_once('[')
         && let Some(inner) = rest.strip_suffix(']')
-        && !inner.contains('/')
-        && !inner.trim().is_empty()
     {
-        return inner.trim().to_owned();
+        let inner = inner.trim();
+        let chip = chip.trim();
+        if !inner.is_empty() && !inner.contains('/') {
+            return inner.to_owned();
+        }
+        if !chip.is_empty() {
+            return chip.to_owned();
+        }
     }
     n.to_owned()
 }

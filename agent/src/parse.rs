@@ -63,9 +63,13 @@ pub fn int<T: FromStr>(s: &str) -> Result<T, ParseError> {
         .map_err(|_| ParseError::new(s, "a decimal integer"))
 }
 
-/// PCIe link speed in GT/s from `16.0 GT/s PCIe`, older `8 GT/s`, or `Unknown` (an error).
-pub fn link_speed_gts(s: &str) -> Result<f64, ParseError> {
+/// PCIe link speed in GT/s from `16.0 GT/s PCIe` or older `8 GT/s`. The kernel prints
+/// `Unknown` for links it cannot read (integrated GPUs, VFs): that is `None`, not an error.
+pub fn link_speed_gts(s: &str) -> Result<Option<f64>, ParseError> {
     let t = s.trim();
+    if t == "Unknown" {
+        return Ok(None);
+    }
     let num = t
         .split_once("GT/s")
         .map(|(n, _)| n.trim())
@@ -74,7 +78,7 @@ pub fn link_speed_gts(s: &str) -> Result<f64, ParseError> {
         .parse()
         .map_err(|_| ParseError::new(s, "a link speed like `16.0 GT/s PCIe`"))?;
     if v.is_finite() && v > 0.0 {
-        Ok(v)
+        Ok(Some(v))
     } else {
         Err(ParseError::new(s, "a positive link speed"))
     }
@@ -125,10 +129,11 @@ mod tests {
 
     #[test]
     fn link_speeds() {
-        assert_eq!(link_speed_gts("16.0 GT/s PCIe\n").unwrap(), 16.0);
-        assert_eq!(link_speed_gts("8 GT/s").unwrap(), 8.0);
-        assert_eq!(link_speed_gts("2.5 GT/s PCIe").unwrap(), 2.5);
-        assert!(link_speed_gts("Unknown").is_err());
+        assert_eq!(link_speed_gts("16.0 GT/s PCIe\n").unwrap(), Some(16.0));
+        assert_eq!(link_speed_gts("8 GT/s").unwrap(), Some(8.0));
+        assert_eq!(link_speed_gts("2.5 GT/s PCIe").unwrap(), Some(2.5));
+        assert_eq!(link_speed_gts("Unknown\n").unwrap(), None);
+        assert!(link_speed_gts("garbage").is_err());
         assert!(link_speed_gts("NaN GT/s").is_err());
     }
 

@@ -116,9 +116,14 @@ impl PciGpu {
 }
 
 /// True for the classes we treat as GPUs: display controllers (0x03xxxx) and processing
-/// accelerators (0x12xxxx).
-pub fn is_gpu_class(class: u32) -> bool {
-    matches!(class >> 16, 0x03 | 0x12)
+/// accelerators (0x12xxxx, e.g. AMD Instinct MI300X). Intel's processing accelerators are its
+/// NPUs (Meteor Lake `8086:7d1d`, driver `intel_vpu`), not GPUs: Intel GPUs are all class 0x03.
+pub fn is_gpu_class(vendor: Vendor, class: u32) -> bool {
+    match class >> 16 {
+        0x03 => true,
+        0x12 => vendor != Vendor::Intel,
+        _ => false,
+    }
 }
 
 /// Scan the PCI bus. Returns the GPUs in address order and what could not be read.
@@ -175,7 +180,7 @@ fn probe(
         return Ok(None);
     };
     let class = parse::hex_u32(&root.read_attr(&dir, "class")?).map_err(|e| e.at(&dir, "class"))?;
-    if !is_gpu_class(class) {
+    if !is_gpu_class(vendor, class) {
         return Ok(None);
     }
     let device_id =
@@ -191,13 +196,13 @@ fn probe(
     let revision = r.opt("revision", |s| parse::hex_u32(s).map(|v| v as u8));
     let numa_node = r.opt("numa_node", parse::int::<i32>);
     let link = PcieLink {
-        current_gts: r.opt("current_link_speed", parse::link_speed_gts),
+        current_gts: r.opt("current_link_speed", parse::link_speed_gts).flatten(),
         current_width: r.opt("current_link_width", parse::int::<u32>),
-        max_gts: r.opt("max_link_speed", parse::link_speed_gts),
+        max_gts: r.opt("max_link_speed", parse::link_speed_gts).flatten(),
         max_width: r.opt("max_link_width", parse::int::<u32>),
     };
     let sriov = read_sriov(&mut r);
-    let driver = match root.link_name(dir.host.join("driver")) {
+    let driver = match root.link_name_in(&dir, "driver") {
         Ok(d) => Some(d),
         Err(e) if e.is_not_found() => None,
         Err(e) => {
@@ -268,18 +273,18 @@ impl Reader<'_> {
 }
 
 fn read_sriov(r: &mut Reader<'_>) -> Option<Sriov> {
-    if let Ok(pf) = r.root.link_name(r.dir.host.join("physfn")) {
+    if let Ok(pf) = r.root.link_name_in(r.dir, "physfn") {
         return Some(Sriov::Vf { physfn: pf });
     }
     let total_vfs = r.opt("sriov_totalvfs", parse::int::<u32>)?;
     let num_vfs = r.opt("sriov_numvfs", parse::int::<u32>);
-    let names = r.root.list_dir(&r.dir.host).unwrap_or_default();
+    let names = r.root.list_dir_in(r.dir, "").unwrap_or_default();
     let mut vfs: Vec<(u32, String)> = names
         .iter()
         .filter_map(|n| n.strip_prefix("virtfn")?.parse::<u32>().ok())
         .filter_map(|i| {
             r.root
-                .link_name(r.dir.host.join(format!("virtfn{i}")))
+                .link_name_in(r.dir, &format!("virtfn{i}"))
                 .ok()
                 .map(|t| (i, t))
         })
@@ -294,7 +299,7 @@ fn read_sriov(r: &mut Reader<'_>) -> Option<Sriov> {
 
 /// `cardN` and `renderDN` from the device's own `drm/` directory.
 fn drm_nodes(r: &mut Reader<'_>) -> (Option<String>, Option<String>) {
-    let names = match r.root.list_dir(r.dir.host.join("drm")) {
+    let names = match r.root.list_dir_in(r.dir, "drm") {
         Ok(n) => n,
         Err(e) if e.is_not_found() => return (None, None),
         Err(e) => {
@@ -350,11 +355,12 @@ mod tests {
 
     #[test]
     fn gpu_classes() {
-        assert!(is_gpu_class(0x030000));
-        assert!(is_gpu_class(0x030200));
-        assert!(is_gpu_class(0x038000));
-        assert!(is_gpu_class(0x120000));
-        assert!(!is_gpu_class(0x040300));
-        assert!(!is_gpu_class(0x020000));
+        assert!(is_gpu_class(Vendor::Amd, 0x030000));
+        assert!(is_gpu_class(Vendor::Nvidia, 0x030200));
+        assert!(is_gpu_class(Vendor::Intel, 0x038000));
+        assert!(is_gpu_class(Vendor::Amd, 0x120000));
+        assert!(!is_gpu_class(Vendor::Intel, 0x120000), "Intel NPU");
+        assert!(!is_gpu_class(Vendor::Nvidia, 0x040300), "HDMI audio");
+        assert!(!is_gpu_class(Vendor::Amd, 0x020000));
     }
 }

@@ -107,13 +107,14 @@ fn table(r: &Report) -> String {
         for row in &rows {
             let _ = writeln!(out, "{}", line(row));
         }
+        let mut first = true;
         for g in &r.gpus {
             for p in &g.problems {
-                let _ = writeln!(
-                    out,
-                    "\n{} {}: {}\n  fix: {}",
-                    g.pci_address, p.status, p.detail, p.hint
-                );
+                if std::mem::take(&mut first) {
+                    out.push('\n');
+                }
+                // The same line `check` prints on stderr.
+                let _ = writeln!(out, "{}", crate::verdict::problem_line(g, p));
             }
         }
     }

@@ -8,8 +8,10 @@ mod nvml_double;
 
 use gpuscout::discover::{self, Options};
 use gpuscout::hostroot::HostRoot;
+use gpuscout::model::Status;
 use gpuscout::nvml::{Error, Nvml, NvmlConfig, NvmlFacts, NvmlHandle, NvmlState};
 use gpuscout::pci::PciAddress;
+use gpuscout::verdict::Evidence;
 use nvml_double::{Double, full_gpu};
 use std::path::Path;
 use std::process::Command;
@@ -92,6 +94,10 @@ async fn enriches_the_rtx4090_fixture_joined_by_bus_id() {
     );
 
     let opts = Options {
+        evidence: Evidence {
+            nvml: h.facts(),
+            ..Default::default()
+        },
         nvml: Some(snap),
         ..Default::default()
     };
@@ -109,6 +115,8 @@ async fn enriches_the_rtx4090_fixture_joined_by_bus_id() {
     assert_eq!(n.family.as_deref(), Some("ada"));
     assert_eq!(n.mig_enabled, Some(false));
     assert_eq!(n.nvml_error, None);
+    // NVML agrees with the module and the Talos extensions.
+    assert_eq!(g.status, Status::Ok, "{:?}", g.problems);
     // The audio function is not a GPU, so NVML enriches exactly one.
     assert_eq!(report.gpus.len(), 1);
 }
@@ -280,8 +288,20 @@ async fn version_mismatch_facts() {
             version_mismatch: true,
         })
     );
+    let report = discover::discover(
+        &root,
+        &Options {
+            evidence: Evidence {
+                nvml: h.facts(),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    );
+    assert_eq!(report.gpus[0].status, Status::DriverVersionMismatch);
 
-    // NVML works but reports another driver than the kernel module (570.172.08).
+    // NVML works but reports another driver than the kernel module (570.172.08): not NVML's
+    // own mismatch error, but the verdict compares the versions and says so.
     let d = Double::new(&format!(
         "driver_version=550.135\ncuda_version=12040\n{}",
         full_gpu(
@@ -291,12 +311,30 @@ async fn version_mismatch_facts() {
             RTX4090_UUID
         )
     ));
-    let h = Nvml::start(config(root, &d));
-    h.snapshot().await.expect("snapshot");
+    let h = Nvml::start(config(root.clone(), &d));
+    let snap = h.snapshot().await.expect("snapshot");
     let f = h.facts().unwrap();
     assert_eq!(f.driver_version.as_deref(), Some("550.135"));
     assert_eq!(f.cuda_driver_version.as_deref(), Some("12.4"));
-    assert!(f.version_mismatch);
+    assert!(!f.version_mismatch);
+    let report = discover::discover(
+        &root,
+        &Options {
+            evidence: Evidence {
+                nvml: Some(f),
+                ..Default::default()
+            },
+            nvml: Some(snap),
+            ..Default::default()
+        },
+    );
+    let g = &report.gpus[0];
+    assert_eq!(g.status, Status::DriverVersionMismatch, "{:?}", g.problems);
+    assert!(
+        g.problems.iter().any(|p| p.detail.contains("NVML 550.135")),
+        "{:?}",
+        g.problems
+    );
 }
 
 #[tokio::test]

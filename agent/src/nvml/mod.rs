@@ -25,9 +25,11 @@
 //! * **Init failures** (`DriverNotLoaded`, library missing, version mismatch) are retried with
 //!   capped exponential backoff ([`NvmlConfig::backoff_initial`] doubling up to
 //!   [`NvmlConfig::backoff_max`]); between attempts callers get the last error at once.
-//! * **Facts** for the `driver-version-mismatch` verdict: [`NvmlFacts`], from NVML's own
-//!   `NVML_ERROR_LIB_RM_VERSION_MISMATCH` and from comparing NVML's driver version with the
-//!   kernel module's (`/proc/driver/nvidia/version`, [`crate::vendors::nvidia`]).
+//! * **Facts** for the `driver-version-mismatch` verdict: [`NvmlFacts`] (the verdict's own type):
+//!   NVML's driver and CUDA versions, and NVML's own `NVML_ERROR_LIB_RM_VERSION_MISMATCH`. A
+//!   driver version that differs from the kernel module's (`/proc/driver/nvidia/version`,
+//!   [`crate::vendors::nvidia`]) is logged once here and turned into a verdict by
+//!   [`crate::verdict`], which compares every version it knows.
 //! * **Join**: NVML's bus id (`00000000:3B:00.0`) is parsed into a [`PciAddress`], the key that
 //!   PCI discovery uses; [`enrich`] merges readings into the report (PCI identity wins).
 
@@ -147,36 +149,29 @@ impl NvmlConfig {
     }
 }
 
-/// The facts the `driver-version-mismatch` verdict needs from NVML.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NvmlFacts {
-    /// `nvmlSystemGetDriverVersion`, e.g. `550.127.05`.
-    pub driver_version: Option<String>,
-    /// `nvmlSystemGetCudaDriverVersion_v2` as `major.minor`, e.g. `12.4`.
-    pub cuda_driver_version: Option<String>,
-    /// NVML said `LIB_RM_VERSION_MISMATCH`, or its driver version differs from the kernel
-    /// module's (`/proc/driver/nvidia/version`).
-    pub version_mismatch: bool,
+/// The facts the `driver-version-mismatch` verdict needs from NVML ([`crate::verdict::Evidence`]).
+pub use crate::verdict::NvmlFacts;
+
+/// The facts from what NVML said at init. `version_mismatch` is NVML's own
+/// `NVML_ERROR_LIB_RM_VERSION_MISMATCH`; a driver version that merely differs from the kernel
+/// module's is visible through `driver_version`, which the verdict compares with every other
+/// version it knows (see [`version_differs`]).
+pub fn facts(
+    driver_version: Option<String>,
+    cuda_driver_version: Option<String>,
+    rm_mismatch: bool,
+) -> NvmlFacts {
+    NvmlFacts {
+        driver_version,
+        cuda_driver_version,
+        version_mismatch: rm_mismatch,
+    }
 }
 
-impl NvmlFacts {
-    /// Derive the facts. `rm_mismatch` is NVML's own verdict; `kernel` the loaded module.
-    pub fn derive(
-        driver_version: Option<String>,
-        cuda_driver_version: Option<String>,
-        rm_mismatch: bool,
-        kernel: Option<&KernelModule>,
-    ) -> Self {
-        let differs = match (driver_version.as_deref(), kernel) {
-            (Some(n), Some(k)) => n != k.version,
-            _ => false,
-        };
-        Self {
-            driver_version,
-            cuda_driver_version,
-            version_mismatch: rm_mismatch || differs,
-        }
-    }
+/// True when NVML's driver version and the loaded kernel module's (`/proc/driver/nvidia/version`)
+/// are both known and differ.
+pub fn version_differs(facts: &NvmlFacts, kernel: Option<&KernelModule>) -> bool {
+    matches!((facts.driver_version.as_deref(), kernel), (Some(n), Some(k)) if n != k.version)
 }
 
 /// `12040` → `12.4` (NVML encodes major * 1000 + minor * 10).
@@ -555,13 +550,8 @@ impl NvmlHandle {
         match self.wait(&beat, init_rx).await {
             Ok(Ok(info)) => {
                 let kernel = nvidia_procfs::read_kernel_module(&self.inner.cfg.root);
-                let facts = NvmlFacts::derive(
-                    info.driver_version,
-                    info.cuda_driver_version,
-                    false,
-                    kernel.as_ref(),
-                );
-                if facts.version_mismatch {
+                let facts = facts(info.driver_version, info.cuda_driver_version, false);
+                if version_differs(&facts, kernel.as_ref()) {
                     tracing::warn!(
                         nvml = facts.driver_version.as_deref().unwrap_or("?"),
                         kernel = kernel.as_ref().map(|k| k.version.as_str()).unwrap_or("?"),
@@ -582,7 +572,7 @@ impl NvmlHandle {
             Ok(Err(e)) => {
                 if e == Error::VersionMismatch {
                     let mut st = lock(&self.inner.state);
-                    st.facts = Some(NvmlFacts::derive(None, None, true, None));
+                    st.facts = Some(facts(None, None, true));
                 }
                 // The thread has already returned; nothing to abandon.
                 Err(self.fail(e, true))
@@ -719,15 +709,14 @@ mod tests {
             flavor: "proprietary",
             version: "550.127.05".into(),
         };
-        let same = NvmlFacts::derive(Some("550.127.05".into()), None, false, Some(&k));
+        let same = facts(Some("550.127.05".into()), None, false);
+        assert!(!version_differs(&same, Some(&k)));
         assert!(!same.version_mismatch);
-        let other = NvmlFacts::derive(Some("550.135".into()), None, false, Some(&k));
-        assert!(other.version_mismatch);
-        let rm = NvmlFacts::derive(None, None, true, Some(&k));
-        assert!(rm.version_mismatch);
+        let other = facts(Some("550.135".into()), None, false);
+        assert!(version_differs(&other, Some(&k)));
         // Without a kernel module version nothing can be compared.
-        let unknown = NvmlFacts::derive(Some("550.135".into()), None, false, None);
-        assert!(!unknown.version_mismatch);
+        assert!(!version_differs(&other, None));
+        assert!(facts(None, None, true).version_mismatch);
     }
 
     #[test]

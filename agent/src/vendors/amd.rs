@@ -62,19 +62,21 @@ pub fn parse_kfd_properties(id: u32, text: &str) -> KfdNode {
 
 /// All KFD GPU nodes of the host (CPU nodes dropped). Empty when there is no KFD.
 pub fn read_kfd(root: &HostRoot) -> Vec<KfdNode> {
-    let Ok(names) = root.list_dir(KFD_NODES) else {
+    let Ok(dir) = root.resolve(KFD_NODES) else {
+        return Vec::new();
+    };
+    let Ok(names) = root.list_dir_in(&dir, "") else {
         return Vec::new();
     };
     let mut nodes: Vec<KfdNode> = names
         .iter()
         .filter_map(|n| n.parse::<u32>().ok())
         .filter_map(|id| {
-            let text = root
-                .read_string(format!("{KFD_NODES}/{id}/properties"))
-                .ok()?;
+            let node_dir = root.resolve_in(&dir, id.to_string()).ok()?;
+            let text = root.read_attr(&node_dir, "properties").ok()?;
             let mut node = parse_kfd_properties(id, &text);
             node.mem_bank_bytes = root
-                .read_string(format!("{KFD_NODES}/{id}/mem_banks/0/properties"))
+                .read_attr(&node_dir, "mem_banks/0/properties")
                 .ok()
                 .and_then(|t| {
                     parse::key_values(&t)
@@ -179,7 +181,12 @@ pub fn read(
     let minor = gpu.render_minor().map(u64::from);
     let loc = u64::from(gpu.address.location_id());
     let dom = u64::from(gpu.address.domain);
-    let at_location = |n: &&KfdNode| n.location_id == Some(loc) && n.domain.unwrap_or(0) == dom;
+    // Partitions of one device (MI300 CPX) carry the partition index in the function bits
+    // (older kernels) or in bits 28-31 (newer): compare with both masked out.
+    let at_location = |n: &&KfdNode| {
+        n.location_id.map(partition_base) == Some(partition_base(loc))
+            && n.domain.unwrap_or(0) == dom
+    };
     let primary = kfd
         .iter()
         .find(|n| minor.is_some() && n.drm_render_minor == minor)
@@ -220,6 +227,11 @@ pub fn read(
         }
     }
     (info, product_name, r.unread)
+}
+
+/// A KFD `location_id` with the partition bits (function bits 0-2, bits 28-31) cleared.
+fn partition_base(location_id: u64) -> u64 {
+    location_id & 0x0fff_fff8
 }
 
 /// From GFX11 on the compiler target names the GC IP version (`gfx1151` is GC 11.5.1).

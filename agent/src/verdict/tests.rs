@@ -1,0 +1,335 @@
+//! Unit tests of the verdict rules on hand-built hosts and GPUs.
+
+use super::*;
+use crate::model::{ModelSource, ModuleState, NvidiaInfo, PcieLink, TalosInfo, Unread};
+
+fn ext(name: &str, version: &str) -> Extension {
+    Extension {
+        name: name.into(),
+        version: version.into(),
+    }
+}
+
+fn host(talos: Option<(&str, Vec<Extension>)>, modules: &[(&str, &str)]) -> Host {
+    Host {
+        kernel: Some(
+            if talos.is_some() {
+                "6.12.57-talos"
+            } else {
+                "6.8.0-49-generic"
+            }
+            .into(),
+        ),
+        os: None,
+        talos: talos.map(|(v, e)| TalosInfo {
+            version: v.into(),
+            extensions: e,
+        }),
+        modules: modules
+            .iter()
+            .map(|(n, s)| ModuleState {
+                name: (*n).into(),
+                state: (*s).into(),
+                version: None,
+                taint: None,
+            })
+            .collect(),
+        unread: Vec::new(),
+    }
+}
+
+fn nvidia_gpu(device_id: &str, driver: Option<&str>, module: Option<(&str, &str)>) -> Gpu {
+    Gpu {
+        pci_address: "0000:01:00.0".into(),
+        vendor: Vendor::Nvidia,
+        vendor_id: "0x10de".into(),
+        device_id: device_id.into(),
+        subsystem_vendor_id: None,
+        subsystem_device_id: None,
+        class: "0x030000".into(),
+        revision: None,
+        model: "GeForce RTX".into(),
+        model_source: ModelSource::PciIds,
+        driver: driver.map(Into::into),
+        card: None,
+        render: None,
+        numa_node: None,
+        memory_bytes: None,
+        pcie: PcieLink::default(),
+        sriov: None,
+        amd: None,
+        nvidia: Some(NvidiaInfo {
+            kernel_module_flavor: module.map(|m| m.0.to_owned()),
+            kernel_module_version: module.map(|m| m.1.to_owned()),
+            ..NvidiaInfo::default()
+        }),
+        intel: None,
+        status: Status::Ok,
+        problems: Vec::new(),
+        unread: Vec::new(),
+    }
+}
+
+const ALL_NV: &[(&str, &str)] = &[
+    ("nvidia", "live"),
+    ("nvidia_uvm", "live"),
+    ("nvidia_drm", "live"),
+    ("nvidia_modeset", "live"),
+];
+
+fn run(host: &Host, gpu: Gpu, ev: &Evidence) -> Gpu {
+    let t = tempfile::tempdir().unwrap();
+    let root = HostRoot::new(t.path()).unwrap();
+    let mut gpus = [gpu];
+    assess(&root, host, &mut gpus, ev);
+    let [g] = gpus;
+    g
+}
+
+#[test]
+fn node_metadata_keeps_only_talos_extension_keys() {
+    let e = extensions_from_node_metadata([
+        ("extensions.talos.dev/amdgpu", "20251021-v1.11.5"),
+        ("extensions.talos.dev/siderolabs/mei", "v1.11.5"),
+        ("extensions.talos.dev/schematic", "3765..."),
+        ("extensions.talos.dev/modules.dep", "6.12.57-talos"),
+        ("extensions.talos.dev/", "x"),
+        ("extensions.talos.dev/amdgpu", "duplicate"),
+        ("feature.node.kubernetes.io/pci-0300_1002.present", "true"),
+    ]);
+    assert_eq!(
+        e,
+        vec![ext("amdgpu", "20251021-v1.11.5"), ext("mei", "v1.11.5")]
+    );
+}
+
+#[test]
+fn node_entries_win_and_the_file_fills_gaps() {
+    let h = host(
+        Some((
+            "v1.11.5",
+            vec![ext("amd-ucode", "20251021"), ext("amdgpu", "old")],
+        )),
+        &[],
+    );
+    let none = Evidence::default();
+    assert_eq!(effective_extensions(&h, &none).unwrap().len(), 2);
+    let ev = Evidence {
+        node_extensions: Some(vec![ext("amdgpu", "20251021-v1.11.5")]),
+        nvml: None,
+    };
+    assert_eq!(
+        effective_extensions(&h, &ev).unwrap(),
+        vec![
+            ext("amd-ucode", "20251021"),
+            ext("amdgpu", "20251021-v1.11.5")
+        ]
+    );
+    // An unreadable file without Node labels: unknown.
+    let mut broken = h.clone();
+    broken.unread.push(Unread {
+        path: "/etc/extensions.yaml".into(),
+        error: "permission denied".into(),
+    });
+    assert_eq!(effective_extensions(&broken, &none), None);
+    assert_eq!(effective_extensions(&broken, &ev).unwrap().len(), 1);
+    // Not Talos: no extension list at all.
+    assert_eq!(effective_extensions(&host(None, &[]), &ev), None);
+}
+
+#[test]
+fn legacy_unsuffixed_nvidia_names_are_accepted() {
+    let h = host(
+        Some((
+            "v1.7.6",
+            vec![
+                ext("nonfree-kmod-nvidia", "535.161.08-v1.7.6"),
+                ext("nvidia-container-toolkit", "535.161.08-v1.14.6"),
+            ],
+        )),
+        ALL_NV,
+    );
+    let g = run(
+        &h,
+        nvidia_gpu(
+            "0x2684",
+            Some("nvidia"),
+            Some(("proprietary", "535.161.08")),
+        ),
+        &Evidence::default(),
+    );
+    assert_eq!(g.status, Status::Ok, "{:#?}", g.problems);
+}
+
+#[test]
+fn a_stale_record_of_a_working_driver_is_not_a_problem() {
+    // Kernel first: the module is live and bound, so a suffix for another Talos build is
+    // not reported (it could not have loaded if it did not match).
+    let h = host(
+        Some((
+            "v1.11.5",
+            vec![
+                ext("nonfree-kmod-nvidia-production", "570.172.08-v1.11.4"),
+                ext("nvidia-container-toolkit-production", "570.172.08-v1.17.8"),
+            ],
+        )),
+        ALL_NV,
+    );
+    let g = run(
+        &h,
+        nvidia_gpu(
+            "0x2684",
+            Some("nvidia"),
+            Some(("proprietary", "570.172.08")),
+        ),
+        &Evidence::default(),
+    );
+    assert_eq!(g.status, Status::Ok, "{:#?}", g.problems);
+    let unbound = run(&h, nvidia_gpu("0x2684", None, None), &Evidence::default());
+    assert_eq!(unbound.status, Status::ExtensionVersionMismatch);
+    assert!(
+        unbound.problems[0]
+            .detail
+            .contains("built for Talos v1.11.4")
+    );
+}
+
+#[test]
+fn bound_nvidia_missing_helper_modules_and_flavour_mismatch() {
+    let h = host(
+        Some((
+            "v1.11.5",
+            vec![
+                ext(
+                    "nvidia-open-gpu-kernel-modules-production",
+                    "570.172.08-v1.11.5",
+                ),
+                ext("nvidia-container-toolkit-production", "570.172.08-v1.17.8"),
+            ],
+        )),
+        &[("nvidia", "live")],
+    );
+    let g = run(
+        &h,
+        nvidia_gpu(
+            "0x2684",
+            Some("nvidia"),
+            Some(("proprietary", "570.172.08")),
+        ),
+        &Evidence::default(),
+    );
+    let statuses: Vec<Status> = g.problems.iter().map(|p| p.status).collect();
+    assert_eq!(
+        statuses,
+        [Status::DriverVersionMismatch, Status::ModuleNotLoaded],
+        "{:#?}",
+        g.problems
+    );
+    assert!(g.problems[0].detail.contains("is open"));
+    assert!(
+        g.problems[1]
+            .hint
+            .contains("nvidia_uvm, nvidia_drm, nvidia_modeset to machine.kernel.modules")
+    );
+}
+
+#[test]
+fn blackwell_before_v1_10_is_unsupported_and_lts_is_too_old() {
+    let h = host(Some(("v1.9.6", vec![])), &[]);
+    let g = run(&h, nvidia_gpu("0x2b85", None, None), &Evidence::default());
+    assert_eq!(g.status, Status::UnsupportedByTalosVersion);
+    let h = host(
+        Some((
+            "v1.11.5",
+            vec![
+                ext("nvidia-open-gpu-kernel-modules-lts", "535.247.01-v1.11.5"),
+                ext("nvidia-container-toolkit-lts", "535.247.01-v1.17.8"),
+            ],
+        )),
+        ALL_NV,
+    );
+    let g = run(
+        &h,
+        nvidia_gpu("0x2b85", None, Some(("open", "535.247.01"))),
+        &Evidence::default(),
+    );
+    assert_eq!(g.status, Status::DriverVersionMismatch, "{:#?}", g.problems);
+    assert!(g.problems[0].detail.contains("branch 535"));
+    assert_eq!(g.problems.len(), 1, "{:#?}", g.problems);
+}
+
+#[test]
+fn an_unparsable_talos_version_is_unknown_but_kernel_checks_run() {
+    let h = host(Some(("unknown", vec![])), &[]);
+    let g = run(&h, nvidia_gpu("0x2684", None, None), &Evidence::default());
+    let statuses: Vec<Status> = g.problems.iter().map(|p| p.status).collect();
+    assert_eq!(statuses, [Status::Unknown, Status::ModuleNotLoaded]);
+    assert_eq!(g.status, Status::Unknown);
+    // Still a Talos node: the fix goes through talosctl, not modprobe.
+    assert!(
+        g.problems[1].hint.contains("talosctl get extensions"),
+        "{}",
+        g.problems[1].hint
+    );
+    assert!(!g.problems[1].hint.contains("modprobe"));
+}
+
+#[test]
+fn non_talos_hosts_get_kernel_checks_only() {
+    let h = host(None, &[]);
+    let g = run(&h, nvidia_gpu("0x2684", None, None), &Evidence::default());
+    assert_eq!(g.status, Status::ModuleNotLoaded);
+    assert!(g.problems[0].hint.contains("modprobe nvidia"));
+    let h = host(None, &[("nvidia", "live")]);
+    let g = run(
+        &h,
+        nvidia_gpu("0x2684", Some("nvidia"), Some(("open", "580.95.05"))),
+        &Evidence::default(),
+    );
+    assert_eq!(
+        g.status,
+        Status::Ok,
+        "no extension or machine-config checks off Talos"
+    );
+    let g = run(
+        &h,
+        nvidia_gpu("0x2684", Some("nouveau"), None),
+        &Evidence::default(),
+    );
+    assert_eq!(g.status, Status::BoundToOtherDriver);
+    assert!(g.problems[0].hint.contains("blacklist nouveau"));
+}
+
+#[test]
+fn nvidia_without_any_extension_on_talos() {
+    let h = host(Some(("v1.11.5", vec![])), &[]);
+    let g = run(&h, nvidia_gpu("0x2684", None, None), &Evidence::default());
+    let statuses: Vec<Status> = g.problems.iter().map(|p| p.status).collect();
+    assert_eq!(
+        statuses,
+        [Status::ExtensionMissing, Status::ExtensionMissing]
+    );
+    assert!(
+        g.problems[0]
+            .hint
+            .contains("siderolabs/nvidia-container-toolkit-production")
+    );
+    assert!(
+        g.problems[1]
+            .detail
+            .contains("no NVIDIA kernel-module extension")
+    );
+    assert!(g.problems[1].hint.contains(
+        "siderolabs/nvidia-open-gpu-kernel-modules-production (or siderolabs/nonfree-kmod-nvidia-production)"
+    ));
+}
+
+#[test]
+fn problem_lines_are_single_lines() {
+    let g = nvidia_gpu("0x2684", None, None);
+    let p = problem(Status::ModuleNotLoaded, "d", "h");
+    assert_eq!(
+        problem_line(&g, &p),
+        "0000:01:00.0 nvidia module-not-loaded: d; fix: h"
+    );
+}

@@ -1,0 +1,181 @@
+//! Discovery on every fixture host root: a golden JSON report each (insta), plus the facts
+//! each profile exists to prove.
+
+use crate::util::{host, profiles, report, report_at};
+use gpuscout::model::{Sriov, Status, Vendor};
+
+#[test]
+fn golden_report_for_every_fixture() {
+    let names = profiles();
+    assert!(
+        names.len() >= 12,
+        "expected the fixture set, found {names:?}"
+    );
+    for name in names {
+        let r = report(&name);
+        insta::with_settings!({snapshot_suffix => name.clone(), prepend_module_to_snapshot => false}, {
+            insta::assert_json_snapshot!("report", r);
+        });
+    }
+}
+
+fn addrs(r: &gpuscout::model::Report) -> Vec<&str> {
+    r.gpus.iter().map(|g| g.pci_address.as_str()).collect()
+}
+
+#[test]
+fn simpledrm_card0_is_not_the_gpu() {
+    let r = report("talos-strixhalo-apu");
+    assert_eq!(addrs(&r), ["0000:c5:00.0"]);
+    let g = &r.gpus[0];
+    assert_eq!(g.card.as_deref(), Some("card1"));
+    assert_eq!(g.render.as_deref(), Some("renderD128"));
+    let amd = g.amd.as_ref().unwrap();
+    assert_eq!(amd.gfx_target.as_deref(), Some("gfx1151"));
+    assert_eq!(amd.cu_count, Some(40));
+    assert_eq!(amd.apu, Some(true));
+    assert_eq!(g.memory_bytes, Some(536_870_912));
+    let talos = r.host.talos.as_ref().unwrap();
+    assert_eq!(talos.version, "v1.11.5");
+    assert!(talos.extensions.iter().any(|e| e.name == "amdgpu"));
+    assert!(
+        !talos
+            .extensions
+            .iter()
+            .any(|e| e.name == "schematic" || e.name == "modules.dep")
+    );
+}
+
+#[test]
+fn bmc_vga_and_gpu_audio_are_not_gpus() {
+    let r = report("unbound-and-bmc");
+    assert_eq!(addrs(&r), ["0000:41:00.0", "0000:61:00.0"]);
+    assert!(r.gpus[0].driver.is_none());
+    assert_ne!(r.gpus[0].status, Status::Ok);
+    assert_eq!(r.gpus[1].driver.as_deref(), Some("vfio-pci"));
+    assert_eq!(r.gpus[1].status, Status::BoundToOtherDriver);
+    let r = report("rtx4090-proprietary");
+    assert_eq!(
+        addrs(&r),
+        ["0000:01:00.0"],
+        "the .1 HDMI audio function is not a GPU"
+    );
+}
+
+#[test]
+fn nvidia_procfs_and_flavours() {
+    let p = report("rtx4090-proprietary");
+    let nv = p.gpus[0].nvidia.as_ref().unwrap();
+    assert_eq!(nv.kernel_module_flavor.as_deref(), Some("proprietary"));
+    assert!(nv.uuid.as_deref().unwrap().starts_with("GPU-"));
+    assert_eq!(p.gpus[0].model, "NVIDIA GeForce RTX 4090");
+    let o = report("rtx4090-open");
+    let nv = o.gpus[0].nvidia.as_ref().unwrap();
+    assert_eq!(nv.kernel_module_flavor.as_deref(), Some("open"));
+    assert!(nv.gsp_firmware.is_some());
+    let h = report("nvidia-h100-mig");
+    let g = &h.gpus[0];
+    assert_eq!(g.card, None, "no nvidia_drm, no DRM card");
+    assert_eq!(g.numa_node, Some(0));
+    assert_eq!(g.nvidia.as_ref().unwrap().mig_instances, Some(2));
+}
+
+#[test]
+fn intel_drivers_and_arch() {
+    let a = report("arc-a770-i915");
+    assert_eq!(addrs(&a), ["0000:03:00.0"]);
+    let g = &a.gpus[0];
+    assert_eq!(g.driver.as_deref(), Some("i915"));
+    assert_eq!(g.intel.as_ref().unwrap().arch.as_deref(), Some("xe-hpg"));
+    assert_eq!(g.intel.as_ref().unwrap().discrete, Some(true));
+    let b = report("arc-b580-xe");
+    assert_eq!(b.gpus[0].driver.as_deref(), Some("xe"));
+    assert_eq!(
+        b.gpus[0].intel.as_ref().unwrap().arch.as_deref(),
+        Some("xe2")
+    );
+    let m = report("meteorlake-nuc-talos-i915");
+    assert_eq!(
+        addrs(&m),
+        ["0000:00:02.0"],
+        "the Meteor Lake NPU (class 0x12) is not a GPU"
+    );
+    assert_eq!(m.gpus[0].card.as_deref(), Some("card1"));
+    assert_eq!(
+        m.gpus[0].pcie.current_gts, None,
+        "`Unknown` link speed is absent, not 0"
+    );
+}
+
+#[test]
+fn dual_vendor_joins_kfd_by_render_minor() {
+    let r = report("dual-vendor");
+    let vendors: Vec<Vendor> = r.gpus.iter().map(|g| g.vendor).collect();
+    assert_eq!(vendors, [Vendor::Nvidia, Vendor::Amd]);
+    let amd = r.gpus[1].amd.as_ref().unwrap();
+    assert_eq!(amd.gfx_target.as_deref(), Some("gfx1036"));
+    assert_eq!(amd.cu_count, Some(2));
+    assert!(r.gpus[0].amd.is_none());
+}
+
+#[test]
+fn mi300_partitions_are_one_gpu() {
+    let r = report("mi300x-cpx");
+    assert_eq!(r.gpus.len(), 1);
+    let amd = r.gpus[0].amd.as_ref().unwrap();
+    assert_eq!(amd.partitions, Some(8));
+    assert_eq!(amd.cu_count, Some(304), "8 CPX partitions of 38 CUs");
+    assert_eq!(amd.compute_partition.as_deref(), Some("CPX"));
+    assert_eq!(r.labels["gpuscout.io/amd.count"], "1");
+}
+
+#[test]
+fn sriov_pf_and_vfs() {
+    let r = report("sriov-flex170");
+    assert_eq!(addrs(&r), ["0000:4d:00.0", "0000:4d:00.1", "0000:4d:00.2"]);
+    match r.gpus[0].sriov.as_ref().unwrap() {
+        Sriov::Pf {
+            total_vfs,
+            num_vfs,
+            vfs,
+        } => {
+            assert_eq!(*total_vfs, Some(31));
+            assert_eq!(*num_vfs, Some(2));
+            assert_eq!(vfs, &["0000:4d:00.1", "0000:4d:00.2"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        r.gpus[1].sriov,
+        Some(Sriov::Vf {
+            physfn: "0000:4d:00.0".into()
+        })
+    );
+}
+
+#[test]
+fn no_gpu_host() {
+    let r = report("no-gpu");
+    assert!(r.gpus.is_empty());
+    assert!(r.labels.is_empty());
+    assert!(r.host.talos.is_none());
+}
+
+/// The machine running the tests: CI machines have no GPU, so this must find none, and must
+/// not fail on whatever the real /sys holds.
+#[test]
+fn real_sys_of_this_machine_finds_zero_gpus() {
+    let r = report_at(std::path::Path::new("/"));
+    assert_eq!(
+        r.gpus.len(),
+        0,
+        "this test expects a machine without GPUs: {:?}",
+        r.gpus
+    );
+    assert!(r.host.kernel.is_some());
+}
+
+#[test]
+fn fixture_paths_exist() {
+    assert!(host("no-gpu").join("sys").is_dir());
+}
