@@ -26,6 +26,8 @@ pub mod nvml;
 pub mod parse;
 pub mod pci;
 pub mod render;
+#[cfg(feature = "rocm-smi")]
+pub mod rocm;
 pub mod talos;
 pub mod telemetry;
 pub mod vendors;
