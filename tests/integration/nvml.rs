@@ -575,3 +575,17 @@ fn discover_command_merges_nvml() {
     assert_eq!(g["nvidia"]["compute_capability"], "8.9");
     assert_eq!(g["nvidia"]["family"], "ada");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_snapshot_from_a_blocking_thread_of_a_runtime() {
+    // How a metrics source calls it: on spawn_blocking, inside the server's runtime.
+    let d = rtx4090_double("");
+    let h = Nvml::start(config(fixture("rtx4090-proprietary"), &d));
+    let h2 = h.clone();
+    let snap = tokio::task::spawn_blocking(move || h2.snapshot_blocking())
+        .await
+        .expect("join")
+        .expect("snapshot");
+    assert_eq!(snap.gpus.len(), 1);
+    assert!(h.last_snapshot().is_some());
+}

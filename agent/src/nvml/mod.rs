@@ -464,9 +464,13 @@ impl NvmlHandle {
         Ok(snap)
     }
 
-    /// Blocking variant for one-shot commands: runs [`Self::snapshot`] on a private
-    /// current-thread runtime. Must not be called from inside a Tokio runtime.
+    /// Blocking variant, for one-shot commands and for metrics sources that run on a blocking
+    /// thread (`spawn_blocking`): inside a Tokio runtime it blocks on that runtime's handle,
+    /// elsewhere on a private current-thread runtime. Never call it from an async task.
     pub fn snapshot_blocking(&self) -> Result<Arc<NvmlSnapshot>, Error> {
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            return h.block_on(self.snapshot());
+        }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
