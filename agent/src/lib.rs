@@ -19,6 +19,7 @@ pub mod cli;
 pub mod discover;
 pub mod host;
 pub mod hostroot;
+pub mod k8s;
 pub mod labels;
 pub mod model;
 pub mod names;

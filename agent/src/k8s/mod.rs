@@ -1,0 +1,112 @@
+//! Kubernetes side of the agent: keeps this Node's labels in sync with the latest discovery
+//! report, watches the Node for drift and for Talos' extension records, and posts Events when a
+//! GPU's driver verdict changes. Named `k8s` so it does not clash with the `kube` crate.
+//!
+//! ```text
+//!  watch::Receiver<Arc<Report>> ──► LabelSync::run ──► output mode
+//!                                        │   node:        SSA PATCH /api/v1/nodes/<node> (manager gpuscout, force)
+//!                                        │                + merge-patch of prefix keys SSA cannot remove
+//!                                        │   nfd-file:    temp file + rename (NFD local source)
+//!                                        │   nodefeature: SSA of nfd.k8s-sigs.io/v1alpha1 NodeFeature
+//!                                        │   off:         nothing
+//!  GET + WATCH /api/v1/nodes?fieldSelector=metadata.name=<node> (metadata only)
+//!        └─► drift repair, re-apply after re-creation, extensions.talos.dev/* ─► watch::Sender<Option<Vec<Extension>>>
+//! ```
+//!
+//! API calls: `GET /api/v1/nodes/<node>` and `WATCH` of the same Node (metadata only, as
+//! `PartialObjectMetadata`), `PATCH` of that Node (apply and merge), `POST
+//! /api/v1/namespaces/default/events`, and in `nodefeature` mode `GET`/`PATCH` of one
+//! NodeFeature. A Node that does not exist is never created: the agent only writes to a Node it
+//! has seen, and the RBAC it ships with grants `patch` but not `create`. When the API cannot be
+//! reached, or answers 403/404/429/5xx, the agent logs once per kind of failure, counts it in
+//! `gpuscout_label_sync_total{result}` and retries with capped, jittered exponential backoff
+//! (never sooner than a 429's `Retry-After`). It never exits for an API failure and never removes
+//! labels on shutdown. The request/response handling is ours (through [`kube::Client::send`]), so
+//! kube's own retry layer is switched off by [`connect`] to avoid stacking two retry loops.
+
+mod args;
+mod backoff;
+mod client;
+mod events;
+mod metrics;
+mod nfd;
+mod owned;
+mod sync;
+
+pub use args::{K8sArgs, LabelMode};
+pub use backoff::Backoff;
+pub use client::connect;
+pub use events::EventLimiter;
+pub use metrics::SyncMetrics;
+pub use nfd::{nfd_file_text, nodefeature_body, write_nfd_file};
+pub use owned::{FIELD_MANAGER, NodeView, extensions_from_node, needs_apply, stale_prefix_keys};
+pub use sync::{LabelSync, SyncConfig};
+
+use std::time::Duration;
+
+/// What went wrong talking to the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no node name: set NODE_NAME (downward API spec.nodeName) or --node-name")]
+    NoNodeName,
+    #[error("no cluster: not running in a pod (KUBERNETES_SERVICE_HOST unset) and no --kubeconfig")]
+    NoCluster,
+    #[error("kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: String,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("in-cluster config: {0}")]
+    InCluster(#[source] kube::config::InClusterError),
+    #[error("building the API client: {0}")]
+    Client(#[source] kube::Error),
+    #[error("building a request: {0}")]
+    Request(#[source] kube::core::request::Error),
+    #[error("API unreachable: {0}")]
+    Transport(#[source] kube::Error),
+    #[error("node {0:?} not found (is NODE_NAME right?)")]
+    NodeNotFound(String),
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("throttled (429)")]
+    Throttled { retry_after: Option<Duration> },
+    #[error("conflict (409): {0}")]
+    Conflict(String),
+    #[error("API answered {code}: {message}")]
+    Api { code: u16, message: String },
+    #[error("decoding an API response: {0}")]
+    Decode(#[source] serde_json::Error),
+    #[error("watch ended: resource version too old (410)")]
+    Gone,
+    #[error("writing {path}: {source}")]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Bounded value for the `result` label of `gpuscout_label_sync_total`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::NodeNotFound(_) => "node_not_found",
+            Error::Forbidden(_) => "forbidden",
+            Error::Throttled { .. } => "throttled",
+            Error::Conflict(_) => "conflict",
+            Error::Transport(_) => "unreachable",
+            Error::Api { code, .. } if *code >= 500 => "server_error",
+            Error::File { .. } => "file_error",
+            _ => "error",
+        }
+    }
+
+    /// The server's `Retry-After`, when it sent one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Throttled { retry_after } => *retry_after,
+            _ => None,
+        }
+    }
+}

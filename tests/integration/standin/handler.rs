@@ -1,0 +1,731 @@
+//! Request routing of the stand-in: discovery, Nodes, Events, NodeFeatures, faults, log.
+
+// Error responses are whole `http::Response`s; their size does not matter in a test server.
+#![allow(clippy::result_large_err)]
+
+use super::{Action, ChanBody, Logged, NodeObj, StandIn, State, Watcher, node_json, watch_line};
+use bytes::Bytes;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+type Resp = http::Response<ChanBody>;
+
+fn respond(code: u16, body: Value) -> Resp {
+    http::Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(ChanBody::full(body.to_string()))
+        .unwrap_or_else(|_| http::Response::new(ChanBody::full("")))
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Resp {
+    respond(
+        code,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "message": message, "reason": reason, "code": code}),
+    )
+}
+
+fn reason_for(code: u16) -> &'static str {
+    match code {
+        403 => "Forbidden",
+        404 => "NotFound",
+        409 => "Conflict",
+        410 => "Expired",
+        422 => "Invalid",
+        429 => "TooManyRequests",
+        503 => "ServiceUnavailable",
+        _ => "InternalError",
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    fn hex(c: u8) -> Option<u8> {
+        (c as char).to_digit(16).and_then(|d| u8::try_from(d).ok())
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn parse_query(q: Option<&str>) -> BTreeMap<String, String> {
+    q.unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (percent_decode(k), percent_decode(v)),
+            None => (percent_decode(p), String::new()),
+        })
+        .collect()
+}
+
+/// `metadata.name=X` / `metadata.name==X`; `Err` for selectors we do not implement.
+fn name_selector(q: &BTreeMap<String, String>) -> Result<Option<String>, String> {
+    let Some(sel) = q.get("fieldSelector").filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    let v = sel
+        .strip_prefix("metadata.name==")
+        .or_else(|| sel.strip_prefix("metadata.name="))
+        .ok_or_else(|| {
+            format!("stand-in supports only fieldSelector metadata.name=…, got {sel}")
+        })?;
+    Ok(Some(v.to_owned()))
+}
+
+impl StandIn {
+    pub async fn handle(&self, req: http::Request<Bytes>) -> Resp {
+        let method = req.method().as_str().to_owned();
+        let path = req.uri().path().to_owned();
+        let query = parse_query(req.uri().query());
+        let header = |h: &str| {
+            req.headers()
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let (content_type, accept) = (header("content-type"), header("accept"));
+        let watch = query.get("watch").is_some_and(|v| v == "true" || v == "1");
+        // Faults: the first matching one with hits left.
+        let mut latency = None;
+        let mut injected = None;
+        {
+            let mut st = self.st();
+            for f in st.faults.iter_mut() {
+                let w = &f.when;
+                let hit = w.method.is_none_or(|m| m == method)
+                    && w.path_contains
+                        .as_ref()
+                        .is_none_or(|p| path.contains(p.as_str()))
+                    && w.watch.is_none_or(|x| x == watch)
+                    && f.times.is_none_or(|t| t > 0);
+                if !hit {
+                    continue;
+                }
+                if let Some(t) = f.times.as_mut() {
+                    *t -= 1;
+                }
+                match f.what {
+                    Action::Latency(d) => latency = Some(d),
+                    Action::Status(code, ra) => {
+                        injected = Some((code, ra));
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(d) = latency {
+            tokio::time::sleep(d).await;
+        }
+        let resp = match injected {
+            Some((code, ra)) => {
+                let mut r = status(code, reason_for(code), "injected fault");
+                if let Some(s) = ra
+                    && let Ok(v) = http::HeaderValue::from_str(&s.to_string())
+                {
+                    r.headers_mut().insert("retry-after", v);
+                }
+                r
+            }
+            None => self.route(&method, &path, &query, &content_type, &accept, req.body()),
+        };
+        self.st().log.push(Logged {
+            method,
+            path,
+            query,
+            content_type,
+            accept,
+            status: resp.status().as_u16(),
+            at: Instant::now(),
+            watch,
+        });
+        resp
+    }
+
+    fn route(
+        &self,
+        method: &str,
+        path: &str,
+        q: &BTreeMap<String, String>,
+        ctype: &str,
+        accept: &str,
+        body: &Bytes,
+    ) -> Resp {
+        let meta_only = accept.contains("as=PartialObjectMetadata");
+        let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let port = self.st().port;
+        match (method, segs.as_slice()) {
+            ("GET", ["version"]) => respond(
+                200,
+                json!({"major": "1", "minor": "32", "gitVersion": "v1.32.0-gpuscout-standin",
+                       "platform": "linux/amd64", "goVersion": "go1.23"}),
+            ),
+            ("GET", ["api"]) => respond(
+                200,
+                json!({"kind": "APIVersions", "versions": ["v1"],
+                       "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": format!("127.0.0.1:{port}")}]}),
+            ),
+            ("GET", ["apis"]) => respond(
+                200,
+                json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [{
+                    "name": "nfd.k8s-sigs.io",
+                    "versions": [{"groupVersion": "nfd.k8s-sigs.io/v1alpha1", "version": "v1alpha1"}],
+                    "preferredVersion": {"groupVersion": "nfd.k8s-sigs.io/v1alpha1", "version": "v1alpha1"}}]}),
+            ),
+            ("GET", ["api", "v1"]) => respond(
+                200,
+                json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
+                    {"name": "nodes", "singularName": "node", "namespaced": false, "kind": "Node",
+                     "verbs": ["get", "list", "patch", "update", "watch"], "shortNames": ["no"]},
+                    {"name": "events", "singularName": "event", "namespaced": true, "kind": "Event",
+                     "verbs": ["create", "get", "list"], "shortNames": ["ev"]}]}),
+            ),
+            ("GET", ["apis", "nfd.k8s-sigs.io", "v1alpha1"]) => respond(
+                200,
+                json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "nfd.k8s-sigs.io/v1alpha1",
+                       "resources": [{"name": "nodefeatures", "singularName": "nodefeature", "namespaced": true,
+                                      "kind": "NodeFeature", "verbs": ["create", "get", "list", "patch", "update", "watch"]}]}),
+            ),
+            ("GET", ["api", "v1", "nodes"]) => {
+                let name = match name_selector(q) {
+                    Ok(n) => n,
+                    Err(m) => return status(400, "BadRequest", &m),
+                };
+                if q.get("watch").is_some_and(|v| v == "true" || v == "1") {
+                    return self.watch_nodes(name, meta_only, q);
+                }
+                let st = self.st();
+                let items: Vec<Value> = st
+                    .nodes
+                    .values()
+                    .filter(|n| name.as_ref().is_none_or(|x| *x == n.name))
+                    .map(|n| node_json(n, meta_only))
+                    .collect();
+                let (kind, api) = if meta_only {
+                    ("PartialObjectMetadataList", "meta.k8s.io/v1")
+                } else {
+                    ("NodeList", "v1")
+                };
+                respond(
+                    200,
+                    json!({"kind": kind, "apiVersion": api,
+                           "metadata": {"resourceVersion": st.rv.to_string()}, "items": items}),
+                )
+            }
+            ("GET", ["api", "v1", "nodes", name]) => match self.st().nodes.get(*name) {
+                Some(n) => respond(200, node_json(n, meta_only)),
+                None => status(404, "NotFound", &format!("nodes \"{name}\" not found")),
+            },
+            ("PATCH", ["api", "v1", "nodes", name]) => {
+                self.patch_node(name, q, ctype, body, meta_only)
+            }
+            ("POST", ["api", "v1", "namespaces", ns, "events"]) => {
+                let Ok(mut ev) = serde_json::from_slice::<Value>(body) else {
+                    return status(400, "BadRequest", "event body is not JSON");
+                };
+                let mut st = self.st();
+                st.rv += 1;
+                ev["metadata"]["namespace"] = json!(ns);
+                ev["metadata"]["resourceVersion"] = json!(st.rv.to_string());
+                if ev["metadata"]["name"].as_str().is_none_or(str::is_empty) {
+                    let g = ev["metadata"]["generateName"]
+                        .as_str()
+                        .unwrap_or("event.")
+                        .to_owned();
+                    ev["metadata"]["name"] = json!(format!("{g}{:05}", st.rv));
+                }
+                st.events.push(ev.clone());
+                respond(201, ev)
+            }
+            ("GET", ["api", "v1", "namespaces", ns, "events"]) => {
+                let items: Vec<Value> = self
+                    .st()
+                    .events
+                    .iter()
+                    .filter(|e| e["metadata"]["namespace"] == *ns)
+                    .cloned()
+                    .collect();
+                respond(
+                    200,
+                    json!({"kind": "EventList", "apiVersion": "v1", "metadata": {}, "items": items}),
+                )
+            }
+            (
+                "GET",
+                [
+                    "apis",
+                    "nfd.k8s-sigs.io",
+                    "v1alpha1",
+                    "namespaces",
+                    ns,
+                    "nodefeatures",
+                    name,
+                ],
+            ) => {
+                match self
+                    .st()
+                    .nodefeatures
+                    .get(&((*ns).to_owned(), (*name).to_owned()))
+                {
+                    Some(v) => respond(200, v.clone()),
+                    None => status(
+                        404,
+                        "NotFound",
+                        &format!("nodefeatures.nfd.k8s-sigs.io \"{name}\" not found"),
+                    ),
+                }
+            }
+            (
+                "GET",
+                [
+                    "apis",
+                    "nfd.k8s-sigs.io",
+                    "v1alpha1",
+                    "namespaces",
+                    ns,
+                    "nodefeatures",
+                ],
+            ) => {
+                let items: Vec<Value> = self
+                    .st()
+                    .nodefeatures
+                    .iter()
+                    .filter(|((n, _), _)| n == ns)
+                    .map(|(_, v)| v.clone())
+                    .collect();
+                respond(
+                    200,
+                    json!({"kind": "NodeFeatureList", "apiVersion": "nfd.k8s-sigs.io/v1alpha1", "metadata": {}, "items": items}),
+                )
+            }
+            (
+                "PATCH",
+                [
+                    "apis",
+                    "nfd.k8s-sigs.io",
+                    "v1alpha1",
+                    "namespaces",
+                    ns,
+                    "nodefeatures",
+                    name,
+                ],
+            ) => {
+                if !ctype.starts_with("application/apply-patch+yaml") {
+                    return status(
+                        415,
+                        "UnsupportedMediaType",
+                        "stand-in: NodeFeatures take apply patches only",
+                    );
+                }
+                let Ok(mut obj) = serde_norway::from_slice::<Value>(body) else {
+                    return status(400, "BadRequest", "apply body is not YAML");
+                };
+                if obj["metadata"]["name"] != *name {
+                    return status(400, "BadRequest", "metadata.name does not match the URL");
+                }
+                let mut st = self.st();
+                let key = ((*ns).to_owned(), (*name).to_owned());
+                let old = st.nodefeatures.get(&key).cloned();
+                let same = old.as_ref().is_some_and(|o| {
+                    o["spec"] == obj["spec"] && o["metadata"]["labels"] == obj["metadata"]["labels"]
+                });
+                if same {
+                    return respond(200, old.unwrap_or_default());
+                }
+                st.rv += 1;
+                obj["metadata"]["namespace"] = json!(ns);
+                obj["metadata"]["resourceVersion"] = json!(st.rv.to_string());
+                obj["metadata"]["uid"] = json!(format!("nf-{}", st.rv));
+                st.nodefeatures.insert(key, obj.clone());
+                respond(if old.is_some() { 200 } else { 201 }, obj)
+            }
+            _ => status(
+                404,
+                "NotFound",
+                &format!("the server could not find the requested resource ({method} {path})"),
+            ),
+        }
+    }
+
+    fn watch_nodes(
+        &self,
+        name: Option<String>,
+        meta_only: bool,
+        q: &BTreeMap<String, String>,
+    ) -> Resp {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let rv = q.get("resourceVersion").cloned().unwrap_or_default();
+        let timeout = q
+            .get("timeoutSeconds")
+            .and_then(|t| t.parse::<u64>().ok())
+            .unwrap_or(1800);
+        let mut st = self.st();
+        let matches = |n: &NodeObj| name.as_ref().is_none_or(|x| *x == n.name);
+        if rv.is_empty() || rv == "0" {
+            for n in st.nodes.values().filter(|n| matches(n)) {
+                let _ = tx.send(watch_line("ADDED", n, meta_only));
+            }
+        } else {
+            let Ok(from) = rv.parse::<u64>() else {
+                return status(400, "BadRequest", "resourceVersion is not a number");
+            };
+            if from < st.compacted_to {
+                let mut s =
+                    json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1",
+                    "status": "Failure", "reason": "Expired", "code": 410,
+                    "message": format!("too old resource version: {from} ({})", st.compacted_to)}})
+                    .to_string();
+                s.push('\n');
+                let _ = tx.send(Bytes::from(s));
+                drop(tx);
+                return http::Response::builder()
+                    .status(200)
+                    .header("content-type", "application/json")
+                    .body(ChanBody::stream(rx))
+                    .unwrap_or_else(|_| http::Response::new(ChanBody::full("")));
+            }
+            for (erv, kind, n) in st.history.iter() {
+                if *erv > from && matches(n) {
+                    let _ = tx.send(watch_line(kind, n, meta_only));
+                }
+            }
+        }
+        st.next_watcher += 1;
+        let id = st.next_watcher;
+        st.watchers.push(Watcher {
+            name,
+            meta_only,
+            tx,
+            id,
+        });
+        drop(st);
+        let bookmarks = q.get("allowWatchBookmarks").is_some_and(|v| v == "true");
+        let me = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(timeout)).await;
+            let mut st = me.st();
+            // Like the apiserver's watch cache, end with a BOOKMARK at the current version so
+            // the client resumes from a recent point instead of hitting 410 Expired.
+            let rv = st.rv.to_string();
+            if let Some(w) = st.watchers.iter().find(|w| w.id == id)
+                && bookmarks
+            {
+                let (kind, api) = if w.meta_only {
+                    ("PartialObjectMetadata", "meta.k8s.io/v1")
+                } else {
+                    ("Node", "v1")
+                };
+                let mut line =
+                    json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api,
+                    "metadata": {"resourceVersion": rv}}})
+                    .to_string();
+                line.push('\n');
+                let _ = w.tx.send(Bytes::from(line));
+            }
+            st.watchers.retain(|w| w.id != id);
+        });
+        http::Response::builder()
+            .status(200)
+            .header("content-type", "application/json")
+            .header("transfer-encoding", "chunked")
+            .body(ChanBody::stream(rx))
+            .unwrap_or_else(|_| http::Response::new(ChanBody::full("")))
+    }
+
+    fn patch_node(
+        &self,
+        name: &str,
+        q: &BTreeMap<String, String>,
+        ctype: &str,
+        body: &Bytes,
+        meta_only: bool,
+    ) -> Resp {
+        let manager = q.get("fieldManager").cloned();
+        let mut st = self.st();
+        let ctype = ctype.split(';').next().unwrap_or("").trim();
+        let result = match ctype {
+            "application/apply-patch+yaml" => apply_node(&mut st, name, manager, q, body),
+            "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+                merge_node(
+                    &mut st,
+                    name,
+                    manager.unwrap_or_else(|| "unknown".into()),
+                    body,
+                )
+            }
+            "application/json-patch+json" => json_patch_node(
+                &mut st,
+                name,
+                manager.unwrap_or_else(|| "unknown".into()),
+                body,
+            ),
+            other => Err(status(
+                415,
+                "UnsupportedMediaType",
+                &format!("unsupported patch type {other}"),
+            )),
+        };
+        match result {
+            Ok(n) => respond(200, node_json(&n, meta_only)),
+            Err(r) => r,
+        }
+    }
+}
+
+fn not_found(name: &str) -> Resp {
+    status(404, "NotFound", &format!("nodes \"{name}\" not found"))
+}
+
+fn string_map(v: &Value) -> Result<BTreeMap<String, Option<String>>, Resp> {
+    let Some(obj) = v.as_object() else {
+        return if v.is_null() {
+            Ok(BTreeMap::new())
+        } else {
+            Err(status(400, "BadRequest", "labels must be a map"))
+        };
+    };
+    obj.iter()
+        .map(|(k, v)| match v {
+            Value::Null => Ok((k.clone(), None)),
+            Value::String(s) => Ok((k.clone(), Some(s.clone()))),
+            _ => Err(status(
+                422,
+                "Invalid",
+                &format!("label {k}: value must be a string"),
+            )),
+        })
+        .collect()
+}
+
+fn apply_node(
+    st: &mut State,
+    name: &str,
+    manager: Option<String>,
+    q: &BTreeMap<String, String>,
+    body: &Bytes,
+) -> Result<NodeObj, Resp> {
+    let Some(manager) = manager.filter(|m| !m.is_empty()) else {
+        return Err(status(
+            400,
+            "BadRequest",
+            "PATCH with apply requires fieldManager",
+        ));
+    };
+    let Ok(obj) = serde_norway::from_slice::<Value>(body) else {
+        return Err(status(400, "BadRequest", "apply body is not YAML"));
+    };
+    if obj["metadata"]["name"] != name {
+        return Err(status(
+            400,
+            "BadRequest",
+            "metadata.name does not match the URL",
+        ));
+    }
+    let labels: BTreeMap<String, String> = string_map(&obj["metadata"]["labels"])?
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
+    let force = q.get("force").is_some_and(|f| f == "true");
+    if !st.nodes.contains_key(name) {
+        if !st.allow_create {
+            return Err(status(
+                403,
+                "Forbidden",
+                &format!(
+                    "nodes \"{name}\" is forbidden: User \"system:serviceaccount:gpu-system:gpuscout\" cannot create resource \"nodes\" in API group \"\" at the cluster scope"
+                ),
+            ));
+        }
+        st.uids += 1;
+        st.rv += 1;
+        let mut n = NodeObj {
+            name: name.to_owned(),
+            uid: format!("created-by-apply-{}", st.uids),
+            rv: st.rv,
+            owned: Default::default(),
+            annotations: BTreeMap::new(),
+        };
+        let _ = n.owned.apply(&manager, &labels, true);
+        st.nodes.insert(name.to_owned(), n.clone());
+        st.emit("ADDED", n.clone());
+        return Ok(n);
+    }
+    let mut conflict = None;
+    let n = st.mutate_node(name, |n| {
+        let before = n.owned.clone();
+        if let Err(c) = n.owned.apply(&manager, &labels, force) {
+            conflict = Some(c);
+            return false;
+        }
+        n.owned != before
+    });
+    if let Some(c) = conflict {
+        let list: Vec<String> = c
+            .iter()
+            .map(|(k, m)| format!("conflict with \"{m}\": .metadata.labels.{k}"))
+            .collect();
+        return Err(status(
+            409,
+            "Conflict",
+            &format!(
+                "Apply failed with {} conflicts: {}",
+                c.len(),
+                list.join(", ")
+            ),
+        ));
+    }
+    n.ok_or_else(|| not_found(name))
+}
+
+fn merge_node(st: &mut State, name: &str, manager: String, body: &Bytes) -> Result<NodeObj, Resp> {
+    let Ok(patch) = serde_json::from_slice::<Value>(body) else {
+        return Err(status(400, "BadRequest", "patch body is not JSON"));
+    };
+    let Some(current) = st.nodes.get(name) else {
+        return Err(not_found(name));
+    };
+    if let Some(rv) = patch["metadata"]["resourceVersion"].as_str()
+        && rv != current.rv.to_string()
+    {
+        return Err(status(
+            409,
+            "Conflict",
+            &format!(
+                "Operation cannot be fulfilled on nodes \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+            ),
+        ));
+    }
+    let labels = string_map(&patch["metadata"]["labels"])?;
+    let annotations = string_map(&patch["metadata"]["annotations"])?;
+    st.mutate_node(name, |n| {
+        let before = (n.owned.clone(), n.annotations.clone());
+        n.owned.update(&manager, &labels);
+        for (k, v) in &annotations {
+            match v {
+                Some(v) => {
+                    n.annotations.insert(k.clone(), v.clone());
+                }
+                None => {
+                    n.annotations.remove(k);
+                }
+            }
+        }
+        (n.owned.clone(), n.annotations.clone()) != before
+    })
+    .ok_or_else(|| not_found(name))
+}
+
+/// RFC 6901 token unescaping (`~1` is `/`, `~0` is `~`).
+fn unescape(t: &str) -> String {
+    t.replace("~1", "/").replace("~0", "~")
+}
+
+fn json_patch_node(
+    st: &mut State,
+    name: &str,
+    manager: String,
+    body: &Bytes,
+) -> Result<NodeObj, Resp> {
+    let Ok(Value::Array(ops)) = serde_json::from_slice::<Value>(body) else {
+        return Err(status(400, "BadRequest", "JSON patch must be an array"));
+    };
+    let Some(current) = st.nodes.get(name).cloned() else {
+        return Err(not_found(name));
+    };
+    let mut labels: BTreeMap<String, Option<String>> = BTreeMap::new();
+    let mut annotations: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for op in &ops {
+        let (Some(kind), Some(path)) = (op["op"].as_str(), op["path"].as_str()) else {
+            return Err(status(400, "BadRequest", "each op needs op and path"));
+        };
+        let value = op["value"].as_str().map(str::to_owned);
+        if path == "/metadata/resourceVersion" && kind == "test" {
+            if value.as_deref() != Some(current.rv.to_string().as_str()) {
+                return Err(status(
+                    422,
+                    "Invalid",
+                    "test operation failed: resourceVersion",
+                ));
+            }
+            continue;
+        }
+        let (target, key, cur) = if let Some(k) = path.strip_prefix("/metadata/labels/") {
+            let k = unescape(k);
+            let c = current.owned.labels.get(&k).cloned();
+            (&mut labels, k, c)
+        } else if let Some(k) = path.strip_prefix("/metadata/annotations/") {
+            let k = unescape(k);
+            let c = current.annotations.get(&k).cloned();
+            (&mut annotations, k, c)
+        } else {
+            return Err(status(
+                422,
+                "Invalid",
+                &format!("stand-in: unsupported JSON patch path {path}"),
+            ));
+        };
+        match kind {
+            "add" | "replace" => {
+                if kind == "replace" && cur.is_none() {
+                    return Err(status(
+                        422,
+                        "Invalid",
+                        &format!("replace of missing {path}"),
+                    ));
+                }
+                target.insert(key, value);
+            }
+            "remove" => {
+                if cur.is_none() {
+                    return Err(status(422, "Invalid", &format!("remove of missing {path}")));
+                }
+                target.insert(key, None);
+            }
+            "test" => {
+                if cur != value {
+                    return Err(status(
+                        422,
+                        "Invalid",
+                        &format!("test operation failed: {path}"),
+                    ));
+                }
+            }
+            other => return Err(status(422, "Invalid", &format!("unsupported op {other}"))),
+        }
+    }
+    st.mutate_node(name, |n| {
+        let before = (n.owned.clone(), n.annotations.clone());
+        n.owned.update(&manager, &labels);
+        for (k, v) in &annotations {
+            match v {
+                Some(v) => {
+                    n.annotations.insert(k.clone(), v.clone());
+                }
+                None => {
+                    n.annotations.remove(k);
+                }
+            }
+        }
+        (n.owned.clone(), n.annotations.clone()) != before
+    })
+    .ok_or_else(|| not_found(name))
+}
