@@ -2,11 +2,10 @@
 //!
 //! Precedence for every setting: command-line flag, then environment variable, then default.
 
-use crate::discover::{self, Options};
+use crate::discover::Options;
 use crate::hostroot::HostRoot;
 use crate::labels::{CompatProfiles, LabelConfig};
-use crate::model::{Status, Vendor};
-use crate::pci;
+use crate::model::Status;
 use crate::render::{self, Format};
 use clap::{Args, Parser, Subcommand};
 use std::io::Write;
@@ -139,18 +138,10 @@ impl GlobalArgs {
 /// Run a one-shot command; returns the process exit status.
 pub fn run_oneshot(cli: &Cli) -> Result<u8, ConfigError> {
     let root = cli.global.host_root()?;
-    let mut opts = cli.global.discover_options()?;
-    if pci::scan(&root)
-        .0
-        .iter()
-        .any(|g| g.vendor == Vendor::Nvidia)
-    {
-        // Bounded by the NVML deadlines; a hung or missing NVML leaves the report sysfs-only.
-        let nvml = crate::nvml::Nvml::start(cli.global.nvml_config(&root));
-        opts.nvml = nvml.snapshot_blocking().ok();
-        opts.evidence.nvml = nvml.facts();
-    }
-    let report = discover::discover(&root, &opts);
+    let opts = cli.global.discover_options()?;
+    // NVML is tried only when PCI shows an NVIDIA GPU, bounded by its call deadlines.
+    let nvml = crate::nvml::Nvml::start(cli.global.nvml_config(&root));
+    let report = crate::nvml::discover_with(&nvml, &root, &opts);
     match &cli.command {
         Command::Discover { format } => {
             let text = render::render(&report, *format)?;

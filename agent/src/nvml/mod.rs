@@ -695,6 +695,28 @@ fn worker_main(
     drop(live);
 }
 
+/// One discovery pass with NVML: when PCI shows an NVIDIA GPU, take a snapshot (bounded by the
+/// NVML deadlines; blocking, so call it from a blocking thread) and hand the readings and the
+/// verdict facts to [`crate::discover::discover`]. A missing, failed or hung NVML leaves the
+/// report sysfs-only. Used by the one-shot commands and by `serve`'s discovery loop.
+pub fn discover_with(
+    nvml: &NvmlHandle,
+    root: &HostRoot,
+    opts: &crate::discover::Options,
+) -> crate::model::Report {
+    let has_nvidia = crate::pci::scan(root)
+        .0
+        .iter()
+        .any(|g| g.vendor == crate::model::Vendor::Nvidia);
+    if !has_nvidia {
+        return crate::discover::discover(root, opts);
+    }
+    let mut o = opts.clone();
+    o.nvml = nvml.snapshot_blocking().ok();
+    o.evidence.nvml = nvml.facts();
+    crate::discover::discover(root, &o)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
