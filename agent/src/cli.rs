@@ -10,6 +10,7 @@ use crate::render::{self, Format};
 use clap::{Args, Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// GPU node agent: discovers AMD, NVIDIA and Intel GPUs, verifies their driver stack (Talos
 /// extensions, modules, binding, firmware), labels the Node and exports Prometheus metrics.
@@ -61,6 +62,9 @@ pub struct GlobalArgs {
     /// Log format: `plain` or `json`. The level comes from `RUST_LOG` (default `info`).
     #[arg(long, env = "GPUSCOUT_LOG_FORMAT", default_value = "plain", value_parser = ["plain", "json"], global = true)]
     pub log_format: String,
+
+    #[command(flatten)]
+    pub talos_api: crate::talosapi::TalosApiArgs,
 }
 
 /// What to do.
@@ -75,6 +79,31 @@ pub enum Command {
     /// Exit 0 when every GPU's driver stack is `ok`, 1 otherwise (one line per problem on
     /// stderr, with its fix), 2 on a usage or configuration error.
     Check,
+    /// Run as a daemon: rediscover periodically and serve Prometheus `/metrics` (read from
+    /// sysfs at scrape time), `/healthz` and `/readyz`. Standalone unless label sync is on.
+    Serve(ServeArgs),
+}
+
+/// Flags of `serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to serve on, `host:port` (`[::]:10106` for IPv6).
+    #[arg(long, env = "GPUSCOUT_LISTEN", default_value = crate::serve::DEFAULT_LISTEN)]
+    pub listen: String,
+
+    /// How often discovery runs again (`30s`, `2m`, `500ms`).
+    #[arg(long, env = "GPUSCOUT_DISCOVERY_INTERVAL", default_value = "30s", value_parser = crate::serve::parse_positive_duration)]
+    pub discovery_interval: Duration,
+
+    /// Deadline of one scrape: sources still reading then are reported failed
+    /// (`gpuscout_scrape_source_success 0`) and the rest is served.
+    #[arg(long, env = "GPUSCOUT_SCRAPE_TIMEOUT", default_value = "4s", value_parser = crate::serve::parse_positive_duration)]
+    pub scrape_timeout: Duration,
+
+    /// How long one scrape's readings are reused for back-to-back scrapes (`0` turns the cache
+    /// off; scrapes that arrive while a pass runs still share it).
+    #[arg(long, env = "GPUSCOUT_SCRAPE_CACHE", default_value = "500ms", value_parser = crate::serve::parse_duration)]
+    pub scrape_cache: Duration,
 }
 
 /// A configuration error: reported in one line, exit status 2.
@@ -92,6 +121,8 @@ pub enum ConfigError {
     Render(#[from] render::Error),
     #[error("writing output: {0}")]
     Output(#[source] std::io::Error),
+    #[error("`serve` is not a one-shot command")]
+    NotOneShot,
 }
 
 impl GlobalArgs {
@@ -138,10 +169,23 @@ impl GlobalArgs {
 /// Run a one-shot command; returns the process exit status.
 pub fn run_oneshot(cli: &Cli) -> Result<u8, ConfigError> {
     let root = cli.global.host_root()?;
-    let opts = cli.global.discover_options()?;
+    let mut opts = cli.global.discover_options()?;
+    let talos_facts = crate::talosapi::fetch_for_oneshot(&cli.global.talos_api);
+    if let Some(f) = &talos_facts {
+        // The node's own ExtensionStatuses: the records Talos publishes as Node labels.
+        opts.evidence
+            .node_extensions
+            .get_or_insert_with(|| f.extensions.clone());
+    }
     // NVML is tried only when PCI shows an NVIDIA GPU, bounded by its call deadlines.
-    let nvml = crate::nvml::Nvml::start(cli.global.nvml_config(&root));
-    let report = crate::nvml::discover_with(&nvml, &root, &opts);
+    let mut nvml_cfg = cli.global.nvml_config(&root);
+    nvml_cfg.quiet = true;
+    let nvml = crate::nvml::Nvml::start(nvml_cfg);
+    let mut report = crate::nvml::discover_with(&nvml, &root, &opts);
+    if let Some(f) = &talos_facts {
+        crate::talosapi::refine(f, &mut report.gpus);
+        report.labels = crate::labels::compute(&report.host, &report.gpus, &opts.labels);
+    }
     match &cli.command {
         Command::Discover { format } => {
             let text = render::render(&report, *format)?;
@@ -164,5 +208,6 @@ pub fn run_oneshot(cli: &Cli) -> Result<u8, ConfigError> {
             }
             Ok(u8::from(bad))
         }
+        Command::Serve(_) => Err(ConfigError::NotOneShot),
     }
 }

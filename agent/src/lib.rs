@@ -10,7 +10,10 @@
 //!        │
 //!   discover ──► verdict (driver stack per GPU) ──► labels (pure) ──► Report
 //!        │                                                             │
-//!   render (table/json/yaml) ◄── cli: discover / check ◄───────────────┘
+//!   render (table/json/yaml) ◄── cli: discover / check ◄───────────────┤
+//!                                                                      │
+//!   serve: discovery every 30 s ──► watch<Arc<Report>> ◄───────────────┘
+//!        └─► /metrics: metrics::{pci,amdgpu,i915,xe,nvidia_procfs,talos} read at scrape time
 //! ```
 //!
 //! Every module documents which kernel files it reads and what happens when they are missing.
@@ -21,6 +24,7 @@ pub mod host;
 pub mod hostroot;
 pub mod k8s;
 pub mod labels;
+pub mod metrics;
 pub mod model;
 pub mod names;
 pub mod nvml;
@@ -29,7 +33,9 @@ pub mod pci;
 pub mod render;
 #[cfg(feature = "rocm-smi")]
 pub mod rocm;
+pub mod serve;
 pub mod talos;
+pub mod talosapi;
 pub mod telemetry;
 pub mod vendors;
 pub mod verdict;

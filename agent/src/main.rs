@@ -1,7 +1,7 @@
 //! `gpuscout` binary: parse flags, set up logging, hand over to the library.
 
 use clap::Parser;
-use gpuscout::cli::{self, Cli};
+use gpuscout::cli::{self, Cli, Command};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -17,5 +17,16 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<u8> {
-    Ok(cli::run_oneshot(cli)?)
+    match &cli.command {
+        Command::Serve(args) => {
+            // Two workers are plenty for a node agent; sysfs reads go to the blocking pool.
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .max_blocking_threads(16)
+                .enable_all()
+                .build()?;
+            Ok(rt.block_on(gpuscout::serve::run(&cli.global, args))?)
+        }
+        _ => Ok(cli::run_oneshot(cli)?),
+    }
 }

@@ -36,6 +36,7 @@
 pub mod enrich;
 pub mod locate;
 mod read;
+pub mod source;
 
 use crate::hostroot::HostRoot;
 use crate::pci::PciAddress;
@@ -121,13 +122,16 @@ pub struct NvmlConfig {
     pub max_threads: usize,
     /// How often an idle worker drains the XID event set.
     pub xid_poll: Duration,
+    /// Log failures at debug level instead of warn: for one-shot commands, where NVML is
+    /// best-effort enrichment and stderr carries the verdicts. The daemon keeps warnings.
+    pub quiet: bool,
 }
 
 /// Default deadline of one NVML call.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_millis(500);
 
 impl NvmlConfig {
-    /// Defaults: 500 ms per call, 10 s for init, backoff 1 s → 5 min, at most 4 threads.
+    /// Defaults: 500 ms per call, 10 s for init, backoff 1 s → 5 min, at most 4 threads, warnings.
     pub fn new(root: HostRoot) -> Self {
         Self {
             root,
@@ -138,6 +142,7 @@ impl NvmlConfig {
             backoff_max: Duration::from_secs(300),
             max_threads: 4,
             xid_poll: Duration::from_secs(1),
+            quiet: false,
         }
     }
 
@@ -521,9 +526,11 @@ impl NvmlHandle {
         drop(st);
         if e.is_absent() {
             tracing::debug!(error = %e, "NVML not available on this node");
-        } else if changed {
+        } else if changed && !self.inner.cfg.quiet {
             let stuck = self.health().stuck_threads;
             tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, stuck_threads = stuck, "NVML source failed");
+        } else if changed {
+            tracing::debug!(error = %e, "NVML source failed");
         } else {
             tracing::debug!(error = %e, retry_in_ms = delay.as_millis() as u64, "NVML source still failing");
         }

@@ -1,0 +1,63 @@
+//! Source `pci`: the PCIe link of every GPU, re-read at each scrape because links retrain
+//! (an idle GPU drops to 2.5 GT/s, a bad riser to x8).
+//!
+//! Reads `sys/bus/pci/devices/<gpu>/{current,max}_link_{speed,width}` through [`HostRoot`].
+//! Missing files (conventional PCI, VFs) and `Unknown` speeds are absent; a GPU directory that
+//! vanished since discovery, or a malformed value, makes the source fail (other GPUs are still
+//! read).
+//!
+//! [`HostRoot`]: crate::hostroot::HostRoot
+
+use super::{Errors, ScrapeContext, Sink, Source, SourceError, families as f};
+use crate::hostroot::{HostRoot, Resolved};
+use crate::parse;
+
+/// PCIe link source.
+#[derive(Debug)]
+pub struct Pci;
+
+/// The device directory of a GPU of the report.
+pub(crate) fn device_dir(root: &HostRoot, gpu: &str) -> Result<Resolved, crate::hostroot::Error> {
+    root.resolve(format!("{}/{gpu}", crate::pci::DEVICES))
+}
+
+impl Source for Pci {
+    fn name(&self) -> &'static str {
+        "pci"
+    }
+
+    fn collect(&self, ctx: &ScrapeContext, out: &mut Sink) -> Result<(), SourceError> {
+        let mut errors = Errors::default();
+        for g in &ctx.report.gpus {
+            let dir = match device_dir(&ctx.root, &g.pci_address) {
+                Ok(d) => d,
+                Err(e) => {
+                    errors.note(e.into());
+                    continue;
+                }
+            };
+            for state in ["current", "max"] {
+                let labels = vec![("gpu", g.pci_address.clone()), ("state", state.to_owned())];
+                let speed_file = format!("{state}_link_speed");
+                if let Some(s) = errors.ok(ctx.root.read_attr(&dir, &speed_file))
+                    && !s.trim().is_empty()
+                {
+                    // `Unknown` (no trained link) is absent, not an error.
+                    match parse::link_speed_gts(&s) {
+                        Ok(gts) => {
+                            out.push_opt(&f::PCIE_SPEED, labels.clone(), gts.map(|g| g * 1e9))
+                        }
+                        Err(e) => errors.note(e.at(&dir, &speed_file).into()),
+                    }
+                }
+                let width_file = format!("{state}_link_width");
+                let path = format!("{}/{width_file}", dir.host_display());
+                let w = errors.ok(ctx.root.read_attr(&dir, &width_file));
+                // Width 0 means "no link trained"; not a reading.
+                let w = super::parse_num(&mut errors, &path, w).filter(|w| *w > 0.0);
+                out.push_opt(&f::PCIE_WIDTH, labels, w);
+            }
+        }
+        errors.finish()
+    }
+}

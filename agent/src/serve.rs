@@ -1,0 +1,499 @@
+//! `gpuscout serve`: the long-running agent. Runs discovery periodically, serves Prometheus
+//! metrics and health endpoints, and hosts extra tasks (Kubernetes label sync) on the same
+//! stream of reports.
+//!
+//! ```text
+//!  discovery task ──(every --discovery-interval, on a blocking thread)──► watch<Arc<Report>>
+//!                                                                          │        │
+//!        Daemon::reports() ── label sync (k8s, added with Daemon::spawn) ◄─┘        │
+//!  hyper http1 ─► /metrics ─► metrics::Exporter (reads sysfs at scrape time) ◄──────┘
+//!             ─► /healthz (process alive)   /readyz (503 until the first discovery is done)
+//! ```
+//!
+//! Listens on `--listen` (env `GPUSCOUT_LISTEN`, default [`DEFAULT_LISTEN`]). Port 10106 is
+//! outside 9100–9999, the range of the Prometheus "default port allocations" wiki page, which
+//! its maintainers declared fully allocated in 2023; that keeps it clear of node_exporter
+//! (9100), dcgm-exporter (9400) and nvidia_gpu_exporter (9835).
+//!
+//! SIGTERM or SIGINT: stop accepting, let in-flight scrapes finish (idle keep-alive connections
+//! are closed), give extra tasks the same grace, then return (exit 0). A listen address that
+//! does not parse or cannot be bound is a configuration error (one line, exit 2).
+
+use crate::cli::{ConfigError, GlobalArgs, ServeArgs};
+use crate::discover::{self, Options};
+use crate::hostroot::HostRoot;
+use crate::metrics::{self, Exporter, ExporterConfig, Source};
+use crate::model::{Host, Report};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{debug, error, info, warn};
+
+/// Default listen address (see the module docs for the port choice).
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:10106";
+
+/// What stops `serve`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("--listen {addr:?}: not an address like 0.0.0.0:10106 or [::1]:10106")]
+    ListenAddr { addr: String },
+    #[error("--listen {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("installing the signal handler: {0}")]
+    Signal(#[source] std::io::Error),
+}
+
+/// Parse a duration such as `30s`, `500ms`, `2m`, `1h` or `0` (flags of `serve`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a duration like 30s, 500ms or 2m"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" | "" => v,
+        "m" => v * 60.0,
+        "h" => v * 3600.0,
+        _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
+    };
+    if !(secs.is_finite() && (0.0..86_400.0 * 365.0).contains(&secs)) {
+        return Err(format!("{s:?}: out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// [`parse_duration`], refusing zero (intervals and deadlines).
+pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("{s:?}: must be more than zero"));
+    }
+    Ok(d)
+}
+
+/// Parse `--listen`.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, Error> {
+    s.trim()
+        .parse()
+        .map_err(|_| Error::ListenAddr { addr: s.to_owned() })
+}
+
+/// Settings of the daemon.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub discovery_interval: Duration,
+    pub exporter: ExporterConfig,
+    /// How long in-flight requests and extra tasks get after SIGTERM.
+    pub grace: Duration,
+}
+
+type Task = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// One discovery pass (replaceable for tests and for callers that enrich reports).
+pub type DiscoverFn = Arc<dyn Fn(&HostRoot, &Options) -> Report + Send + Sync + 'static>;
+
+/// The running agent: discovery loop, report channel, HTTP server and extra tasks.
+///
+/// Other parts of the agent (Kubernetes label sync) use it like this before `serve`:
+/// ```no_run
+/// # async fn f(mut d: gpuscout::serve::Daemon, l: tokio::net::TcpListener) {
+/// let mut reports = d.reports();
+/// let mut stop = d.shutdown_signal();
+/// d.spawn(async move {
+///     // The first value is a placeholder (no GPUs): act only on `changed()`.
+///     loop {
+///         tokio::select! {
+///             r = reports.changed() => if r.is_err() { break },
+///             _ = stop.wait_for(|s| *s) => break,
+///         }
+///         let report = reports.borrow_and_update().clone();
+///         // ... patch the Node from `report` ...
+///         # let _ = report;
+///     }
+/// });
+/// d.serve(l, std::future::pending()).await;
+/// # }
+/// ```
+pub struct Daemon {
+    root: HostRoot,
+    opts: Options,
+    config: ServeConfig,
+    tx: watch::Sender<Arc<Report>>,
+    ready: Arc<AtomicBool>,
+    shutdown_tx: watch::Sender<bool>,
+    tasks: Vec<Task>,
+    sources: Vec<Arc<dyn Source>>,
+    registry: Option<Registry>,
+    discover: DiscoverFn,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("root", &self.root)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The report the channel holds until the first discovery pass has finished.
+fn placeholder() -> Report {
+    Report {
+        host: Host {
+            kernel: None,
+            os: None,
+            talos: None,
+            modules: Vec::new(),
+            unread: Vec::new(),
+        },
+        gpus: Vec::new(),
+        labels: BTreeMap::new(),
+    }
+}
+
+impl Daemon {
+    /// A daemon with the built-in metrics sources. Nothing runs until [`serve`](Self::serve).
+    pub fn new(root: HostRoot, opts: Options, config: ServeConfig) -> Self {
+        let (tx, _) = watch::channel(Arc::new(placeholder()));
+        let (shutdown_tx, _) = watch::channel(false);
+        Self {
+            root,
+            opts,
+            config,
+            tx,
+            ready: Arc::new(AtomicBool::new(false)),
+            shutdown_tx,
+            tasks: Vec::new(),
+            sources: metrics::default_sources(),
+            registry: None,
+            discover: Arc::new(discover::discover),
+        }
+    }
+
+    /// Replace the discovery pass (default: [`discover::discover`]). It runs on a blocking
+    /// thread every discovery interval.
+    pub fn set_discovery(
+        &mut self,
+        f: impl Fn(&HostRoot, &Options) -> Report + Send + Sync + 'static,
+    ) {
+        self.discover = Arc::new(f);
+    }
+
+    /// The latest discovery report. The value before the first pass is an empty placeholder
+    /// that is never "changed": wait for `changed()` before acting on a report.
+    pub fn reports(&self) -> watch::Receiver<Arc<Report>> {
+        self.tx.subscribe()
+    }
+
+    /// Becomes `true` when shutdown starts; tasks should finish within the grace period.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown_tx.subscribe()
+    }
+
+    /// Run `task` alongside the server (started by [`serve`](Self::serve); aborted if it has
+    /// not returned within the grace period after shutdown starts).
+    pub fn spawn(&mut self, task: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.push(Box::pin(task));
+    }
+
+    /// Add a metrics source (NVML, ROCm SMI). See [`metrics::Source`] for the contract.
+    pub fn add_source(&mut self, source: Arc<dyn Source>) {
+        self.sources.push(source);
+    }
+
+    /// A registry served on `/metrics` after the scrape-time series, encoded on every request
+    /// (not cached). It adds no prefix: register complete names, e.g.
+    /// `k8s::SyncMetrics::register(daemon.registry())` for `gpuscout_label_sync_total`.
+    pub fn registry(&mut self) -> &mut Registry {
+        self.registry.get_or_insert_with(Registry::default)
+    }
+
+    /// Serve until `shutdown` resolves, then drain. Never fails once the listener is bound.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let Daemon {
+            root,
+            opts,
+            config,
+            tx,
+            ready,
+            shutdown_tx,
+            tasks,
+            sources,
+            registry,
+            discover,
+        } = self;
+        if tasks.is_empty() {
+            info!("no Kubernetes label sync configured: running as a standalone exporter");
+        }
+        let exporter = Exporter::new(
+            root.clone(),
+            tx.subscribe(),
+            sources,
+            config.exporter.clone(),
+        );
+        let mut handles = Vec::new();
+        handles.push(tokio::spawn(discovery_loop(
+            discover,
+            root,
+            opts,
+            config.discovery_interval,
+            tx,
+            ready.clone(),
+            shutdown_tx.subscribe(),
+        )));
+        for t in tasks {
+            handles.push(tokio::spawn(t));
+        }
+        let app = Arc::new(App {
+            exporter,
+            ready,
+            extra: registry,
+        });
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // Out of file descriptors and similar: wait a moment, keep serving.
+                            warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let app = app.clone();
+                    let svc = hyper::service::service_fn(move |req| {
+                        let app = app.clone();
+                        async move { Ok::<_, Infallible>(app.handle(req).await) }
+                    });
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc);
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            debug!(peer = %peer, error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+                () = &mut shutdown => break,
+            }
+        }
+        drop(listener);
+        info!("shutting down: no new connections, finishing in-flight requests");
+        let _ = shutdown_tx.send(true);
+        if tokio::time::timeout(config.grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            warn!(grace = ?config.grace, "connections still open after the grace period; closing them");
+        }
+        let deadline = tokio::time::Instant::now() + config.grace;
+        for h in handles {
+            let abort = h.abort_handle();
+            if tokio::time::timeout_at(deadline, h).await.is_err() {
+                abort.abort();
+            }
+        }
+        info!("stopped");
+    }
+}
+
+async fn discovery_loop(
+    discover: DiscoverFn,
+    root: HostRoot,
+    opts: Options,
+    interval: Duration,
+    tx: watch::Sender<Arc<Report>>,
+    ready: Arc<AtomicBool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (r, o, d) = (root.clone(), opts.clone(), discover.clone());
+        match tokio::task::spawn_blocking(move || d(&r, &o)).await {
+            Ok(report) => {
+                let gpus = report.gpus.len();
+                let first = !ready.load(Ordering::Acquire);
+                tx.send_replace(Arc::new(report));
+                if first {
+                    ready.store(true, Ordering::Release);
+                    info!(gpus, "first discovery done; ready");
+                } else {
+                    debug!(gpus, "discovery done");
+                }
+            }
+            Err(e) => error!(error = %e, "discovery pass panicked; keeping the previous report"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+struct App {
+    exporter: Exporter,
+    ready: Arc<AtomicBool>,
+    extra: Option<Registry>,
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// True when the client asks for OpenMetrics (Prometheus sends
+/// `application/openmetrics-text;version=1.0.0,...;q=0.5,text/plain;version=0.0.4;q=0.4,...`).
+pub fn wants_openmetrics(accept: Option<&str>) -> bool {
+    accept.is_some_and(|a| a.contains("application/openmetrics-text"))
+}
+
+impl App {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        }
+        match req.uri().path() {
+            "/healthz" => plain(StatusCode::OK, "ok\n"),
+            "/readyz" => {
+                if self.ready.load(Ordering::Acquire) {
+                    plain(StatusCode::OK, "ready\n")
+                } else {
+                    plain(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "first discovery not done yet\n",
+                    )
+                }
+            }
+            "/metrics" => {
+                if !self.ready.load(Ordering::Acquire) {
+                    return plain(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "first discovery not done yet\n",
+                    );
+                }
+                let om = wants_openmetrics(req.headers().get(ACCEPT).and_then(|v| v.to_str().ok()));
+                let Some(snap) = self.exporter.scrape().await else {
+                    return plain(StatusCode::INTERNAL_SERVER_ERROR, "scrape failed\n");
+                };
+                let text = metrics::exposition(&snap, self.extra.as_ref(), om);
+                let ct = if om {
+                    metrics::OPENMETRICS_CONTENT_TYPE
+                } else {
+                    metrics::TEXT_CONTENT_TYPE
+                };
+                let body = match text {
+                    metrics::Exposition::Owned(s) => Bytes::from(s),
+                    shared => Bytes::from_owner(shared),
+                };
+                let mut r = Response::new(Full::new(body));
+                r.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static(ct));
+                r
+            }
+            _ => plain(StatusCode::NOT_FOUND, "not found; try /metrics\n"),
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub fn termination() -> Result<impl Future<Output = ()>, Error> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(Error::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(Error::Signal)?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => info!(signal = "SIGTERM", "signal received"),
+            _ = int.recv() => info!(signal = "SIGINT", "signal received"),
+        }
+    })
+}
+
+/// `gpuscout serve` as the binary runs it: validate flags, bind, serve until SIGTERM/SIGINT.
+pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<u8, Error> {
+    let root = global.host_root()?;
+    let opts = global.discover_options()?;
+    let addr = parse_listen(&args.listen)?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: args.listen.clone(),
+            source,
+        })?;
+    let local = listener.local_addr().map_or(addr, |a| a);
+    let stop = termination()?;
+    let config = ServeConfig {
+        discovery_interval: args.discovery_interval,
+        exporter: ExporterConfig {
+            deadline: args.scrape_timeout,
+            cache: args.scrape_cache,
+        },
+        grace: args.scrape_timeout + Duration::from_secs(1),
+    };
+    info!(listen = %local, root = %root.dir().display(), "serving /metrics, /healthz, /readyz");
+    let mut daemon = Daemon::new(root.clone(), opts, config);
+    // NVML: readings as a metrics source, versions for the verdicts in every discovery pass.
+    let nvml = crate::nvml::Nvml::start(global.nvml_config(&root));
+    daemon.add_source(Arc::new(crate::nvml::source::NvmlSource::new(nvml.clone())));
+    daemon.set_discovery(move |root, opts| crate::nvml::discover_with(&nvml, root, opts));
+    daemon.serve(listener, stop).await;
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_positive_duration("0s").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn listen_and_accept() {
+        assert!(parse_listen(DEFAULT_LISTEN).is_ok());
+        assert!(parse_listen("[::1]:10106").is_ok());
+        assert!(parse_listen("localhost").is_err());
+        assert!(wants_openmetrics(Some(
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+        )));
+        assert!(!wants_openmetrics(Some("text/plain")));
+        assert!(!wants_openmetrics(None));
+    }
+}
