@@ -464,13 +464,17 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<u8, Error> {
     };
     info!(listen = %local, root = %root.dir().display(), "serving /metrics, /healthz, /readyz");
     let prefix = opts.labels.prefix.clone();
-    let mut daemon = Daemon::new(root, opts, config);
+    let mut daemon = Daemon::new(root.clone(), opts, config);
+    // NVML: readings as a metrics source, versions for the verdicts in every discovery pass.
+    let nvml = crate::nvml::Nvml::start(global.nvml_config(&root));
+    daemon.add_source(Arc::new(crate::nvml::source::NvmlSource::new(nvml.clone())));
     let node_extensions = wire_label_sync(&mut daemon, &args.k8s, &prefix).await?;
     let talos = wire_talos_api(&mut daemon, &global.talos_api, args.discovery_interval);
     daemon.set_discovery(move |root, opts| {
         let extras = discover::Extras {
             node_extensions: node_extensions.as_ref().and_then(|rx| rx.borrow().clone()),
             talos: talos.as_ref().and_then(|rx| rx.borrow().clone()),
+            nvml: Some(nvml.clone()),
         };
         discover::discover_with(root, opts, &extras)
     });
