@@ -85,22 +85,23 @@ fn main() {
         "t_s,rss_kib,hwm_kib,fds,requests,failed,p50_ms,p99_ms,max_ms"
     )
     .expect("write CSV");
-    let row = |csv: &mut std::fs::File, t: f64, lat: &mut Vec<Duration>, sent: usize, failed: usize| {
-        lat.sort();
-        let cell = |v: Option<String>| v.unwrap_or_default();
-        let line = format!(
-            "{t:.0},{},{},{},{sent},{failed},{:.3},{:.3},{:.3}",
-            cell(status_kib(pid, "VmRSS:").map(|v| v.to_string())),
-            cell(status_kib(pid, "VmHWM:").map(|v| v.to_string())),
-            cell(fds(pid).map(|v| v.to_string())),
-            pct(lat, 0.5),
-            pct(lat, 0.99),
-            lat.last().map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0),
-        );
-        println!("{line}");
-        let _ = writeln!(csv, "{line}");
-        lat.clear();
-    };
+    let row =
+        |csv: &mut std::fs::File, t: f64, lat: &mut Vec<Duration>, sent: usize, failed: usize| {
+            lat.sort();
+            let cell = |v: Option<String>| v.unwrap_or_default();
+            let line = format!(
+                "{t:.0},{},{},{},{sent},{failed},{:.3},{:.3},{:.3}",
+                cell(status_kib(pid, "VmRSS:").map(|v| v.to_string())),
+                cell(status_kib(pid, "VmHWM:").map(|v| v.to_string())),
+                cell(fds(pid).map(|v| v.to_string())),
+                pct(lat, 0.5),
+                pct(lat, 0.99),
+                lat.last().map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0),
+            );
+            println!("{line}");
+            let _ = writeln!(csv, "{line}");
+            lat.clear();
+        };
     // Baseline row before any load.
     row(&mut csv, 0.0, &mut Vec::new(), 0, 0);
     let (tx, rx) = mpsc::channel::<Result<Duration, String>>();
@@ -130,7 +131,13 @@ fn main() {
             }
         }
         if Instant::now() >= window_end {
-            row(&mut csv, start.elapsed().as_secs_f64(), &mut lat, sent, failed);
+            row(
+                &mut csv,
+                start.elapsed().as_secs_f64(),
+                &mut lat,
+                sent,
+                failed,
+            );
             sent = 0;
             failed = 0;
             window_end += window;
@@ -144,6 +151,12 @@ fn main() {
         }
     }
     if sent > 0 {
-        row(&mut csv, start.elapsed().as_secs_f64(), &mut lat, sent, failed);
+        row(
+            &mut csv,
+            start.elapsed().as_secs_f64(),
+            &mut lat,
+            sent,
+            failed,
+        );
     }
 }

@@ -8,8 +8,10 @@ mod synth;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let (Some(dir), Some(n)) = (args.get(1), args.get(2).and_then(|s| s.parse::<usize>().ok()))
-    else {
+    let (Some(dir), Some(n)) = (
+        args.get(1),
+        args.get(2).and_then(|s| s.parse::<usize>().ok()),
+    ) else {
         eprintln!("usage: synth_host DIR N");
         std::process::exit(2);
     };

@@ -94,6 +94,9 @@ pub struct ServeArgs {
     /// off; scrapes that arrive while a pass runs still share it).
     #[arg(long, env = "GPUSCOUT_SCRAPE_CACHE", default_value = "500ms", value_parser = crate::serve::parse_duration)]
     pub scrape_cache: Duration,
+
+    #[command(flatten)]
+    pub security: crate::authn::SecurityArgs,
 }
 
 /// A configuration error: reported in one line, exit status 2.
