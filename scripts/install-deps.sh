@@ -21,4 +21,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+# Deployment checks (tests/deploy/, run by tests/integration/deploy.rs): apt tools and a .venv.
+bash scripts/install-deps-deploy.sh
 echo "install-deps: ok"

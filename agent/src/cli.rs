@@ -49,6 +49,16 @@ pub struct GlobalArgs {
     #[arg(long, env = "GPUSCOUT_COMPAT_INTEL_NFD", global = true)]
     pub compat_intel_nfd: bool,
 
+    /// NVML library to load instead of the Talos paths under --root
+    /// (`usr/local/glibc/usr/lib/libnvidia-ml.so.1`, `usr/local/lib/libnvidia-ml.so.1`) and the
+    /// loader's `libnvidia-ml.so.1`.
+    #[arg(long, env = "GPUSCOUT_NVML_LIB", global = true)]
+    pub nvml_lib: Option<PathBuf>,
+
+    /// Deadline of one NVML call in milliseconds; a call past it marks NVML failed.
+    #[arg(long, env = "GPUSCOUT_NVML_CALL_TIMEOUT_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=60_000), global = true)]
+    pub nvml_call_timeout_ms: u64,
+
     /// Log format: `plain` or `json`. The level comes from `RUST_LOG` (default `info`).
     #[arg(long, env = "GPUSCOUT_LOG_FORMAT", default_value = "plain", value_parser = ["plain", "json"], global = true)]
     pub log_format: String,
@@ -59,6 +69,8 @@ pub struct GlobalArgs {
 
 /// What to do.
 #[derive(Debug, Subcommand)]
+// Parsed once per process: the size of `Serve`'s flags does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// One-shot report of this host: GPUs, driver verdicts, Talos facts and the labels.
     Discover {
@@ -94,6 +106,9 @@ pub struct ServeArgs {
     /// off; scrapes that arrive while a pass runs still share it).
     #[arg(long, env = "GPUSCOUT_SCRAPE_CACHE", default_value = "500ms", value_parser = crate::serve::parse_duration)]
     pub scrape_cache: Duration,
+
+    #[command(flatten)]
+    pub k8s: crate::k8s::K8sArgs,
 
     #[command(flatten)]
     pub security: crate::authn::SecurityArgs,
@@ -146,26 +161,32 @@ impl GlobalArgs {
         Ok(Options {
             labels: self.label_config()?,
             evidence: Default::default(),
+            nvml: None,
         })
+    }
+
+    /// NVML settings.
+    pub fn nvml_config(&self, root: &HostRoot) -> crate::nvml::NvmlConfig {
+        let mut c = crate::nvml::NvmlConfig::new(root.clone());
+        c.lib_path = self.nvml_lib.clone();
+        c.call_timeout = std::time::Duration::from_millis(self.nvml_call_timeout_ms);
+        c
     }
 }
 
 /// Run a one-shot command; returns the process exit status.
 pub fn run_oneshot(cli: &Cli) -> Result<u8, ConfigError> {
     let root = cli.global.host_root()?;
-    let mut opts = cli.global.discover_options()?;
-    let talos_facts = crate::talosapi::fetch_for_oneshot(&cli.global.talos_api);
-    if let Some(f) = &talos_facts {
-        // The node's own ExtensionStatuses: the records Talos publishes as Node labels.
-        opts.evidence
-            .node_extensions
-            .get_or_insert_with(|| f.extensions.clone());
-    }
-    let mut report = discover::discover(&root, &opts);
-    if let Some(f) = &talos_facts {
-        crate::talosapi::refine(f, &mut report.gpus);
-        report.labels = crate::labels::compute(&report.host, &report.gpus, &opts.labels);
-    }
+    let opts = cli.global.discover_options()?;
+    // NVML is tried only when PCI shows an NVIDIA GPU, bounded by its call deadlines.
+    let mut nvml_cfg = cli.global.nvml_config(&root);
+    nvml_cfg.quiet = true;
+    let extras = discover::Extras {
+        talos: crate::talosapi::fetch_for_oneshot(&cli.global.talos_api).map(std::sync::Arc::new),
+        nvml: Some(crate::nvml::Nvml::start(nvml_cfg)),
+        ..Default::default()
+    };
+    let report = discover::discover_with(&root, &opts, &extras);
     match &cli.command {
         Command::Discover { format } => {
             let text = render::render(&report, *format)?;

@@ -22,6 +22,8 @@ pub struct Options {
     /// What a daemon learned outside the host filesystem (Node labels, NVML); empty for the
     /// one-shot commands.
     pub evidence: Evidence,
+    /// NVML readings to merge into NVIDIA GPUs (taken by the caller, off this thread).
+    pub nvml: Option<std::sync::Arc<crate::nvml::NvmlSnapshot>>,
 }
 
 /// Run one discovery pass. Never fails: unreadable input is recorded in the report.
@@ -43,6 +45,9 @@ pub fn discover(root: &HostRoot, opts: &Options) -> Report {
         .into_iter()
         .map(|p| build_gpu(root, p, &kfd, nv_module.as_ref()))
         .collect();
+    if let Some(snap) = &opts.nvml {
+        crate::nvml::enrich::apply(&mut gpus, snap);
+    }
     // The report shows the extension list the verdicts used (Node entries win over the file).
     if let Some(exts) = verdict::effective_extensions(&host, &opts.evidence)
         && let Some(t) = host.talos.as_mut()
@@ -110,4 +115,40 @@ fn build_gpu(
         problems: Vec::new(),
         unread,
     }
+}
+
+/// Evidence gathered outside the host filesystem for one pass.
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    /// Extensions Talos publishes on this Node (`extensions.talos.dev/*` labels/annotations).
+    pub node_extensions: Option<Vec<crate::model::Extension>>,
+    /// What the Talos API says about this node (`--talos-api`).
+    pub talos: Option<std::sync::Arc<crate::talosapi::TalosApiFacts>>,
+    /// The NVML source: readings and version facts, taken only when PCI shows an NVIDIA GPU.
+    pub nvml: Option<crate::nvml::NvmlHandle>,
+}
+
+/// A discovery pass with the extra evidence applied: Node labels first, then the Talos API's
+/// extension list where the Node said nothing, NVML readings and facts, then the Talos API
+/// refinements, then labels. The one-shot commands and the daemon both run exactly this.
+/// Blocking (NVML calls are bounded by their deadlines): run it on a blocking thread.
+pub fn discover_with(root: &HostRoot, opts: &Options, extras: &Extras) -> Report {
+    let mut opts = opts.clone();
+    if let Some(nvml) = &extras.nvml {
+        crate::nvml::apply(nvml, root, &mut opts);
+    }
+    if let Some(n) = &extras.node_extensions {
+        opts.evidence.node_extensions = Some(n.clone());
+    }
+    if let Some(f) = &extras.talos {
+        opts.evidence
+            .node_extensions
+            .get_or_insert_with(|| f.extensions.clone());
+    }
+    let mut report = discover(root, &opts);
+    if let Some(f) = &extras.talos {
+        crate::talosapi::refine(f, &mut report.gpus);
+        report.labels = labels::compute(&report.host, &report.gpus, &opts.labels);
+    }
+    report
 }

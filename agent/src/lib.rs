@@ -6,6 +6,7 @@
 //!   host ─────────┤  kernel, os-release, Talos extensions, modules
 //!   pci ──────────┤  GPU functions, link, SR-IOV, DRM nodes
 //!   vendors/* ────┘  amdgpu + KFD, NVIDIA procfs, Intel id tables
+//!   nvml ─────────── NVML on its own worker thread (optional enrichment)
 //!        │
 //!   discover ──► verdict (driver stack per GPU) ──► labels (pure) ──► Report
 //!        │                                                             │
@@ -27,9 +28,12 @@ pub mod labels;
 pub mod metrics;
 pub mod model;
 pub mod names;
+pub mod nvml;
 pub mod parse;
 pub mod pci;
 pub mod render;
+#[cfg(feature = "rocm-smi")]
+pub mod rocm;
 pub mod serve;
 pub mod talos;
 pub mod talosapi;

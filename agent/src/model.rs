@@ -197,6 +197,12 @@ pub struct NvidiaInfo {
     pub cuda_driver_version: Option<String>,
     pub family: Option<String>,
     pub mig_enabled: Option<bool>,
+    /// MIG devices that exist now (NVML).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub mig_devices: Option<u32>,
+    /// Why NVML could not read this GPU (`gpu-lost`, or the first failed call).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub nvml_error: Option<String>,
 }
 
 /// Intel specifics.

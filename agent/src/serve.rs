@@ -65,6 +65,8 @@ pub enum Error {
     },
     #[error("installing the signal handler: {0}")]
     Signal(#[source] std::io::Error),
+    #[error("Kubernetes: {0}")]
+    Kube(#[source] crate::k8s::Error),
     #[error(transparent)]
     Tls(#[from] crate::tls::Error),
     #[error("--metrics-auth kubernetes: {0}")]
@@ -531,11 +533,25 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<u8, Error> {
         },
         grace: args.scrape_timeout + Duration::from_secs(1),
     };
-    let shown = root.dir().display().to_string();
-    let mut daemon = Daemon::new(root, opts, config);
-    secure(&mut daemon, &args.security, None).await?;
-    info!(listen = %local, root = %shown, tls = args.security.tls_cert.is_some(),
+    let prefix = opts.labels.prefix.clone();
+    let mut daemon = Daemon::new(root.clone(), opts, config);
+    // Before anything starts: --metrics-auth without a cluster or bad TLS files stop here.
+    secure(&mut daemon, &args.security, args.k8s.kubeconfig.as_deref()).await?;
+    info!(listen = %local, root = %root.dir().display(), tls = args.security.tls_cert.is_some(),
         metrics_auth = ?args.security.metrics_auth, "serving /metrics, /healthz, /readyz");
+    // NVML: readings as a metrics source, versions for the verdicts in every discovery pass.
+    let nvml = crate::nvml::Nvml::start(global.nvml_config(&root));
+    daemon.add_source(Arc::new(crate::nvml::source::NvmlSource::new(nvml.clone())));
+    let node_extensions = wire_label_sync(&mut daemon, &args.k8s, &prefix).await?;
+    let talos = wire_talos_api(&mut daemon, &global.talos_api, args.discovery_interval);
+    daemon.set_discovery(move |root, opts| {
+        let extras = discover::Extras {
+            node_extensions: node_extensions.as_ref().and_then(|rx| rx.borrow().clone()),
+            talos: talos.as_ref().and_then(|rx| rx.borrow().clone()),
+            nvml: Some(nvml.clone()),
+        };
+        discover::discover_with(root, opts, &extras)
+    });
     daemon.serve(listener, stop).await;
     Ok(0)
 }
@@ -560,6 +576,72 @@ pub async fn secure(
         ));
     }
     Ok(())
+}
+
+/// Start Kubernetes label sync when there is a cluster (in-cluster or `--kubeconfig`) or the
+/// mode needs none (`nfd-file`). Returns the Node's Talos extension records for the verdicts.
+/// A `--kubeconfig` that cannot be used is a configuration error; no cluster at all means a
+/// standalone exporter.
+async fn wire_label_sync(
+    daemon: &mut Daemon,
+    args: &crate::k8s::K8sArgs,
+    prefix: &str,
+) -> Result<Option<watch::Receiver<Option<Vec<crate::model::Extension>>>>, Error> {
+    use crate::k8s::{self, LabelMode};
+    let client = match k8s::connect(args.kubeconfig.as_deref()).await {
+        Ok(c) => Some(c),
+        Err(k8s::Error::NoCluster) => None,
+        Err(e) if args.kubeconfig.is_some() => return Err(Error::Kube(e)),
+        Err(e) => {
+            warn!(error = %e, "cannot use the in-cluster Kubernetes config; running as a standalone exporter");
+            None
+        }
+    };
+    if client.is_none() && args.labels != LabelMode::NfdFile {
+        return Ok(None);
+    }
+    let sync = k8s::LabelSync::new(args.sync_config(prefix), client, daemon.registry());
+    let extensions = sync.extensions();
+    let mut reports = daemon.reports();
+    let mut stop = daemon.shutdown_signal();
+    daemon.spawn(async move {
+        // The channel starts with a placeholder; the sync applies its current value as the
+        // complete owned label set, so it starts only on the first real report.
+        tokio::select! {
+            r = reports.changed() => if r.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let mut stop2 = stop.clone();
+        sync.run(reports, async move {
+            let _ = stop2.wait_for(|s| *s).await;
+        })
+        .await;
+    });
+    Ok(Some(extensions))
+}
+
+/// Poll the Talos API (`--talos-api`) once per discovery interval, with its own backoff;
+/// the latest answer refines every discovery pass.
+fn wire_talos_api(
+    daemon: &mut Daemon,
+    args: &crate::talosapi::TalosApiArgs,
+    interval: Duration,
+) -> Option<watch::Receiver<Option<Arc<crate::talosapi::TalosApiFacts>>>> {
+    let mut poller = crate::talosapi::Poller::new(args.clone())?;
+    let (tx, rx) = watch::channel(None);
+    let mut stop = daemon.shutdown_signal();
+    daemon.spawn(async move {
+        loop {
+            if let Some(facts) = poller.poll().await {
+                tx.send_replace(Some(Arc::new(facts)));
+            }
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    });
+    Some(rx)
 }
 
 #[cfg(test)]

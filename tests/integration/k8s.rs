@@ -1238,3 +1238,83 @@ async fn events_wait_for_the_api_to_come_back() {
     assert_eq!(ev[0]["reason"], "GpuModuleNotLoaded");
     agent.stop().await;
 }
+
+/// The whole daemon as the DaemonSet runs it: the real `gpuscout serve` binary with a
+/// kubeconfig labels its Node in the stand-in from a real discovery pass, takes the Node's
+/// Talos extension labels as verdict evidence, serves the sync metrics, and leaves the labels
+/// in place after SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_binary_labels_its_node_and_keeps_labels_after_sigterm() {
+    let api = StandIn::new();
+    kubelet_node(&api);
+    // Talos publishes installed extensions on the Node; the fixture's own extensions.yaml is
+    // replaced by this evidence (it says amdgpu is installed, as the file does).
+    api.set_labels_as(
+        NODE,
+        "talos",
+        &[("extensions.talos.dev/amdgpu", Some("20251021-v1.11.5"))],
+    );
+    let addr = api.serve_tcp().await;
+    let kubectl = Kubectl::new(addr);
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hosts/talos-strixhalo-apu");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gpuscout"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--root")
+        .arg(&root)
+        .arg("--kubeconfig")
+        .arg(&kubectl.kubeconfig)
+        .args(["--node-name", NODE, "--discovery-interval", "1s"])
+        .env("RUST_LOG", "warn")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .spawn()
+        .expect("start gpuscout serve");
+    wait_for("labels from the daemon", || {
+        api.labels(NODE)
+            .get("gpuscout.io/amd.count")
+            .map(String::as_str)
+            == Some("1")
+    })
+    .await;
+    let labels = api.labels(NODE);
+    assert_eq!(labels["gpuscout.io/amd.gfx"], "gfx1151");
+    assert_eq!(labels["gpuscout.io/amd.ready"], "true");
+    assert_eq!(labels["team.example.com/owner"], "ml", "foreign label kept");
+    let body = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .await
+    .unwrap();
+    assert!(
+        body.contains("gpuscout_label_sync_total{result=\"applied\"}"),
+        "{body}"
+    );
+    assert!(body.contains("gpuscout_gpus{vendor=\"amd\"} 1"), "{body}");
+    let before = api.successful_writes();
+    // SIGTERM: exit 0, labels stay.
+    let pid = child.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(api.labels(NODE)["gpuscout.io/amd.count"], "1");
+    assert_eq!(api.successful_writes(), before, "no write on shutdown");
+}

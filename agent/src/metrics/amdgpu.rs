@@ -131,7 +131,7 @@ pub fn current_dpm_mhz(text: &str) -> Option<f64> {
                 .trim();
             num.parse::<f64>().ok()
         })
-        .find(|v| *v > 0.0)
+        .find(|v| v.is_finite() && *v > 0.0)
 }
 
 #[cfg(test)]

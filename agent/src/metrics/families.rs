@@ -106,3 +106,15 @@ pub static NVIDIA_DRIVER_INFO: Desc = gauge(
     "nvidia_driver_info",
     "Loaded NVIDIA kernel module version and flavor (open or proprietary); always 1.",
 );
+pub static ECC_ERRORS: Desc = counter(
+    "gpu_ecc_errors",
+    "GPU memory ECC errors since the counters were last cleared, by type (corrected, uncorrected).",
+);
+pub static XID_ERRORS: Desc = counter(
+    "gpu_xid_errors",
+    "NVIDIA XID errors seen by the agent since it started, by XID.",
+);
+pub static NVML_STUCK_THREADS: Desc = gauge(
+    "nvml_stuck_threads",
+    "NVML worker threads abandoned inside a call that has not returned (a hung driver).",
+);

@@ -1,0 +1,249 @@
+//! Merge an [`NvmlSnapshot`] into the discovery report.
+//!
+//! Policy (issue 4): PCI/sysfs identity wins, NVML enriches. A GPU is matched by its normalised
+//! PCI address only. Fields discovery could not read are filled from NVML (model when it came
+//! from the ID table or a fallback, UUID, memory size, compute capability, CUDA driver version,
+//! family, MIG). Where both have a value and they disagree, the sysfs/procfs value stays and
+//! the disagreement is returned as a [`Discrepancy`] (and logged); nothing is overwritten
+//! silently. A GPU NVML reports that PCI discovery did not find is a discrepancy too.
+
+use super::NvmlSnapshot;
+use crate::model::{Gpu, ModelSource, NvidiaInfo, Vendor};
+use crate::pci::PciAddress;
+
+/// A value on which NVML and the kernel's files disagree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discrepancy {
+    /// PCI address (`0000:01:00.0`).
+    pub gpu: String,
+    pub field: &'static str,
+    /// What sysfs/procfs says (kept), `None` when PCI discovery did not see the GPU.
+    pub kernel: Option<String>,
+    pub nvml: String,
+}
+
+fn note(out: &mut Vec<Discrepancy>, gpu: &str, field: &'static str, kernel: &str, nvml: &str) {
+    out.push(Discrepancy {
+        gpu: gpu.to_owned(),
+        field,
+        kernel: Some(kernel.to_owned()),
+        nvml: nvml.to_owned(),
+    });
+}
+
+/// Fill `slot` from NVML when empty; report when both are set and differ.
+fn merge(
+    slot: &mut Option<String>,
+    nvml: Option<&str>,
+    out: &mut Vec<Discrepancy>,
+    gpu: &str,
+    field: &'static str,
+) {
+    match (slot.as_deref(), nvml) {
+        (_, None) => {}
+        (None, Some(n)) => *slot = Some(n.to_owned()),
+        (Some(k), Some(n)) if k != n => note(out, gpu, field, k, n),
+        _ => {}
+    }
+}
+
+/// Apply `snap` to the NVIDIA GPUs in `gpus`. Returns the disagreements.
+pub fn apply(gpus: &mut [Gpu], snap: &NvmlSnapshot) -> Vec<Discrepancy> {
+    let mut out = Vec::new();
+    let mut matched: Vec<PciAddress> = Vec::new();
+    for gpu in gpus.iter_mut().filter(|g| g.vendor == Vendor::Nvidia) {
+        let Ok(addr) = gpu.pci_address.parse::<PciAddress>() else {
+            continue;
+        };
+        let Some(r) = snap.gpus.get(&addr) else {
+            continue;
+        };
+        matched.push(addr);
+        let id = gpu.pci_address.clone();
+        if let (Some(d), Some(k)) = (r.pci_device_id, gpu.device_id_u16()) {
+            if d != k {
+                note(
+                    &mut out,
+                    &id,
+                    "device_id",
+                    &gpu.device_id,
+                    &format!("{d:#06x}"),
+                );
+            }
+        }
+        if let Some(name) = &r.name {
+            if gpu.model_source == ModelSource::Vendor {
+                if &gpu.model != name {
+                    note(&mut out, &id, "model", &gpu.model, name);
+                }
+            } else {
+                gpu.model = name.clone();
+                gpu.model_source = ModelSource::Vendor;
+            }
+        }
+        match (gpu.memory_bytes, r.memory_total_bytes) {
+            (None, Some(m)) => gpu.memory_bytes = Some(m),
+            (Some(k), Some(m)) if k != m => note(
+                &mut out,
+                &id,
+                "memory_bytes",
+                &k.to_string(),
+                &m.to_string(),
+            ),
+            _ => {}
+        }
+        let info = gpu.nvidia.get_or_insert_with(NvidiaInfo::default);
+        merge(&mut info.uuid, r.uuid.as_deref(), &mut out, &id, "uuid");
+        merge(
+            &mut info.compute_capability,
+            r.compute_capability.as_deref(),
+            &mut out,
+            &id,
+            "compute_capability",
+        );
+        merge(
+            &mut info.cuda_driver_version,
+            snap.cuda_driver_version.as_deref(),
+            &mut out,
+            &id,
+            "cuda_driver_version",
+        );
+        merge(&mut info.family, r.family, &mut out, &id, "family");
+        if let Some(m) = r.mig_enabled {
+            info.mig_enabled = Some(m);
+        }
+        if r.mig_devices.is_some() {
+            info.mig_devices = r.mig_devices;
+        }
+        if r.lost {
+            info.nvml_error = Some("gpu-lost".into());
+        } else if let Some(e) = r.errors.first() {
+            info.nvml_error = Some(e.clone());
+        }
+    }
+    for (addr, r) in &snap.gpus {
+        if !matched.contains(addr) {
+            out.push(Discrepancy {
+                gpu: addr.to_string(),
+                field: "presence",
+                kernel: None,
+                nvml: r.name.clone().unwrap_or_else(|| "present".into()),
+            });
+        }
+    }
+    for d in &out {
+        tracing::warn!(gpu = %d.gpu, field = d.field, kernel = d.kernel.as_deref().unwrap_or("absent"), nvml = %d.nvml, "NVML disagrees with the kernel's files; keeping the kernel's value");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nvml::GpuReading;
+    use std::collections::BTreeMap;
+    use std::time::{Duration, Instant};
+
+    fn gpu(addr: &str, model_source: ModelSource) -> Gpu {
+        Gpu {
+            pci_address: addr.into(),
+            vendor: Vendor::Nvidia,
+            vendor_id: "0x10de".into(),
+            device_id: "0x2684".into(),
+            subsystem_vendor_id: None,
+            subsystem_device_id: None,
+            class: "0x030000".into(),
+            revision: None,
+            model: "NVIDIA GeForce RTX 4090".into(),
+            model_source,
+            driver: Some("nvidia".into()),
+            card: None,
+            render: None,
+            numa_node: None,
+            memory_bytes: None,
+            pcie: Default::default(),
+            sriov: None,
+            amd: None,
+            nvidia: Some(NvidiaInfo {
+                uuid: Some("GPU-aaaa".into()),
+                ..Default::default()
+            }),
+            intel: None,
+            status: Default::default(),
+            problems: vec![],
+            unread: vec![],
+        }
+    }
+
+    fn snap(readings: Vec<GpuReading>) -> NvmlSnapshot {
+        NvmlSnapshot {
+            taken: Instant::now(),
+            duration: Duration::ZERO,
+            driver_version: Some("550.127.05".into()),
+            cuda_driver_version: Some("12.4".into()),
+            gpus: readings
+                .into_iter()
+                .map(|r| (r.address.unwrap(), r))
+                .collect::<BTreeMap<_, _>>(),
+            unjoined: vec![],
+        }
+    }
+
+    #[test]
+    fn fills_gaps_and_reports_disagreements() {
+        let mut gpus = vec![gpu("0000:3b:00.0", ModelSource::PciIds)];
+        let r = GpuReading {
+            address: Some("00000000:3B:00.0".parse().unwrap()),
+            pci_device_id: Some(0x2684),
+            name: Some("NVIDIA GeForce RTX 4090 D".into()),
+            uuid: Some("GPU-bbbb".into()),
+            memory_total_bytes: Some(25_757_220_864),
+            compute_capability: Some("8.9".into()),
+            family: Some("ada"),
+            mig_enabled: Some(false),
+            mig_devices: Some(0),
+            ..Default::default()
+        };
+        let other = GpuReading {
+            address: Some("00000000:5E:00.0".parse().unwrap()),
+            ..Default::default()
+        };
+        let d = apply(&mut gpus, &snap(vec![r, other]));
+        let g = &gpus[0];
+        // The ID-table name is replaced by the vendor's own string.
+        assert_eq!(g.model, "NVIDIA GeForce RTX 4090 D");
+        assert_eq!(g.model_source, ModelSource::Vendor);
+        assert_eq!(g.memory_bytes, Some(25_757_220_864));
+        let n = g.nvidia.as_ref().unwrap();
+        // procfs UUID kept, the difference reported.
+        assert_eq!(n.uuid.as_deref(), Some("GPU-aaaa"));
+        assert_eq!(n.compute_capability.as_deref(), Some("8.9"));
+        assert_eq!(n.cuda_driver_version.as_deref(), Some("12.4"));
+        assert_eq!(n.family.as_deref(), Some("ada"));
+        assert_eq!(n.mig_devices, Some(0));
+        let fields: Vec<_> = d.iter().map(|x| (x.gpu.as_str(), x.field)).collect();
+        assert_eq!(
+            fields,
+            vec![("0000:3b:00.0", "uuid"), ("0000:5e:00.0", "presence")]
+        );
+    }
+
+    #[test]
+    fn vendor_model_is_kept() {
+        let mut gpus = vec![gpu("0000:01:00.0", ModelSource::Vendor)];
+        let r = GpuReading {
+            address: Some("0000:01:00.0".parse().unwrap()),
+            name: Some("Something else".into()),
+            lost: true,
+            ..Default::default()
+        };
+        let d = apply(&mut gpus, &snap(vec![r]));
+        assert_eq!(gpus[0].model, "NVIDIA GeForce RTX 4090");
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].field, "model");
+        assert_eq!(
+            gpus[0].nvidia.as_ref().unwrap().nvml_error.as_deref(),
+            Some("gpu-lost")
+        );
+    }
+}

@@ -1,0 +1,135 @@
+{{/*
+Chart name, overridable with nameOverride. Truncated to 63 characters: Kubernetes names and
+label values (DNS-1123 labels) may not be longer.
+*/}}
+{{- define "gpuscout.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Release-aware full name: "<release>-<chart>", or the release name alone when it already contains
+the chart name. Truncated to 63 characters (DNS-1123 label limit).
+*/}}
+{{- define "gpuscout.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chart label value: "<name>-<version>", "+" replaced because label values may not contain it.
+*/}}
+{{- define "gpuscout.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Selector labels: name and instance only, because a DaemonSet's selector is immutable.
+*/}}
+{{- define "gpuscout.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "gpuscout.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Common labels of every object.
+*/}}
+{{- define "gpuscout.labels" -}}
+helm.sh/chart: {{ include "gpuscout.chart" . }}
+{{ include "gpuscout.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: gpu-agent
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name of the agent's ServiceAccount.
+*/}}
+{{- define "gpuscout.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "gpuscout.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Image reference: registry/repository:tag, or @digest when a digest is given.
+*/}}
+{{- define "gpuscout.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- if .Values.image.digest }}
+{{- printf "%s/%s:%s@%s" .Values.image.registry .Values.image.repository $tag .Values.image.digest }}
+{{- else }}
+{{- printf "%s/%s:%s" .Values.image.registry .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/*
+Label key prefixes the agent may add, change or remove on its own Node: its own prefix plus the
+compat profiles that are switched on. Rendered as a CEL list literal for the admission policy.
+*/}}
+{{- define "gpuscout.allowedLabelPrefixes" -}}
+{{- $p := list (printf "%s/" .Values.labels.prefix) }}
+{{- if .Values.labels.compat.nvidiaGfd }}
+{{- $p = concat $p (list "nvidia.com/gpu." "nvidia.com/cuda." "nvidia.com/mig.") }}
+{{- end }}
+{{- if .Values.labels.compat.amdLabeller }}
+{{- $p = concat $p (list "amd.com/gpu.") }}
+{{- end }}
+{{- if .Values.labels.compat.intelNfd }}
+{{- $p = concat $p (list "intel.feature.node.kubernetes.io/gpu" "gpu.intel.com/device-id.") }}
+{{- end }}
+{{- $q := list }}
+{{- range $p }}
+{{- $q = append $q (printf "'%s'" .) }}
+{{- end }}
+{{- printf "[%s]" (join ", " $q) }}
+{{- end }}
+
+{{/*
+The `release` label kube-prometheus-stack selects Prometheus Operator objects by, plus the
+object's additional labels.
+*/}}
+{{- define "gpuscout.monitoringLabels" -}}
+{{- $l := dict }}
+{{- with .root.Values.monitoring.release }}
+{{- $_ := set $l "release" . }}
+{{- end }}
+{{- $l = merge $l (.extra | default dict) }}
+{{- with $l }}
+{{- toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+True ("true") when Prometheus Operator objects may be rendered: the API is served, or the check
+is switched off.
+*/}}
+{{- define "gpuscout.monitoringAPI" -}}
+{{- if or (not .Values.monitoring.crdCheck) (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1") }}true{{ end }}
+{{- end }}
+
+{{/*
+Relabelings shared by ServiceMonitor and PodMonitor: the node name as `node` (the alert rules
+and dashboards aggregate by it, so a pod restart does not split a node's series) and the fixed
+job name the rules select.
+*/}}
+{{- define "gpuscout.relabelings" -}}
+- action: replace
+  sourceLabels: [__meta_kubernetes_pod_node_name]
+  targetLabel: node
+- action: replace
+  targetLabel: job
+  replacement: {{ .Values.monitoring.jobName | quote }}
+{{- end }}

@@ -1,0 +1,223 @@
+"""Dashboards and alert rules against a real Prometheus scraping real `gpuscout serve` agents.
+
+One agent per fixture host root (tests/fixtures/hosts/*), each on its own loopback port and
+labelled like the chart's monitors label it (job="gpuscout", node=<profile>, cluster="test").
+Prometheus (Debian's, 127.0.0.1 only) scrapes them every second and evaluates the chart's rules
+file. Then:
+- every panel query and every template-variable query of dashboards/*.json is sent to
+  /api/v1/query and must return data;
+- the alerts Prometheus holds (pending: their `for:` has not elapsed) are exactly the ones the
+  agents' own `gpuscout discover` verdicts call for, with the real label names and values.
+
+Queries that cannot return data on fixture hosts are listed in NO_DATA_ON_FIXTURES with the
+reason; the test also fails when one of them does return data (the list must not go stale).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, RULES, tool
+
+import dashboard_lint
+
+HOSTS = REPO / "tests" / "fixtures" / "hosts"
+DASHBOARDS = sorted((REPO / "dashboards").glob("*.json"))
+
+# Panel title -> why no fixture host root can feed it.
+NO_DATA_ON_FIXTURES = {
+    "XID errors": "XID counts come from NVML, which the fixture hosts do not have",
+    "ECC errors": "ECC counts come from NVML / amdgpu RAS, absent on the fixture hosts",
+    "Label sync results": "label sync needs a Kubernetes API; the agents here run standalone",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return json.load(r)
+
+
+def query(base: str, expr: str) -> list:
+    body = get(f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+    assert body["status"] == "success", body
+    return body["data"]["result"]
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory):
+    binary = os.environ.get("GPUSCOUT_BINARY") or str(REPO / "target" / "debug" / "gpuscout")
+    if not os.path.exists(binary):
+        pytest.fail(f"no gpuscout binary at {binary}: set GPUSCOUT_BINARY (cargo test sets it)")
+    prom_bin = tool("promtool").replace("promtool", "prometheus")
+    if not os.path.exists(prom_bin):
+        pytest.fail("prometheus is not installed; apt-get install -y --no-install-recommends prometheus")
+    tmp = tmp_path_factory.mktemp("live")
+    procs: list[subprocess.Popen] = []
+    targets = []
+    try:
+        for host in sorted(p for p in HOSTS.iterdir() if p.is_dir()):
+            port = free_port()
+            log = open(tmp / f"agent-{host.name}.log", "w")
+            procs.append(subprocess.Popen(
+                [binary, "serve", "--root", str(host), "--listen", f"127.0.0.1:{port}",
+                 "--discovery-interval", "2s"],
+                stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, "RUST_LOG": "warn", "KUBERNETES_SERVICE_HOST": ""}))
+            targets.append({"targets": [f"127.0.0.1:{port}"],
+                            "labels": {"node": host.name, "cluster": "test"}})
+        cfg = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+               "rule_files": [str(RULES)],
+               "scrape_configs": [{"job_name": "gpuscout", "static_configs": targets}]}
+        (tmp / "prometheus.yml").write_text(json.dumps(cfg))
+        pport = free_port()
+        plog = open(tmp / "prometheus.log", "w")
+        procs.append(subprocess.Popen(
+            [prom_bin, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{pport}", "--log.level=warn"],
+            stdout=plog, stderr=subprocess.STDOUT))
+        base = f"http://127.0.0.1:{pport}"
+        # Bounded wait (Prometheus 2.42 applies new targets only every 5 s): every target up, and
+        # enough samples for rate() over the dashboards' 30s windows.
+        deadline = time.monotonic() + 60
+        first_ok = None
+        while time.monotonic() < deadline:
+            try:
+                up = query(base, 'up{job="gpuscout"} == 1')
+                if len(up) == len(targets):
+                    first_ok = first_ok or time.monotonic()
+                    if time.monotonic() - first_ok >= 8:
+                        break
+            except (OSError, AssertionError):
+                pass
+            time.sleep(0.5)
+        else:
+            logs = "\n".join(p.read_text()[-2000:] for p in tmp.glob("*.log"))
+            pytest.fail(f"not every agent was up in Prometheus within 60 s:\n{logs}")
+        yield {"base": base, "binary": binary}
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def live_substitute(expr: str) -> str:
+    # the dashboards' variables: all clusters, nodes and GPUs; a rate window that holds samples
+    return re.sub(r"\$__rate_interval", "30s", expr).replace("$cluster", ".*").replace(
+        "$node", ".*").replace("$gpu", ".*")
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_every_panel_query_returns_data(prometheus, path):
+    prometheus = prometheus["base"]
+    d = json.loads(path.read_text())
+    empty, unexpected = [], []
+    for panel, t in dashboard_lint.targets(d):
+        result = query(prometheus, live_substitute(t["expr"]))
+        title = panel["title"]
+        print(f"{path.name}: {title} [{t['refId']}]: {len(result)} series")
+        if title in NO_DATA_ON_FIXTURES:
+            if result:
+                unexpected.append(title)
+        elif not result:
+            empty.append(f"{title}: {t['expr']}")
+    assert not empty, "panel queries without data:\n" + "\n".join(empty)
+    assert not unexpected, f"listed as no-data but returned data (update NO_DATA_ON_FIXTURES): {unexpected}"
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_every_variable_has_values(prometheus, path):
+    prometheus = prometheus["base"]
+    d = json.loads(path.read_text())
+    for v in d["templating"]["list"]:
+        if v["type"] != "query":
+            continue
+        m = re.fullmatch(r"label_values\((.*),\s*(\w+)\)", v["query"]["query"])
+        series = query(prometheus, live_substitute(m.group(1)))
+        values = {s["metric"].get(m.group(2)) for s in series} - {None}
+        assert values, f"variable {v['name']} has no values"
+
+
+def expected_alerts(binary: str) -> set[tuple[str, str, str]]:
+    """(alertname, node, gpu) the rules must hold, from each fixture's own discover verdicts."""
+    want = set()
+    for host in sorted(p for p in HOSTS.iterdir() if p.is_dir()):
+        out = subprocess.run([binary, "discover", "--root", str(host), "--format", "json"],
+                             capture_output=True, text=True, env={**os.environ, "RUST_LOG": "warn"})
+        assert out.returncode == 0, out.stderr
+        for g in json.loads(out.stdout)["gpus"]:
+            if g["status"] == "extension-missing":
+                want.add(("GpuscoutTalosExtensionMissing", host.name, g["pci_address"]))
+            elif g["status"] not in ("ok", "bound-to-other-driver"):
+                want.add(("GpuscoutDriverNotReady", host.name, g["pci_address"]))
+    return want
+
+
+def test_alerts_follow_the_agents_verdicts(prometheus):
+    base = prometheus["base"]
+    want = expected_alerts(prometheus["binary"])
+    # the agent-level and hardware alerts that must stay silent on healthy fixture agents
+    silent = {"GpuscoutAgentDown", "GpuscoutAgentAbsent", "GpuscoutGpuCountDropped",
+              "GpuscoutLabelSyncFailing", "GpuscoutGpuXidErrors", "GpuscoutGpuUncorrectedEccErrors"}
+    deadline = time.monotonic() + 30
+    while True:
+        alerts = get(f"{base}/api/v1/alerts")["data"]["alerts"]
+        got = {(a["labels"]["alertname"], a["labels"].get("node"), a["labels"].get("gpu"))
+               for a in alerts
+               if a["labels"]["alertname"] in ("GpuscoutDriverNotReady", "GpuscoutTalosExtensionMissing")}
+        if got == want or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    print(f"expected driver alerts: {sorted(want)}")
+    assert got == want
+    for a in alerts:
+        assert a["labels"]["alertname"] not in silent, a
+        assert a["labels"]["severity"] in ("critical", "warning", "info")
+        assert a["annotations"]["runbook_url"].endswith(a["labels"]["alertname"].lower() + ".md")
+    # a failing source shows up as a pending GpuscoutSourceFailing with the source's name
+    failing = {(s["metric"]["node"], s["metric"]["source"])
+               for s in query(base, 'gpuscout_scrape_source_success{job="gpuscout"} == 0')}
+    pending = {(a["labels"]["node"], a["labels"]["source"]) for a in alerts
+               if a["labels"]["alertname"] == "GpuscoutSourceFailing"}
+    assert pending == failing
+
+
+# The env vars the chart sets that are read by someone else than gpuscout's flag parser.
+FOREIGN_ENV = {"RUST_LOG", "NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES"}
+
+
+@pytest.mark.parametrize("scenario", sorted((REPO / "charts" / "gpuscout" / "ci").glob("*-values.yaml")),
+                         ids=lambda p: p.name.removesuffix("-values.yaml"))
+def test_chart_flags_and_env_are_the_agents(scenario):
+    """Every flag the DaemonSet passes is accepted by the real `gpuscout serve`, and every
+    GPUSCOUT_* / NODE_NAME variable it sets is one the agent documents."""
+    from conftest import container, load_scenario
+
+    binary = os.environ.get("GPUSCOUT_BINARY") or str(REPO / "target" / "debug" / "gpuscout")
+    c = container(load_scenario(str(scenario)))
+    # clap stops at the first unknown flag, before it sees --help
+    r = subprocess.run([binary, *c["args"], "--help"], capture_output=True, text=True)
+    assert r.returncode == 0, f"{c['args']}: {r.stderr}"
+    documented = set(re.findall(r"\[env: ([A-Z_]+)=", r.stdout))
+    for e in c["env"]:
+        if e["name"] not in FOREIGN_ENV:
+            assert e["name"] in documented, f"{e['name']} is not a gpuscout serve setting"
