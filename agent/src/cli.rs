@@ -69,6 +69,8 @@ pub struct GlobalArgs {
 
 /// What to do.
 #[derive(Debug, Subcommand)]
+// Parsed once per process: the size of `Serve`'s flags does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// One-shot report of this host: GPUs, driver verdicts, Talos facts and the labels.
     Discover {
@@ -107,6 +109,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub k8s: crate::k8s::K8sArgs,
+
+    #[command(flatten)]
+    pub security: crate::authn::SecurityArgs,
 }
 
 /// A configuration error: reported in one line, exit status 2.

@@ -18,6 +18,7 @@
 //!
 //! Every module documents which kernel files it reads and what happens when they are missing.
 
+pub mod authn;
 pub mod cli;
 pub mod discover;
 pub mod host;
@@ -37,5 +38,6 @@ pub mod serve;
 pub mod talos;
 pub mod talosapi;
 pub mod telemetry;
+pub mod tls;
 pub mod vendors;
 pub mod verdict;

@@ -15,6 +15,10 @@
 //! its maintainers declared fully allocated in 2023; that keeps it clear of node_exporter
 //! (9100), dcgm-exporter (9400) and nvidia_gpu_exporter (9835).
 //!
+//! Optional security (off by default, see docs/metrics-auth.md): `--tls-cert`/`--tls-key` serve
+//! HTTPS ([`crate::tls`]); `--metrics-auth kubernetes` checks bearer tokens on `/metrics` with
+//! TokenReview + SubjectAccessReview ([`crate::authn`]); `/healthz` and `/readyz` stay open.
+//!
 //! SIGTERM or SIGINT: stop accepting, let in-flight scrapes finish (idle keep-alive connections
 //! are closed), give extra tasks the same grace, then return (exit 0). A listen address that
 //! does not parse or cannot be bound is a configuration error (one line, exit 2).
@@ -63,6 +67,10 @@ pub enum Error {
     Signal(#[source] std::io::Error),
     #[error("Kubernetes: {0}")]
     Kube(#[source] crate::k8s::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::Error),
+    #[error("--metrics-auth kubernetes: {0}")]
+    MetricsAuth(#[source] crate::k8s::Error),
 }
 
 /// Parse a duration such as `30s`, `500ms`, `2m`, `1h` or `0` (flags of `serve`).
@@ -151,6 +159,8 @@ pub struct Daemon {
     sources: Vec<Arc<dyn Source>>,
     registry: Option<Registry>,
     discover: DiscoverFn,
+    auth: Option<crate::authn::Authenticator>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -193,7 +203,19 @@ impl Daemon {
             sources: metrics::default_sources(),
             registry: None,
             discover: Arc::new(discover::discover),
+            auth: None,
+            tls: None,
         }
+    }
+
+    /// Require a bearer token allowed to `get /metrics` (TokenReview + SubjectAccessReview).
+    pub fn set_metrics_auth(&mut self, auth: crate::authn::Authenticator) {
+        self.auth = Some(auth);
+    }
+
+    /// Serve HTTPS with this acceptor ([`crate::tls::acceptor`]).
+    pub fn set_tls(&mut self, tls: tokio_rustls::TlsAcceptor) {
+        self.tls = Some(tls);
     }
 
     /// Replace the discovery pass (default: [`discover::discover`]). It runs on a blocking
@@ -247,6 +269,8 @@ impl Daemon {
             sources,
             registry,
             discover,
+            auth,
+            tls,
         } = self;
         if tasks.is_empty() {
             info!("no Kubernetes label sync configured: running as a standalone exporter");
@@ -274,6 +298,7 @@ impl Daemon {
             exporter,
             ready,
             extra: registry,
+            auth,
         });
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         tokio::pin!(shutdown);
@@ -294,11 +319,23 @@ impl Daemon {
                         let app = app.clone();
                         async move { Ok::<_, Infallible>(app.handle(req).await) }
                     });
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc);
-                    let conn = graceful.watch(conn);
+                    let watcher = graceful.watcher();
+                    let tls = tls.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = conn.await {
+                        let http = hyper::server::conn::http1::Builder::new();
+                        let done = match tls {
+                            None => watcher.watch(http.serve_connection(TokioIo::new(stream), svc)).await,
+                            Some(tls) => {
+                                // A client that never finishes the handshake is dropped, not kept.
+                                let hs = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await;
+                                match hs {
+                                    Ok(Ok(s)) => watcher.watch(http.serve_connection(TokioIo::new(s), svc)).await,
+                                    Ok(Err(e)) => return debug!(peer = %peer, error = %e, "TLS handshake failed"),
+                                    Err(_) => return debug!(peer = %peer, "TLS handshake timed out"),
+                                }
+                            }
+                        };
+                        if let Err(e) = done {
                             debug!(peer = %peer, error = %e, "connection ended with an error");
                         }
                     });
@@ -358,10 +395,14 @@ async fn discovery_loop(
     }
 }
 
+/// How long a client gets to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 struct App {
     exporter: Exporter,
     ready: Arc<AtomicBool>,
     extra: Option<Registry>,
+    auth: Option<crate::authn::Authenticator>,
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
@@ -398,6 +439,36 @@ impl App {
                 }
             }
             "/metrics" => {
+                if let Some(auth) = &self.auth {
+                    use crate::authn::Decision;
+                    let header = req
+                        .headers()
+                        .get(hyper::header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok());
+                    match auth.check(header).await {
+                        Decision::Allowed => {}
+                        Decision::Unauthenticated => {
+                            let mut r = plain(StatusCode::UNAUTHORIZED, "unauthorized\n");
+                            r.headers_mut().insert(
+                                hyper::header::WWW_AUTHENTICATE,
+                                HeaderValue::from_static("Bearer"),
+                            );
+                            return r;
+                        }
+                        Decision::Forbidden { .. } => {
+                            return plain(
+                                StatusCode::FORBIDDEN,
+                                "forbidden: get /metrics not allowed\n",
+                            );
+                        }
+                        Decision::Unavailable => {
+                            return plain(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "cannot verify credentials: Kubernetes API unavailable\n",
+                            );
+                        }
+                    }
+                }
                 if !self.ready.load(Ordering::Acquire) {
                     return plain(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -462,9 +533,12 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<u8, Error> {
         },
         grace: args.scrape_timeout + Duration::from_secs(1),
     };
-    info!(listen = %local, root = %root.dir().display(), "serving /metrics, /healthz, /readyz");
     let prefix = opts.labels.prefix.clone();
     let mut daemon = Daemon::new(root.clone(), opts, config);
+    // Before anything starts: --metrics-auth without a cluster or bad TLS files stop here.
+    secure(&mut daemon, &args.security, args.k8s.kubeconfig.as_deref()).await?;
+    info!(listen = %local, root = %root.dir().display(), tls = args.security.tls_cert.is_some(),
+        metrics_auth = ?args.security.metrics_auth, "serving /metrics, /healthz, /readyz");
     // NVML: readings as a metrics source, versions for the verdicts in every discovery pass.
     let nvml = crate::nvml::Nvml::start(global.nvml_config(&root));
     daemon.add_source(Arc::new(crate::nvml::source::NvmlSource::new(nvml.clone())));
@@ -480,6 +554,28 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<u8, Error> {
     });
     daemon.serve(listener, stop).await;
     Ok(0)
+}
+
+/// Apply `--tls-cert/--tls-key` and `--metrics-auth` to `daemon`. `kubeconfig` as for label
+/// sync (`None`: in-cluster). Auth on but no cluster is an error (exit 2), never "open".
+pub async fn secure(
+    daemon: &mut Daemon,
+    sec: &crate::authn::SecurityArgs,
+    kubeconfig: Option<&std::path::Path>,
+) -> Result<(), Error> {
+    if let (Some(cert), Some(key)) = (&sec.tls_cert, &sec.tls_key) {
+        daemon.set_tls(crate::tls::acceptor(cert, key)?);
+    }
+    if sec.metrics_auth == crate::authn::AuthMode::Kubernetes {
+        let client = crate::k8s::connect(kubeconfig)
+            .await
+            .map_err(Error::MetricsAuth)?;
+        daemon.set_metrics_auth(crate::authn::Authenticator::new(
+            client,
+            crate::authn::AuthConfig::default(),
+        ));
+    }
+    Ok(())
 }
 
 /// Start Kubernetes label sync when there is a cluster (in-cluster or `--kubeconfig`) or the

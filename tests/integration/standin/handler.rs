@@ -238,6 +238,35 @@ impl StandIn {
             ("PATCH", ["api", "v1", "nodes", name]) => {
                 self.patch_node(name, q, ctype, body, meta_only)
             }
+            ("POST", ["apis", "authentication.k8s.io", "v1", "tokenreviews"]) => {
+                let Ok(mut tr) = serde_json::from_slice::<Value>(body) else {
+                    return status(400, "BadRequest", "TokenReview body is not JSON");
+                };
+                let token = tr["spec"]["token"].as_str().unwrap_or("").to_owned();
+                let st = self.st();
+                tr["status"] = match st.tokens.get(&token) {
+                    Some((user, groups)) => json!({"authenticated": true,
+                        "user": {"username": user, "uid": format!("uid-{user}"), "groups": groups}}),
+                    None => json!({"authenticated": false, "error": "invalid bearer token"}),
+                };
+                respond(201, tr)
+            }
+            ("POST", ["apis", "authorization.k8s.io", "v1", "subjectaccessreviews"]) => {
+                let Ok(mut sar) = serde_json::from_slice::<Value>(body) else {
+                    return status(400, "BadRequest", "SubjectAccessReview body is not JSON");
+                };
+                let mut st = self.st();
+                st.sars.push(sar["spec"].clone());
+                let spec = &sar["spec"];
+                let nr = &spec["nonResourceAttributes"];
+                let allowed = nr["path"] == "/metrics"
+                    && nr["verb"] == "get"
+                    && spec["user"]
+                        .as_str()
+                        .is_some_and(|u| st.metrics_readers.contains(u));
+                sar["status"] = json!({"allowed": allowed});
+                respond(201, sar)
+            }
             ("POST", ["api", "v1", "namespaces", ns, "events"]) => {
                 let Ok(mut ev) = serde_json::from_slice::<Value>(body) else {
                     return status(400, "BadRequest", "event body is not JSON");

@@ -17,6 +17,10 @@
 //!   real changes, so a no-op write emits no watch event;
 //! - core/v1 Events (create, list) and `nfd.k8s-sigs.io/v1alpha1` NodeFeatures (get, list,
 //!   apply);
+//! - `TokenReview` and `SubjectAccessReview` (create) with scripted answers: tokens registered
+//!   with [`StandIn::add_token`] authenticate as their user, every other token does not; a SAR
+//!   for `get` on the non-resource URL `/metrics` is allowed for users given to
+//!   [`StandIn::allow_metrics`], everything else is denied;
 //! - faults: a status (403, 404, 429 with Retry-After, 500, 503 …) for matching requests,
 //!   latency, dropped or refused watches; and a request log.
 //!
@@ -185,6 +189,12 @@ struct State {
     log: Vec<Logged>,
     allow_create: bool,
     port: u16,
+    /// token → (username, groups) for TokenReview.
+    tokens: BTreeMap<String, (String, Vec<String>)>,
+    /// Users a SubjectAccessReview for `get /metrics` allows.
+    metrics_readers: std::collections::BTreeSet<String>,
+    /// Specs of the SubjectAccessReviews received.
+    sars: Vec<Value>,
 }
 
 /// The stand-in API server. Cheap to clone (shared state).
@@ -289,6 +299,36 @@ impl StandIn {
 
     pub fn events(&self) -> Vec<Value> {
         self.st().events.clone()
+    }
+
+    /// A token that TokenReview authenticates as `user` in `groups`.
+    pub fn add_token(&self, token: &str, user: &str, groups: &[&str]) {
+        self.st().tokens.insert(
+            token.to_owned(),
+            (
+                user.to_owned(),
+                groups.iter().map(|g| (*g).to_owned()).collect(),
+            ),
+        );
+    }
+
+    /// Let `user` `get` the non-resource URL `/metrics` (a ClusterRole + binding).
+    pub fn allow_metrics(&self, user: &str) {
+        self.st().metrics_readers.insert(user.to_owned());
+    }
+
+    /// Specs of the SubjectAccessReviews received, oldest first.
+    pub fn sar_specs(&self) -> Vec<Value> {
+        self.st().sars.clone()
+    }
+
+    /// Requests logged whose path contains `needle`.
+    pub fn requests_to(&self, needle: &str) -> usize {
+        self.st()
+            .log
+            .iter()
+            .filter(|l| l.path.contains(needle))
+            .count()
     }
 
     pub fn fail(&self, f: Fault) {
