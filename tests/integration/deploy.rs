@@ -65,6 +65,13 @@ fn helm_chart_renders_lints_validates_and_rejects_bad_values() {
     pytest("test_chart.py", None);
 }
 
+/// The opt-in features: Talos API evidence (talos.dev ServiceAccount, validated structurally) and
+/// a secured /metrics (review RBAC, TLS Secret, HTTPS probes against the real agent, monitors).
+#[test]
+fn helm_chart_talos_api_and_metrics_security() {
+    pytest("test_chart_security.py", None);
+}
+
 #[test]
 fn admission_policy_cel_allows_only_own_node_and_prefix() {
     pytest("test_admission_policy.py", None);

@@ -133,3 +133,49 @@ job name the rules select.
   targetLabel: job
   replacement: {{ .Values.monitoring.jobName | quote }}
 {{- end }}
+
+{{/*
+Scheme, TLS and bearer-token settings of a monitor endpoint, from metrics.tls and metrics.auth.
+Call with (dict "root" $ "kind" "ServiceMonitor"|"PodMonitor"). Renders nothing for plain,
+open /metrics. The TLS and authorization fields are the Prometheus Operator's (SafeTLSConfig,
+SafeAuthorization); bearerTokenFile exists on ServiceMonitor endpoints only.
+*/}}
+{{- define "gpuscout.scrapeSecurity" -}}
+{{- $v := .root.Values }}
+{{- if $v.metrics.tls.secretName }}
+scheme: https
+tlsConfig:
+  {{- if $v.monitoring.scrapeTls.caSecret.name }}
+  ca:
+    secret:
+      name: {{ $v.monitoring.scrapeTls.caSecret.name }}
+      key: {{ $v.monitoring.scrapeTls.caSecret.key }}
+  insecureSkipVerify: false
+  {{- else }}
+  insecureSkipVerify: {{ $v.monitoring.scrapeTls.insecureSkipVerify }}
+  {{- end }}
+  {{- with $v.monitoring.scrapeTls.serverName }}
+  serverName: {{ . }}
+  {{- end }}
+{{- end }}
+{{- if eq $v.metrics.auth "kubernetes" }}
+{{- if $v.monitoring.scrapeAuth.tokenSecret.name }}
+authorization:
+  type: Bearer
+  credentials:
+    name: {{ $v.monitoring.scrapeAuth.tokenSecret.name }}
+    key: {{ $v.monitoring.scrapeAuth.tokenSecret.key }}
+{{- else if eq .kind "ServiceMonitor" }}
+bearerTokenFile: {{ $v.monitoring.scrapeAuth.bearerTokenFile }}
+{{- else }}
+{{- fail "monitoring.podMonitor with metrics.auth=kubernetes needs monitoring.scrapeAuth.tokenSecret.name (PodMonitor has no bearerTokenFile)" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Directory the TLS Secret is mounted at.
+*/}}
+{{- define "gpuscout.tlsDir" -}}
+/etc/gpuscout/tls
+{{- end }}
