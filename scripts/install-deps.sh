@@ -12,6 +12,7 @@ APT_NEEDS=(
   promtool:prometheus                                   # promtool + the Prometheus server (metrics e2e)
   cc:gcc                                                # builds the NVML test double
   unshare:util-linux                                    # ROCm SMI mount-namespace test
+  openssl:openssl                                       # TLS certificates in the chart tests
   python3:python3                                       # fixture generators' drift checks, tests/deploy
   /usr/include/rocm_smi/rocm_smi.h:librocm-smi-dev      # feature rocm-smi (links librocm_smi64)
   /usr/lib/llvm-14/lib/libclang.so:libclang-dev         # bindgen for rocm_smi_lib
