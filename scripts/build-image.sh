@@ -62,6 +62,10 @@ fi
 [[ -n $mirror ]] || die "no Debian mirror found in the apt configuration"
 
 mkdir -p "$work"
+# One build at a time per work directory: a second run (another checkout's tests) would remove
+# this run's images below. Wait for it instead.
+exec 9>"$work/.lock"
+flock 9
 B=(buildah --storage-driver vfs --root "$work/storage" --runroot "$work/run")
 t0=$SECONDS
 step() { printf 'build-image: [%3ds] %s\n' $((SECONDS - t0)) "$*"; }

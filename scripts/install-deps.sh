@@ -9,7 +9,15 @@ if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
 
 # apt packages the tests use, as "command-or-file:package" pairs.
 APT_NEEDS=(
+  promtool:prometheus                                   # promtool + the Prometheus server (metrics e2e)
+  cc:gcc                                                # builds the NVML test double
+  unshare:util-linux                                    # ROCm SMI mount-namespace test
+  python3:python3                                       # fixture generators' drift checks, tests/deploy
+  /usr/include/rocm_smi/rocm_smi.h:librocm-smi-dev      # feature rocm-smi (links librocm_smi64)
+  /usr/lib/llvm-14/lib/libclang.so:libclang-dev         # bindgen for rocm_smi_lib
 )
+# kubectl is preinstalled on the CI image (its apt source is disabled there); the kubectl
+# tests fail with a clear message when it is missing (override its path with KUBECTL).
 
 missing=()
 for pair in "${APT_NEEDS[@]}"; do

@@ -7,16 +7,26 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy (default features)"
+echo "== cargo clippy (default features, then with rocm-smi)"
 cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --all-targets --locked --features rocm-smi -- -D warnings
 echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
 cargo test --locked 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# The rocm-smi feature links the real ROCm SMI library; its tests run it in a mount namespace.
+cargo test --locked --features rocm-smi --lib rocm 2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
+cargo test --locked --features rocm-smi --test integration rocm 2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
+echo "== fuzz smoke (every target, ${FUZZ_SECONDS:-15} s each)"
+scripts/fuzz-smoke.sh 2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
 set -e
-# One closing line over every test binary (cargo prints one "test result" per binary).
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
+# One closing line over every test binary (cargo prints one "test result" per binary) and the
+# fuzz targets.
+awk '/^test result:|^fuzz: [0-9]/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
      END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
 exit "$status"

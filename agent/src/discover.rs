@@ -46,7 +46,19 @@ pub fn discover(root: &HostRoot, opts: &Options) -> Report {
         .map(|p| build_gpu(root, p, &kfd, nv_module.as_ref()))
         .collect();
     if let Some(snap) = &opts.nvml {
-        crate::nvml::enrich::apply(&mut gpus, snap);
+        for d in crate::nvml::enrich::apply(&mut gpus, snap) {
+            let d = crate::model::Disagreement {
+                gpu: d.gpu,
+                source: "nvml".to_owned(),
+                field: d.field.to_owned(),
+                kernel: d.kernel,
+                library: d.nvml,
+            };
+            match gpus.iter_mut().find(|g| g.pci_address == d.gpu) {
+                Some(g) if d.kernel.is_some() => g.disagreements.push(d),
+                _ => host.disagreements.push(d),
+            }
+        }
     }
     // The report shows the extension list the verdicts used (Node entries win over the file).
     if let Some(exts) = verdict::effective_extensions(&host, &opts.evidence)
@@ -114,6 +126,7 @@ fn build_gpu(
         status: Default::default(),
         problems: Vec::new(),
         unread,
+        disagreements: Vec::new(),
     }
 }
 

@@ -72,6 +72,7 @@ pub fn read(root: &HostRoot) -> Host {
         talos,
         modules,
         unread,
+        disagreements: Vec::new(),
     }
 }
 

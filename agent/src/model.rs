@@ -123,6 +123,20 @@ pub struct Unread {
     pub error: String,
 }
 
+/// A value a vendor library reports differently from the kernel's files. The kernel's value is
+/// kept (PCI/sysfs identity wins); the disagreement is reported, never overwritten silently.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disagreement {
+    /// PCI address of the GPU.
+    pub gpu: String,
+    /// The library that disagrees (`nvml`).
+    pub source: String,
+    pub field: String,
+    /// What the kernel's files say (kept); `null` when PCI discovery did not see the GPU.
+    pub kernel: Option<String>,
+    pub library: String,
+}
+
 /// PCIe link state as the kernel reports it (`current_link_*`, `max_link_*`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PcieLink {
@@ -260,6 +274,9 @@ pub struct Gpu {
     /// Files that belong to this GPU and could not be read.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub unread: Vec<Unread>,
+    /// Values a vendor library reports differently (the kernel's are kept).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub disagreements: Vec<Disagreement>,
 }
 
 impl Gpu {
@@ -321,6 +338,9 @@ pub struct Host {
     /// Host-level files that could not be read.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub unread: Vec<Unread>,
+    /// GPUs a vendor library reports that PCI discovery did not find.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub disagreements: Vec<Disagreement>,
 }
 
 /// The whole `discover` report (SPEC §4).

@@ -181,6 +181,7 @@ fn placeholder() -> Report {
             talos: None,
             modules: Vec::new(),
             unread: Vec::new(),
+            disagreements: Vec::new(),
         },
         gpus: Vec::new(),
         labels: BTreeMap::new(),

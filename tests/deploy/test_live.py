@@ -34,12 +34,49 @@ import dashboard_lint
 HOSTS = REPO / "tests" / "fixtures" / "hosts"
 DASHBOARDS = sorted((REPO / "dashboards").glob("*.json"))
 
-# Panel title -> why no fixture host root can feed it.
-NO_DATA_ON_FIXTURES = {
-    "XID errors": "XID counts come from NVML, which the fixture hosts do not have",
-    "ECC errors": "ECC counts come from NVML / amdgpu RAS, absent on the fixture hosts",
-    "Label sync results": "label sync needs a Kubernetes API; the agents here run standalone",
-}
+# Panel title -> why no fixture host root can feed it. Empty: the H100 agent loads the NVML test
+# double (tests/nvml-double, with ECC counts and queued XIDs) and the Strix Halo agent syncs its
+# labels to an NFD features file, so XID, ECC and label-sync panels have data too.
+NO_DATA_ON_FIXTURES: dict[str, str] = {}
+
+# The NVML double's script for the nvidia-h100-mig fixture (format: tests/nvml-double/nvml_double.c).
+H100_NVML = """driver_version=550.127.05
+cuda_version=12040
+gpu.0.bus_id=00000000:1B:00.0
+gpu.0.name=NVIDIA H100 80GB HBM3
+gpu.0.uuid=GPU-8f0c2a5e-1d3b-4c7a-9e21-0b6d4f8a2c11
+gpu.0.pci_device_id=0x233010de
+gpu.0.mem_total=85520809984
+gpu.0.mem_used=1048576000
+gpu.0.util_gpu=12
+gpu.0.temp=41
+gpu.0.power_mw=91000
+gpu.0.power_limit_mw=700000
+gpu.0.energy_mj=123456789
+gpu.0.clock_graphics=1980
+gpu.0.clock_sm=1980
+gpu.0.clock_mem=2619
+gpu.0.cc=9.0
+gpu.0.arch=9
+gpu.0.mig_current=1
+gpu.0.mig_devices=2
+gpu.0.ecc_corrected=5
+gpu.0.ecc_uncorrected=2
+gpu.0.xid=79,48
+"""
+
+
+def nvml_double(tmp) -> str:
+    """Build the NVML test double with the system cc, scripted for the H100 fixture."""
+    d = tmp / "nvml"
+    d.mkdir()
+    lib = d / "libnvidia-ml.so.1"
+    cc = subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(lib),
+                         str(REPO / "tests" / "nvml-double" / "nvml_double.c")],
+                        capture_output=True, text=True)
+    assert cc.returncode == 0, cc.stderr
+    (d / "nvml_double.conf").write_text(H100_NVML)
+    return str(lib)
 
 
 def free_port() -> int:
@@ -71,12 +108,18 @@ def prometheus(tmp_path_factory):
     procs: list[subprocess.Popen] = []
     targets = []
     try:
+        nvml_lib = nvml_double(tmp)
         for host in sorted(p for p in HOSTS.iterdir() if p.is_dir()):
             port = free_port()
             log = open(tmp / f"agent-{host.name}.log", "w")
+            extra = []
+            if host.name == "nvidia-h100-mig":
+                extra = ["--nvml-lib", nvml_lib]
+            if host.name == "talos-strixhalo-apu":
+                extra = ["--labels", "nfd-file", "--nfd-file", str(tmp / "nfd-features")]
             procs.append(subprocess.Popen(
                 [binary, "serve", "--root", str(host), "--listen", f"127.0.0.1:{port}",
-                 "--discovery-interval", "2s"],
+                 "--discovery-interval", "2s", *extra],
                 stdout=log, stderr=subprocess.STDOUT,
                 env={**os.environ, "RUST_LOG": "warn", "KUBERNETES_SERVICE_HOST": ""}))
             targets.append({"targets": [f"127.0.0.1:{port}"],

@@ -46,6 +46,7 @@ fn gpu(addr: &str, status: Status, problems: Vec<Problem>) -> Gpu {
         status,
         problems,
         unread: Vec::new(),
+        disagreements: Vec::new(),
     }
 }
 
@@ -57,6 +58,7 @@ fn report(l: &[(&str, &str)], gpus: Vec<Gpu>) -> Arc<Report> {
             talos: None,
             modules: Vec::new(),
             unread: Vec::new(),
+            disagreements: Vec::new(),
         },
         gpus,
         labels: labels(l),

@@ -121,6 +121,64 @@ async fn enriches_the_rtx4090_fixture_joined_by_bus_id() {
     assert_eq!(report.gpus.len(), 1);
 }
 
+/// Merge policy: PCI/procfs identity wins, and where NVML disagrees the report says so.
+#[tokio::test]
+async fn disagreements_are_reported_and_the_kernel_value_kept() {
+    let root = fixture("rtx4090-proprietary");
+    let d = Double::new(&format!(
+        "driver_version=570.172.08\ncuda_version=12080\n{}{}",
+        full_gpu(
+            0,
+            "00000000:01:00.0",
+            "NVIDIA GeForce RTX 4090",
+            "GPU-00000000-0000-0000-0000-000000000000"
+        ),
+        full_gpu(
+            1,
+            "00000000:81:00.0",
+            "NVIDIA L40",
+            "GPU-11111111-1111-1111-1111-111111111111"
+        )
+    ));
+    let h = Nvml::start(config(root.clone(), &d));
+    let snap = h.snapshot().await.expect("snapshot");
+    let opts = Options {
+        nvml: Some(snap),
+        ..Default::default()
+    };
+    let report = discover::discover(&root, &opts);
+    let g = &report.gpus[0];
+    assert_eq!(
+        g.nvidia.as_ref().unwrap().uuid.as_deref(),
+        Some(RTX4090_UUID),
+        "the procfs UUID is kept"
+    );
+    let uuid = g
+        .disagreements
+        .iter()
+        .find(|x| x.field == "uuid")
+        .unwrap_or_else(|| panic!("uuid disagreement reported: {:?}", g.disagreements));
+    assert_eq!(uuid.source, "nvml");
+    assert_eq!(uuid.kernel.as_deref(), Some(RTX4090_UUID));
+    assert_eq!(uuid.library, "GPU-00000000-0000-0000-0000-000000000000");
+    assert_eq!(
+        report.gpus.len(),
+        1,
+        "NVML cannot add a GPU PCI does not show"
+    );
+    assert!(
+        report
+            .host
+            .disagreements
+            .iter()
+            .any(|x| x.gpu == "0000:81:00.0" && x.kernel.is_none()),
+        "{:?}",
+        report.host.disagreements
+    );
+    let json = serde_json::to_value(&report).unwrap();
+    assert!(json["gpus"][0]["disagreements"].is_array());
+}
+
 #[tokio::test]
 async fn h100_mig_devices_ecc_and_xid_counts() {
     let root = fixture("nvidia-h100-mig");

@@ -39,6 +39,7 @@ fn gpu(vendor: Vendor, addr: &str, model: &str) -> Gpu {
         status: Status::Ok,
         problems: Vec::new(),
         unread: Vec::new(),
+        disagreements: Vec::new(),
     }
 }
 
@@ -64,6 +65,7 @@ fn host() -> Host {
         }),
         modules: vec![module("amdgpu", "live", None)],
         unread: Vec::new(),
+        disagreements: Vec::new(),
     }
 }
 
@@ -74,6 +76,7 @@ fn plain_host() -> Host {
         talos: None,
         modules: Vec::new(),
         unread: Vec::new(),
+        disagreements: Vec::new(),
     }
 }
 

@@ -12,7 +12,7 @@
 //! files make the source fail while the other readings are still served.
 
 use super::hwmon::{Hwmon, micro};
-use super::pci::device_dir;
+use super::pci::bound_devices;
 use super::{Errors, ScrapeContext, Sink, Source, SourceError, families as f, parse_num};
 use crate::model::Vendor;
 
@@ -34,20 +34,8 @@ impl Source for Amdgpu {
     fn collect(&self, ctx: &ScrapeContext, out: &mut Sink) -> Result<(), SourceError> {
         let mut errors = Errors::default();
         let root = &ctx.root;
-        for g in ctx
-            .report
-            .gpus
-            .iter()
-            .filter(|g| g.vendor == Vendor::Amd && g.driver.as_deref() == Some("amdgpu"))
-        {
+        for (g, dir) in bound_devices(ctx, &mut errors, Vendor::Amd, "amdgpu") {
             let gpu = &g.pci_address;
-            let dir = match device_dir(root, gpu) {
-                Ok(d) => d,
-                Err(e) => {
-                    errors.note(e.into());
-                    continue;
-                }
-            };
             let num = |name: &str, errors: &mut Errors| {
                 let text = errors.ok(root.read_attr(&dir, name));
                 parse_num(errors, &format!("{}/{name}", dir.host_display()), text)

@@ -70,35 +70,22 @@ impl<'a> Hwmon<'a> {
 
     /// Temperatures in °C by sensor: `tempN_label` when present, else `tempN`.
     pub fn temperatures(&self, errors: &mut Errors) -> Vec<(String, f64)> {
-        let mut out = Vec::new();
-        for f in &self.files {
-            let Some(n) = f
-                .strip_prefix("temp")
-                .and_then(|r| r.strip_suffix("_input"))
-            else {
-                continue;
-            };
-            if n.parse::<u32>().is_err() {
-                continue;
-            }
-            if let Some(v) = self.num(f, errors) {
-                let label = self
-                    .text(&format!("temp{n}_label"), errors)
-                    .unwrap_or_else(|| format!("temp{n}"));
-                out.push((label, v / 1000.0));
-            }
-        }
-        out
+        self.labelled("temp", errors)
+            .into_iter()
+            .map(|(label, v)| (label, v / 1000.0))
+            .collect()
     }
 
     /// Clocks in Hz by label (`freqN_input` with `freqN_label`, e.g. `sclk`, `mclk`).
     pub fn clocks(&self, errors: &mut Errors) -> Vec<(String, f64)> {
+        self.labelled("freq", errors)
+    }
+
+    /// Raw `<kind>N_input` values by `<kind>N_label` (else `<kind>N`).
+    fn labelled(&self, kind: &str, errors: &mut Errors) -> Vec<(String, f64)> {
         let mut out = Vec::new();
         for f in &self.files {
-            let Some(n) = f
-                .strip_prefix("freq")
-                .and_then(|r| r.strip_suffix("_input"))
-            else {
+            let Some(n) = f.strip_prefix(kind).and_then(|r| r.strip_suffix("_input")) else {
                 continue;
             };
             if n.parse::<u32>().is_err() {
@@ -106,8 +93,8 @@ impl<'a> Hwmon<'a> {
             }
             if let Some(v) = self.num(f, errors) {
                 let label = self
-                    .text(&format!("freq{n}_label"), errors)
-                    .unwrap_or_else(|| format!("freq{n}"));
+                    .text(&format!("{kind}{n}_label"), errors)
+                    .unwrap_or_else(|| format!("{kind}{n}"));
                 out.push((label, v));
             }
         }

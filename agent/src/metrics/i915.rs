@@ -9,7 +9,7 @@
 //! card (no display driver bound) has no clocks.
 
 use super::hwmon::{Hwmon, micro};
-use super::pci::device_dir;
+use super::pci::bound_devices;
 use super::{
     Errors, ScrapeContext, Sink, Source, SourceError, families as f, gpu_label, parse_num,
 };
@@ -35,20 +35,8 @@ impl Source for I915 {
     fn collect(&self, ctx: &ScrapeContext, out: &mut Sink) -> Result<(), SourceError> {
         let mut errors = Errors::default();
         let root = &ctx.root;
-        for g in ctx
-            .report
-            .gpus
-            .iter()
-            .filter(|g| g.vendor == Vendor::Intel && g.driver.as_deref() == Some("i915"))
-        {
+        for (g, dir) in bound_devices(ctx, &mut errors, Vendor::Intel, "i915") {
             let gpu = &g.pci_address;
-            let dir = match device_dir(root, gpu) {
-                Ok(d) => d,
-                Err(e) => {
-                    errors.note(e.into());
-                    continue;
-                }
-            };
             if let Some(card) = &g.card
                 && let Some(card_dir) = errors.ok(root.resolve_in(&dir, format!("drm/{card}")))
             {

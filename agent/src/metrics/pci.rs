@@ -21,6 +21,28 @@ pub(crate) fn device_dir(root: &HostRoot, gpu: &str) -> Result<Resolved, crate::
     root.resolve(format!("{}/{gpu}", crate::pci::DEVICES))
 }
 
+/// The report's GPUs of `vendor` bound to `driver`, each with its resolved device directory.
+/// A device whose directory is gone since discovery (hot unplug) is noted and skipped.
+pub(crate) fn bound_devices<'a>(
+    ctx: &'a ScrapeContext,
+    errors: &mut Errors,
+    vendor: crate::model::Vendor,
+    driver: &str,
+) -> Vec<(&'a crate::model::Gpu, Resolved)> {
+    ctx.report
+        .gpus
+        .iter()
+        .filter(|g| g.vendor == vendor && g.driver.as_deref() == Some(driver))
+        .filter_map(|g| match device_dir(&ctx.root, &g.pci_address) {
+            Ok(d) => Some((g, d)),
+            Err(e) => {
+                errors.note(e.into());
+                None
+            }
+        })
+        .collect()
+}
+
 impl Source for Pci {
     fn name(&self) -> &'static str {
         "pci"

@@ -8,7 +8,7 @@
 //! Everything is optional; what is missing is absent.
 
 use super::hwmon::Hwmon;
-use super::pci::device_dir;
+use super::pci::bound_devices;
 use super::{Errors, ScrapeContext, Sink, Source, SourceError, families as f, parse_num};
 use crate::model::Vendor;
 
@@ -24,20 +24,8 @@ impl Source for Xe {
     fn collect(&self, ctx: &ScrapeContext, out: &mut Sink) -> Result<(), SourceError> {
         let mut errors = Errors::default();
         let root = &ctx.root;
-        for g in ctx
-            .report
-            .gpus
-            .iter()
-            .filter(|g| g.vendor == Vendor::Intel && g.driver.as_deref() == Some("xe"))
-        {
+        for (g, dir) in bound_devices(ctx, &mut errors, Vendor::Intel, "xe") {
             let gpu = &g.pci_address;
-            let dir = match device_dir(root, gpu) {
-                Ok(d) => d,
-                Err(e) => {
-                    errors.note(e.into());
-                    continue;
-                }
-            };
             let entries = errors.ok(root.list_dir(&dir.host)).unwrap_or_default();
             for tile in entries.iter().filter(|n| is_numbered(n, "tile")) {
                 let gts = errors

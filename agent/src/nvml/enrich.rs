@@ -172,6 +172,7 @@ mod tests {
             status: Default::default(),
             problems: vec![],
             unread: vec![],
+            disagreements: Vec::new(),
         }
     }
 

@@ -35,6 +35,7 @@ fn host(talos: Option<(&str, Vec<Extension>)>, modules: &[(&str, &str)]) -> Host
             })
             .collect(),
         unread: Vec::new(),
+        disagreements: Vec::new(),
     }
 }
 
@@ -67,6 +68,7 @@ fn nvidia_gpu(device_id: &str, driver: Option<&str>, module: Option<(&str, &str)
         status: Status::Ok,
         problems: Vec::new(),
         unread: Vec::new(),
+        disagreements: Vec::new(),
     }
 }
 

@@ -26,6 +26,7 @@ fn nvidia_gpu(driver: Option<&str>, problems: Vec<Problem>) -> Gpu {
         status: Status::Ok,
         problems,
         unread: Vec::new(),
+        disagreements: Vec::new(),
     };
     g.settle_status();
     g
