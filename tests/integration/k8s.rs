@@ -1264,7 +1264,7 @@ async fn serve_binary_labels_its_node_and_keeps_labels_after_sigterm() {
     };
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/hosts/talos-strixhalo-apu");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gpuscout"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_gpuscout"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--root")
         .arg(&root)
@@ -1275,6 +1275,17 @@ async fn serve_binary_labels_its_node_and_keeps_labels_after_sigterm() {
         .env_remove("KUBERNETES_SERVICE_HOST")
         .spawn()
         .expect("start gpuscout serve");
+    // Kill the daemon if an assertion fails before the SIGTERM below.
+    struct KillOnDrop(Option<std::process::Child>);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            if let Some(c) = self.0.as_mut() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let mut guard = KillOnDrop(Some(child));
     wait_for("labels from the daemon", || {
         api.labels(NODE)
             .get("gpuscout.io/amd.count")
@@ -1286,20 +1297,28 @@ async fn serve_binary_labels_its_node_and_keeps_labels_after_sigterm() {
     assert_eq!(labels["gpuscout.io/amd.gfx"], "gfx1151");
     assert_eq!(labels["gpuscout.io/amd.ready"], "true");
     assert_eq!(labels["team.example.com/owner"], "ml", "foreign label kept");
-    let body = tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        write!(
-            s,
-            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
+    // The label sync's counters are served live; poll until the first sync shows up.
+    let mut body = String::new();
+    for _ in 0..100 {
+        body = tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Write};
+            let mut out = String::new();
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                let _ = write!(
+                    s,
+                    "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                );
+                let _ = s.read_to_string(&mut out);
+            }
+            out
+        })
+        .await
         .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    })
-    .await
-    .unwrap();
+        if body.contains("gpuscout_label_sync_total{result=\"applied\"}") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(
         body.contains("gpuscout_label_sync_total{result=\"applied\"}"),
         "{body}"
@@ -1307,6 +1326,7 @@ async fn serve_binary_labels_its_node_and_keeps_labels_after_sigterm() {
     assert!(body.contains("gpuscout_gpus{vendor=\"amd\"} 1"), "{body}");
     let before = api.successful_writes();
     // SIGTERM: exit 0, labels stay.
+    let mut child = guard.0.take().expect("child");
     let pid = child.id().to_string();
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &pid])
