@@ -9,37 +9,14 @@
 
 #![allow(clippy::disallowed_methods)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+#[path = "support/scrape.rs"]
+mod scrape;
+
+use scrape::get as one;
+use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-fn one(addr: SocketAddr, path: &str) -> Result<Duration, String> {
-    let start = Instant::now();
-    let mut s =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(10)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    s.set_nodelay(true).map_err(|e| e.to_string())?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut buf = Vec::with_capacity(16 * 1024);
-    s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
-    let took = start.elapsed();
-    let ok = buf.starts_with(b"HTTP/1.1 200");
-    let body = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(0, |p| buf.len() - p - 4);
-    if ok && body > 0 {
-        Ok(took)
-    } else {
-        Err(format!("bad response ({} bytes)", buf.len()))
-    }
-}
 
 fn status_kib(pid: u32, key: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
