@@ -162,6 +162,7 @@ impl GlobalArgs {
             labels: self.label_config()?,
             evidence: Default::default(),
             nvml: None,
+            nvml_source: None,
         })
     }
 

@@ -24,6 +24,9 @@ pub struct Options {
     pub evidence: Evidence,
     /// NVML readings to merge into NVIDIA GPUs (taken by the caller, off this thread).
     pub nvml: Option<std::sync::Arc<crate::nvml::NvmlSnapshot>>,
+    /// The NVML source to ask when `nvml` is not given and PCI shows an NVIDIA GPU (blocking,
+    /// bounded by the NVML deadlines): readings for the GPUs, versions for the verdicts.
+    pub nvml_source: Option<crate::nvml::NvmlHandle>,
 }
 
 /// Run one discovery pass. Never fails: unreadable input is recorded in the report.
@@ -36,16 +39,27 @@ pub fn discover(root: &HostRoot, opts: &Options) -> Report {
     } else {
         Vec::new()
     };
-    let nv_module = if pci_gpus.iter().any(|g| g.vendor == Vendor::Nvidia) {
+    let has_nvidia = pci_gpus.iter().any(|g| g.vendor == Vendor::Nvidia);
+    let nv_module = if has_nvidia {
         nvidia::read_kernel_module(root)
     } else {
         None
     };
+    // NVML only where this pass's own PCI scan shows an NVIDIA GPU.
+    let mut evidence = std::borrow::Cow::Borrowed(&opts.evidence);
+    let mut nvml_snap = opts.nvml.clone();
+    if nvml_snap.is_none()
+        && has_nvidia
+        && let Some(h) = &opts.nvml_source
+    {
+        nvml_snap = h.snapshot_blocking().ok();
+        evidence.to_mut().nvml = h.facts();
+    }
     let mut gpus: Vec<Gpu> = pci_gpus
         .into_iter()
         .map(|p| build_gpu(root, p, &kfd, nv_module.as_ref()))
         .collect();
-    if let Some(snap) = &opts.nvml {
+    if let Some(snap) = &nvml_snap {
         for d in crate::nvml::enrich::apply(&mut gpus, snap) {
             let d = crate::model::Disagreement {
                 gpu: d.gpu,
@@ -61,12 +75,12 @@ pub fn discover(root: &HostRoot, opts: &Options) -> Report {
         }
     }
     // The report shows the extension list the verdicts used (Node entries win over the file).
-    if let Some(exts) = verdict::effective_extensions(&host, &opts.evidence)
+    if let Some(exts) = verdict::effective_extensions(&host, &evidence)
         && let Some(t) = host.talos.as_mut()
     {
         t.extensions = exts;
     }
-    verdict::assess(root, &host, &mut gpus, &opts.evidence);
+    verdict::assess(root, &host, &mut gpus, &evidence);
     let labels = labels::compute(&host, &gpus, &opts.labels);
     Report { host, gpus, labels }
 }
@@ -147,8 +161,8 @@ pub struct Extras {
 /// Blocking (NVML calls are bounded by their deadlines): run it on a blocking thread.
 pub fn discover_with(root: &HostRoot, opts: &Options, extras: &Extras) -> Report {
     let mut opts = opts.clone();
-    if let Some(nvml) = &extras.nvml {
-        crate::nvml::apply(nvml, root, &mut opts);
+    if extras.nvml.is_some() {
+        opts.nvml_source = extras.nvml.clone();
     }
     if let Some(n) = &extras.node_extensions {
         opts.evidence.node_extensions = Some(n.clone());

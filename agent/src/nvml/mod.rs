@@ -702,28 +702,15 @@ fn worker_main(
     drop(live);
 }
 
-/// Put NVML's readings and verdict facts into `opts` for one discovery pass, when PCI shows an
-/// NVIDIA GPU (bounded by the NVML deadlines; blocking, so call it from a blocking thread). A
-/// missing, failed or hung NVML leaves the options as they were: the report stays sysfs-only.
-pub fn apply(nvml: &NvmlHandle, root: &HostRoot, opts: &mut crate::discover::Options) {
-    let has_nvidia = crate::pci::scan(root)
-        .0
-        .iter()
-        .any(|g| g.vendor == crate::model::Vendor::Nvidia);
-    if has_nvidia {
-        opts.nvml = nvml.snapshot_blocking().ok();
-        opts.evidence.nvml = nvml.facts();
-    }
-}
-
-/// One discovery pass with NVML (and no other extra evidence).
+/// One discovery pass with NVML (and no other extra evidence): NVML is asked only when the
+/// pass's PCI scan shows an NVIDIA GPU.
 pub fn discover_with(
     nvml: &NvmlHandle,
     root: &HostRoot,
     opts: &crate::discover::Options,
 ) -> crate::model::Report {
     let mut o = opts.clone();
-    apply(nvml, root, &mut o);
+    o.nvml_source = Some(nvml.clone());
     crate::discover::discover(root, &o)
 }
 
