@@ -81,8 +81,37 @@ pub fn discover(root: &HostRoot, opts: &Options) -> Report {
         t.extensions = exts;
     }
     verdict::assess(root, &host, &mut gpus, &evidence);
+    for g in &mut gpus {
+        identity_problem(g);
+    }
     let labels = labels::compute(&host, &gpus, &opts.labels);
-    Report { host, gpus, labels }
+    let mut report = Report { host, gpus, labels };
+    crate::textcap::cap_report(&mut report);
+    report
+}
+
+/// A GPU whose PCI device id could not be read is `unknown`: which driver, extension and
+/// firmware it needs all depend on the id. It stays in the report (a transient sysfs error must
+/// not make a GPU vanish); the failed read is in its `unread` list.
+fn identity_problem(g: &mut Gpu) {
+    if g.device_id.is_some() {
+        return;
+    }
+    let why = g
+        .unread
+        .iter()
+        .find(|u| u.path.ends_with("/device"))
+        .map(|u| format!("{}: {}", u.path, u.error))
+        .unwrap_or_else(|| "the PCI `device` attribute".to_owned());
+    g.problems.push(crate::model::Problem {
+        status: crate::model::Status::Unknown,
+        detail: format!("the PCI device id could not be read ({why}); the driver stack cannot be judged"),
+        hint: format!(
+            "read /sys/bus/pci/devices/{}/device on the host: an I/O error there points at the device or its PCIe link (see dmesg)",
+            g.pci_address
+        ),
+    });
+    g.settle_status();
 }
 
 fn hex4(v: u16) -> String {
@@ -112,7 +141,7 @@ fn build_gpu(
             vendor_model = model;
             nv_info = Some(info);
         }
-        Vendor::Intel => intel_info = Some(intel::classify(p.device_id)),
+        Vendor::Intel => intel_info = Some(p.device_id.map(intel::classify).unwrap_or_default()),
     }
     let (model, model_source) =
         names::model_name(p.vendor, p.vendor_id, p.device_id, vendor_model.as_deref());
@@ -120,7 +149,7 @@ fn build_gpu(
         pci_address: p.address.to_string(),
         vendor: p.vendor,
         vendor_id: hex4(p.vendor_id),
-        device_id: hex4(p.device_id),
+        device_id: p.device_id.map(hex4),
         subsystem_vendor_id: p.subsystem_vendor_id.map(hex4),
         subsystem_device_id: p.subsystem_device_id.map(hex4),
         class: format!("{:#08x}", p.class),
@@ -176,6 +205,7 @@ pub fn discover_with(root: &HostRoot, opts: &Options, extras: &Extras) -> Report
     if let Some(f) = &extras.talos {
         crate::talosapi::refine(f, &mut report.gpus);
         report.labels = labels::compute(&report.host, &report.gpus, &opts.labels);
+        crate::textcap::cap_report(&mut report);
     }
     report
 }

@@ -6,7 +6,8 @@
 //!   `ID=talos`. Missing: `os` is `null` and the host is treated as not Talos.
 //! - `etc/extensions.yaml` on Talos: the `layers:` list Talos' init writes; the synthetic
 //!   `schematic` and `modules.dep` entries are dropped. Missing or malformed: no extensions, and
-//!   the file is listed as unread.
+//!   the file is listed as unread. Nested deeper than `parse::MAX_NESTING` levels: refused before
+//!   parsing (listed as unread the same way), so a hostile file cannot cost quadratic time.
 //! - `proc/modules` (`name size refcnt deps state address [taint]`) and `sys/module/<m>/`
 //!   (`initstate`, `version`, `taint`). A module directory without `initstate` is built in.
 
@@ -167,6 +168,8 @@ pub fn parse_extensions(text: &str) -> Result<Vec<Extension>, String> {
     if text.trim().is_empty() {
         return Ok(Vec::new());
     }
+    // Bounded before parsing: a deeply nested file costs libyaml quadratic time.
+    crate::parse::check_yaml_bounds(text).map_err(|e| format!("refused extensions.yaml: {e}"))?;
     let file: ExtensionsFile =
         serde_norway::from_str(text).map_err(|e| format!("malformed extensions.yaml: {e}"))?;
     let mut out: Vec<Extension> = file
@@ -308,6 +311,12 @@ layers:
             }]
         );
         assert!(parse_extensions("layers: {oops").is_err());
+        let deep = format!("layers: {}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(
+            parse_extensions(&deep)
+                .unwrap_err()
+                .contains("nesting deeper")
+        );
         assert!(parse_extensions("").unwrap().is_empty());
     }
 

@@ -38,6 +38,7 @@ pub mod serve;
 pub mod talos;
 pub mod talosapi;
 pub mod telemetry;
+pub mod textcap;
 pub mod tls;
 pub mod vendors;
 pub mod verdict;

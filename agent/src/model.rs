@@ -249,7 +249,8 @@ pub struct Gpu {
     pub pci_address: String,
     pub vendor: Vendor,
     pub vendor_id: String,
-    pub device_id: String,
+    /// `null` when the PCI `device` attribute could not be read (listed in `unread`).
+    pub device_id: Option<String>,
     pub subsystem_vendor_id: Option<String>,
     pub subsystem_device_id: Option<String>,
     pub class: String,
@@ -282,7 +283,8 @@ pub struct Gpu {
 impl Gpu {
     /// Numeric PCI device id (`0x1586` gives 0x1586).
     pub fn device_id_u16(&self) -> Option<u16> {
-        u16::from_str_radix(self.device_id.trim_start_matches("0x"), 16).ok()
+        let id = self.device_id.as_deref()?;
+        u16::from_str_radix(id.trim_start_matches("0x"), 16).ok()
     }
 
     /// Recompute `status` as the worst problem (or `ok`).

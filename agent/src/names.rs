@@ -1,5 +1,6 @@
 //! Model names: the vendor's own string where the host has one, else the embedded PCI ID
-//! database (the `pci-ids` crate, built from pciutils' `pci.ids`), else `<Vendor> device 0xNNNN`.
+//! database (the `pci-ids` crate, built from pciutils' `pci.ids`), else `<Vendor> device 0xNNNN`
+//! (`<Vendor> GPU (device id unread)` when the id itself could not be read).
 
 use crate::model::{ModelSource, Vendor};
 
@@ -7,12 +8,18 @@ use crate::model::{ModelSource, Vendor};
 pub fn model_name(
     vendor: Vendor,
     vendor_id: u16,
-    device_id: u16,
+    device_id: Option<u16>,
     vendor_string: Option<&str>,
 ) -> (String, ModelSource) {
     if let Some(s) = vendor_string.map(str::trim).filter(|s| !s.is_empty()) {
         return (s.to_owned(), ModelSource::Vendor);
     }
+    let Some(device_id) = device_id else {
+        return (
+            format!("{} GPU (device id unread)", vendor.display_name()),
+            ModelSource::Fallback,
+        );
+    };
     if let Some(dev) = pci_ids::Device::from_vid_pid(vendor_id, device_id) {
         return (marketing_name(dev.name()), ModelSource::PciIds);
     }
@@ -52,19 +59,24 @@ mod tests {
         let (m, s) = model_name(
             Vendor::Nvidia,
             0x10de,
-            0x2684,
+            Some(0x2684),
             Some("NVIDIA GeForce RTX 4090"),
         );
         assert_eq!(
             (m.as_str(), s),
             ("NVIDIA GeForce RTX 4090", ModelSource::Vendor)
         );
-        let (m, s) = model_name(Vendor::Nvidia, 0x10de, 0x2684, Some("  "));
+        let (m, s) = model_name(Vendor::Nvidia, 0x10de, Some(0x2684), Some("  "));
         assert_eq!((m.as_str(), s), ("GeForce RTX 4090", ModelSource::PciIds));
-        let (m, s) = model_name(Vendor::Amd, 0x1002, 0xfffe, None);
+        let (m, s) = model_name(Vendor::Amd, 0x1002, Some(0xfffe), None);
         assert_eq!(
             (m.as_str(), s),
             ("AMD device 0xfffe", ModelSource::Fallback)
+        );
+        let (m, s) = model_name(Vendor::Amd, 0x1002, None, None);
+        assert_eq!(
+            (m.as_str(), s),
+            ("AMD GPU (device id unread)", ModelSource::Fallback)
         );
     }
 

@@ -43,6 +43,12 @@ pub fn hex_u16(s: &str) -> Result<u16, ParseError> {
     u16::try_from(v).map_err(|_| ParseError::new(s, "a 16-bit hex id"))
 }
 
+/// `0x%02x` (sysfs `revision`): a value above 0xff is malformed, never truncated.
+pub fn hex_u8(s: &str) -> Result<u8, ParseError> {
+    let v = hex_u32(s)?;
+    u8::try_from(v).map_err(|_| ParseError::new(s, "an 8-bit hex number"))
+}
+
 /// `0x%06x` (sysfs `class`) and other hex numbers.
 pub fn hex_u32(s: &str) -> Result<u32, ParseError> {
     let t = s.trim();
@@ -106,6 +112,113 @@ pub fn colon_fields(s: &str) -> Vec<(&str, &str)> {
         .collect()
 }
 
+/// Largest YAML or JSON document handed to a parser: the same 256 KiB as every host read.
+pub const MAX_DOC_BYTES: usize = 256 * 1024;
+
+/// Deepest nesting a YAML or JSON document may reach before a parser sees it. Talos'
+/// `extensions.yaml` needs 7 levels, a COSI spec or talosconfig fewer than 16.
+pub const MAX_NESTING: usize = 64;
+
+/// A document refused before parsing: too large, or nested too deep.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BoundsError {
+    #[error("document of {0} bytes is larger than {MAX_DOC_BYTES}")]
+    TooLarge(usize),
+    #[error("nesting deeper than {MAX_NESTING} levels at line {0}")]
+    TooDeep(usize),
+}
+
+/// Refuse a YAML (or JSON, which is YAML) text that is too large or could nest deeper than
+/// [`MAX_NESTING`], in one linear pass and before any parser sees it. libyaml's scanner costs
+/// time quadratic in the nesting depth (`layers: [[[[…]]]]` 100,000 levels deep took 37 s), and
+/// the deserializer's own recursion limit comes only after that scan.
+///
+/// This is an upper bound, not a parser: it counts every flow bracket (`[`, `{`) outside quoted
+/// scalars and comments, every block indentation level, and the compact indicators (`- - -`,
+/// `? `) at the start of a line, two levels per block level (a key and its value). A document it
+/// accepts may still be malformed; one it refuses is either malformed or absurdly deep.
+pub fn check_yaml_bounds(text: &str) -> Result<(), BoundsError> {
+    if text.len() > MAX_DOC_BYTES {
+        return Err(BoundsError::TooLarge(text.len()));
+    }
+    let mut flow: usize = 0;
+    let mut indents: Vec<usize> = Vec::new();
+    // Quote state survives line ends: quoted scalars may span lines.
+    let mut quote: Option<u8> = None;
+    for (n, line) in text.lines().enumerate() {
+        let b = line.as_bytes();
+        let indent = b.iter().take_while(|c| **c == b' ').count();
+        let rest = &b[indent..];
+        let mut i = indent;
+        let mut block = indents.len();
+        if quote.is_none() && flow == 0 && !rest.is_empty() && rest[0] != b'#' {
+            while indents.last().is_some_and(|top| *top > indent) {
+                indents.pop();
+            }
+            if indents.last() != Some(&indent) {
+                indents.push(indent);
+            }
+            block = indents.len();
+            // Compact nested blocks on one line: `- - - x`, `? - x`.
+            while i < b.len()
+                && matches!(b[i], b'-' | b'?')
+                && b.get(i + 1).is_none_or(|c| *c == b' ')
+            {
+                block += 1;
+                i += 1;
+                while b.get(i) == Some(&b' ') {
+                    i += 1;
+                }
+            }
+        }
+        let depth_here = |flow: usize| block.saturating_mul(2).saturating_add(flow);
+        if depth_here(flow) > MAX_NESTING {
+            return Err(BoundsError::TooDeep(n + 1));
+        }
+        let mut prev = if i == 0 { b' ' } else { b[i - 1] };
+        while i < b.len() {
+            let c = b[i];
+            match quote {
+                Some(b'\'') => {
+                    if c == b'\'' {
+                        if b.get(i + 1) == Some(&b'\'') {
+                            i += 1;
+                        } else {
+                            quote = None;
+                        }
+                    }
+                }
+                Some(_) => {
+                    if c == b'\\' {
+                        i += 1;
+                    } else if c == b'"' {
+                        quote = None;
+                    }
+                }
+                None => {
+                    let token_start =
+                        matches!(prev, b' ' | b'\t' | b'[' | b'{' | b',' | b':' | b'-' | b'?');
+                    match c {
+                        b'\'' | b'"' if token_start => quote = Some(c),
+                        b'#' if matches!(prev, b' ' | b'\t') || i == 0 => break,
+                        b'[' | b'{' => {
+                            flow = flow.saturating_add(1);
+                            if depth_here(flow) > MAX_NESTING {
+                                return Err(BoundsError::TooDeep(n + 1));
+                            }
+                        }
+                        b']' | b'}' => flow = flow.saturating_sub(1),
+                        _ => {}
+                    }
+                }
+            }
+            prev = c;
+            i += 1;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +238,8 @@ mod tests {
         ] {
             assert!(hex_u16(bad).is_err(), "{bad:?}");
         }
+        assert_eq!(hex_u8("0xc1\n").unwrap(), 0xc1);
+        assert!(hex_u8("0x1c1").is_err(), "not truncated to 0xc1");
     }
 
     #[test]
@@ -144,6 +259,36 @@ mod tests {
         let cf = colon_fields("Model: \t\t NVIDIA A10G\nGPU UUID: \t GPU-1\n");
         assert_eq!(cf[0], ("Model", "NVIDIA A10G"));
         assert_eq!(cf[1], ("GPU UUID", "GPU-1"));
+    }
+
+    #[test]
+    fn yaml_bounds() {
+        let ext = "layers:\n  - image: 0.sqsh\n    metadata:\n      name: amdgpu\n      compatibility: {talos: {version: \">= v1.11.0\"}}\n";
+        assert_eq!(check_yaml_bounds(ext), Ok(()));
+        assert_eq!(check_yaml_bounds("{\"a\": [[1, 2], {\"b\": []}]}"), Ok(()));
+        let deep = format!("layers: {}{}", "[".repeat(100), "]".repeat(100));
+        assert_eq!(check_yaml_bounds(&deep), Err(BoundsError::TooDeep(1)));
+        let dashes = format!("{}x", "- ".repeat(40));
+        assert!(check_yaml_bounds(&dashes).is_err());
+        let mut indented = String::new();
+        for d in 0..40 {
+            indented.push_str(&format!("{}k{d}:\n", " ".repeat(d)));
+        }
+        assert!(check_yaml_bounds(&indented).is_err());
+        // Brackets inside quoted scalars and comments do not count; a quote mid-scalar is text.
+        let quoted = format!(
+            "a: '{}'\nb: \"{}\" # {}\n",
+            "[".repeat(100),
+            "{".repeat(100),
+            "[".repeat(100)
+        );
+        assert_eq!(check_yaml_bounds(&quoted), Ok(()));
+        let sneaky = format!("a: [x'{}", "[".repeat(100));
+        assert!(check_yaml_bounds(&sneaky).is_err());
+        assert_eq!(
+            check_yaml_bounds(&"a".repeat(MAX_DOC_BYTES + 1)),
+            Err(BoundsError::TooLarge(MAX_DOC_BYTES + 1))
+        );
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! A GPU is a display-class (0x03) or processing-accelerator (0x12) function of AMD, NVIDIA or
 //! Intel. A BMC's VGA (ASPEED, Matrox) or a GPU's HDMI audio function is not. A device whose
 //! `vendor`/`class` cannot be read cannot be classified: it is recorded as unread and skipped.
-//! Every other missing file leaves its field `None`, with the reason in the GPU's `unread` list.
+//! A GPU whose `device` cannot be read is kept with `device_id` `None` (its verdict is then
+//! `unknown`, see `discover`): one failed read never makes a GPU disappear. Every other missing
+//! file leaves its field `None`, with the reason in the GPU's `unread` list.
 
 use crate::hostroot::{HostRoot, Resolved};
 use crate::model::{PcieLink, Sriov, Unread, Vendor};
@@ -91,7 +93,8 @@ pub struct PciGpu {
     pub dir: Resolved,
     pub vendor: Vendor,
     pub vendor_id: u16,
-    pub device_id: u16,
+    /// `None` when `device` could not be read (the reason is in `unread`).
+    pub device_id: Option<u16>,
     pub subsystem_vendor_id: Option<u16>,
     pub subsystem_device_id: Option<u16>,
     pub class: u32,
@@ -183,17 +186,28 @@ fn probe(
     if !is_gpu_class(vendor, class) {
         return Ok(None);
     }
-    let device_id =
-        parse::hex_u16(&root.read_attr(&dir, "device")?).map_err(|e| e.at(&dir, "device"))?;
-
     let mut r = Reader {
         root,
         dir: &dir,
         unread: Vec::new(),
     };
+    // Known vendor and class: a GPU of ours even when its id cannot be read.
+    let device_id = match root.read_attr(&dir, "device") {
+        Ok(s) => match parse::hex_u16(&s) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                r.unread.push(unread_of(&e.at(&dir, "device")));
+                None
+            }
+        },
+        Err(e) => {
+            r.unread.push(unread_of(&e));
+            None
+        }
+    };
     let subsystem_vendor_id = r.opt("subsystem_vendor", parse::hex_u16);
     let subsystem_device_id = r.opt("subsystem_device", parse::hex_u16);
-    let revision = r.opt("revision", |s| parse::hex_u32(s).map(|v| v as u8));
+    let revision = r.opt("revision", parse::hex_u8);
     let numa_node = r.opt("numa_node", parse::int::<i32>);
     let link = PcieLink {
         current_gts: r.opt("current_link_speed", parse::link_speed_gts).flatten(),

@@ -548,7 +548,10 @@ fn not_bound_hint(ctx: &Ctx<'_>, module: &str) -> String {
             "xe did not take {} ({}): use kernel 6.12 or later, or boot with xe.force_probe={}; see `{log}`",
             gpu.pci_address,
             gpu.model,
-            gpu.device_id.trim_start_matches("0x")
+            gpu.device_id
+                .as_deref()
+                .unwrap_or("<device id>")
+                .trim_start_matches("0x")
         );
     }
     format!(

@@ -26,7 +26,7 @@ fn gpu(addr: &str, status: Status, problems: Vec<Problem>) -> Gpu {
         pci_address: addr.to_owned(),
         vendor: Vendor::Amd,
         vendor_id: "0x1002".into(),
-        device_id: "0x1586".into(),
+        device_id: Some("0x1586".into()),
         subsystem_vendor_id: None,
         subsystem_device_id: None,
         class: "0x030000".into(),

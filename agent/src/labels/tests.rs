@@ -19,7 +19,7 @@ fn gpu(vendor: Vendor, addr: &str, model: &str) -> Gpu {
         pci_address: addr.to_owned(),
         vendor,
         vendor_id: vendor_id.to_owned(),
-        device_id: "0x1586".to_owned(),
+        device_id: Some("0x1586".into()),
         subsystem_vendor_id: None,
         subsystem_device_id: None,
         class: "0x030000".to_owned(),
@@ -98,7 +98,7 @@ fn strix_halo() -> Gpu {
 
 fn rtx4090(addr: &str) -> Gpu {
     let mut g = gpu(Vendor::Nvidia, addr, "NVIDIA GeForce RTX 4090");
-    g.device_id = "0x2684".into();
+    g.device_id = Some("0x2684".into());
     g.memory_bytes = Some(25_757_220_864);
     g.nvidia = Some(NvidiaInfo {
         kernel_module_version: Some("550.127.05".into()),
@@ -778,7 +778,7 @@ fn amd_labeller_single_values() {
     let cfg = all_compat();
     let mut mi300 = gpu(Vendor::Amd, "0000:1b:00.0", "AMD Instinct MI300X OAM");
     mi300.model_source = ModelSource::Vendor;
-    mi300.device_id = "0x74a1".into();
+    mi300.device_id = Some("0x74a1".into());
     mi300.class = "0x120000".into();
     mi300.memory_bytes = Some(192 << 30);
     mi300.amd = Some(AmdInfo {
@@ -816,7 +816,7 @@ fn amd_labeller_mixed_values_become_counts() {
     let cfg = all_compat();
     let apu = strix_halo(); // 512 MiB carve-out rounds to 1G, as the labeller's math.Round does
     let mut dgpu = gpu(Vendor::Amd, "0000:03:00.0", "Radeon RX 7900 XTX (Navi 31)");
-    dgpu.device_id = "0x744c".into();
+    dgpu.device_id = Some("0x744c".into());
     dgpu.amd = Some(AmdInfo {
         family: Some("GC_11_0_0".into()),
         cu_count: Some(96),
@@ -826,7 +826,7 @@ fn amd_labeller_mixed_values_become_counts() {
     });
     let mut fallback = gpu(Vendor::Amd, "0000:04:00.0", "AMD device 0x7551");
     fallback.model_source = ModelSource::Fallback;
-    fallback.device_id = "0x7551".into();
+    fallback.device_id = Some("0x7551".into());
     let l = compute(&host(), &[apu, dgpu, fallback], &cfg);
     let amd: BTreeMap<String, String> = l
         .iter()
@@ -858,9 +858,9 @@ fn amd_labeller_mixed_values_become_counts() {
 fn intel_nfd_keys() {
     let cfg = all_compat();
     let mut a770 = gpu(Vendor::Intel, "0000:03:00.0", "Arc A770");
-    a770.device_id = "0x56A0".into();
+    a770.device_id = Some("0x56A0".into());
     let mut flex = gpu(Vendor::Intel, "0000:4d:00.0", "Data Center GPU Flex 170");
-    flex.device_id = "0x56c0".into();
+    flex.device_id = Some("0x56c0".into());
     flex.class = "0x038000".into();
     let mut h = plain_host();
     h.modules = vec![module("i915", "builtin", None)];

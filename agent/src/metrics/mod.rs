@@ -144,9 +144,18 @@ pub struct Sink {
 
 impl Sink {
     /// Push one sample.
-    pub fn push(&mut self, desc: &'static Desc, labels: Vec<(&'static str, String)>, value: f64) {
+    pub fn push(
+        &mut self,
+        desc: &'static Desc,
+        mut labels: Vec<(&'static str, String)>,
+        value: f64,
+    ) {
         if !value.is_finite() {
             return;
+        }
+        // Label values come from host files and libraries: bounded, with a marker when cut.
+        for (_, v) in &mut labels {
+            crate::textcap::cap(v, crate::textcap::MAX_VALUE);
         }
         self.families
             .entry(desc.name)

@@ -66,7 +66,7 @@ pub fn apply(gpus: &mut [Gpu], snap: &NvmlSnapshot) -> Vec<Discrepancy> {
                     &mut out,
                     &id,
                     "device_id",
-                    &gpu.device_id,
+                    gpu.device_id.as_deref().unwrap_or_default(),
                     &format!("{d:#06x}"),
                 );
             }
@@ -149,7 +149,7 @@ mod tests {
             pci_address: addr.into(),
             vendor: Vendor::Nvidia,
             vendor_id: "0x10de".into(),
-            device_id: "0x2684".into(),
+            device_id: Some("0x2684".into()),
             subsystem_vendor_id: None,
             subsystem_device_id: None,
             class: "0x030000".into(),

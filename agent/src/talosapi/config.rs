@@ -119,6 +119,7 @@ impl TalosConfig {
 
     /// Parse a talosconfig's text. The error is a one-line reason.
     pub fn parse(text: &str) -> Result<Self, String> {
+        crate::parse::check_yaml_bounds(text).map_err(|e| format!("not a talosconfig: {e}"))?;
         let raw: RawConfig =
             serde_norway::from_str(text).map_err(|e| format!("not a talosconfig: {e}"))?;
         let name = match raw.context {

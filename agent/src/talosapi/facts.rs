@@ -112,6 +112,11 @@ fn parse<T: for<'de> Deserialize<'de> + Default>(
         // Talos marshals an all-default spec as `{}`; an empty string means no YAML at all.
         return Some(T::default());
     }
+    if let Err(e) = crate::parse::check_yaml_bounds(y) {
+        *skipped += 1;
+        warn!(rtype, id = id_of(r), error = %e, "Talos API: spec refused before parsing; resource skipped");
+        return None;
+    }
     match serde_norway::from_str::<T>(y) {
         Ok(v) => Some(v),
         Err(e) => {

@@ -201,22 +201,38 @@ pub fn read(
         if parts.len() > 1 {
             info.partitions = Some(parts.len() as u32);
         }
-        info.simd_count = parts
-            .iter()
-            .map(|n| n.simd_count)
-            .sum::<Option<u64>>()
-            .map(|s| s as u32);
-        info.cu_count = parts
+        // Checked: hostile or corrupt KFD values must give `None` and an `unread` entry, never
+        // a wrapped sum (the release build has no overflow checks).
+        let props = format!("/{KFD_NODES}/{}/properties", node.id);
+        let mut sum = |what: &str, vals: Vec<Option<u64>>, fits_u32: bool| match checked_sum(&vals)
+        {
+            Ok(Some(v)) if !fits_u32 || u32::try_from(v).is_ok() => Some(v),
+            Ok(None) => None,
+            _ => {
+                r.unread.push(crate::model::Unread {
+                    path: props.clone(),
+                    error: format!(
+                        "{what} summed over {} KFD node(s) is out of range",
+                        vals.len()
+                    ),
+                });
+                None
+            }
+        };
+        let simd = parts.iter().map(|n| n.simd_count).collect();
+        info.simd_count = sum("simd_count", simd, true).map(|v| v as u32);
+        let cus = parts
             .iter()
             .map(|n| match (n.simd_count, n.simd_per_cu) {
                 (Some(s), Some(p)) if p > 0 => Some(s / p),
                 _ => None,
             })
-            .sum::<Option<u64>>()
-            .map(|c| c as u32);
+            .collect();
+        info.cu_count = sum("cu_count", cus, true).map(|v| v as u32);
         info.gfx_target = node.gfx_target_version.and_then(gfx_target_name);
         if info.vram_bytes.is_none() {
-            info.vram_bytes = parts.iter().map(|n| n.mem_bank_bytes).sum();
+            let banks = parts.iter().map(|n| n.mem_bank_bytes).collect();
+            info.vram_bytes = sum("size_in_bytes", banks, false);
         }
     }
     if let Some(t) = &info.gfx_target {
@@ -227,6 +243,16 @@ pub fn read(
         }
     }
     (info, product_name, r.unread)
+}
+
+/// The sum of `vals`: `Ok(None)` when one is missing, `Err` when it overflows `u64`.
+fn checked_sum(vals: &[Option<u64>]) -> Result<Option<u64>, ()> {
+    let mut total: u64 = 0;
+    for v in vals {
+        let Some(v) = v else { return Ok(None) };
+        total = total.checked_add(*v).ok_or(())?;
+    }
+    Ok(Some(total))
 }
 
 /// A KFD `location_id` with the partition bits (function bits 0-2, bits 28-31) cleared.
@@ -285,5 +311,12 @@ mod tests {
         assert_eq!(n.simd_count, Some(80));
         assert_eq!(n.location_id, Some(50432));
         assert!(n.is_gpu());
+    }
+
+    #[test]
+    fn sums_are_checked() {
+        assert_eq!(checked_sum(&[Some(1), Some(2)]), Ok(Some(3)));
+        assert_eq!(checked_sum(&[Some(1), None]), Ok(None));
+        assert_eq!(checked_sum(&[Some(1 << 63), Some(1 << 63)]), Err(()));
     }
 }

@@ -44,7 +44,7 @@ fn nvidia_gpu(device_id: &str, driver: Option<&str>, module: Option<(&str, &str)
         pci_address: "0000:01:00.0".into(),
         vendor: Vendor::Nvidia,
         vendor_id: "0x10de".into(),
-        device_id: device_id.into(),
+        device_id: Some(device_id.into()),
         subsystem_vendor_id: None,
         subsystem_device_id: None,
         class: "0x030000".into(),

@@ -6,7 +6,7 @@ fn nvidia_gpu(driver: Option<&str>, problems: Vec<Problem>) -> Gpu {
         pci_address: "0000:01:00.0".to_owned(),
         vendor: Vendor::Nvidia,
         vendor_id: "0x10de".to_owned(),
-        device_id: "0x2684".to_owned(),
+        device_id: Some("0x2684".into()),
         subsystem_vendor_id: None,
         subsystem_device_id: None,
         class: "0x030000".to_owned(),
