@@ -107,6 +107,26 @@ pub struct ServeArgs {
     #[arg(long, env = "GPUSCOUT_SCRAPE_CACHE", default_value = "500ms", value_parser = crate::serve::parse_duration)]
     pub scrape_cache: Duration,
 
+    /// How long a GPU's last good Node labels are kept while a read of it fails (an unreadable
+    /// sysfs file, a device that could not be classified); `0` turns holding off. A GPU absent
+    /// from sys/bus/pci/devices for two passes loses its labels at once.
+    #[arg(long, env = "GPUSCOUT_LABEL_HOLD", default_value = "10m", value_parser = crate::serve::parse_duration)]
+    pub label_hold: Duration,
+
+    /// Most HTTP connections open at once; over it, `/healthz` and `/readyz` are still
+    /// answered (then closed) and everything else gets 503.
+    #[arg(long, env = "GPUSCOUT_HTTP_MAX_CONNECTIONS", default_value_t = crate::httpconn::DEFAULT_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536))]
+    pub http_max_connections: usize,
+
+    /// Longest time from the first byte of a request to the end of its header (slow clients
+    /// are disconnected).
+    #[arg(long, env = "GPUSCOUT_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = crate::serve::parse_positive_duration)]
+    pub http_header_timeout: Duration,
+
+    /// How long a keep-alive connection may sit idle between requests.
+    #[arg(long, env = "GPUSCOUT_HTTP_IDLE_TIMEOUT", default_value = "90s", value_parser = crate::serve::parse_positive_duration)]
+    pub http_idle_timeout: Duration,
+
     #[command(flatten)]
     pub k8s: crate::k8s::K8sArgs,
 

@@ -21,8 +21,10 @@
 pub mod authn;
 pub mod cli;
 pub mod discover;
+pub mod hold;
 pub mod host;
 pub mod hostroot;
+pub mod httpconn;
 pub mod k8s;
 pub mod labels;
 pub mod metrics;

@@ -161,6 +161,8 @@ pub struct Daemon {
     discover: DiscoverFn,
     auth: Option<crate::authn::Authenticator>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    label_hold: Duration,
+    limits: crate::httpconn::Limits,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -206,7 +208,20 @@ impl Daemon {
             discover: Arc::new(discover::discover),
             auth: None,
             tls: None,
+            label_hold: crate::hold::DEFAULT_HOLD,
+            limits: crate::httpconn::Limits::default(),
         }
+    }
+
+    /// How long a GPU's last good labels are kept through read failures (`--label-hold`,
+    /// see [`crate::hold`]); zero turns holding off.
+    pub fn set_label_hold(&mut self, hold: Duration) {
+        self.label_hold = hold;
+    }
+
+    /// Connection limits and timeouts of the HTTP server (see [`crate::httpconn`]).
+    pub fn set_http_limits(&mut self, limits: crate::httpconn::Limits) {
+        self.limits = limits;
     }
 
     /// Require a bearer token allowed to `get /metrics` (TokenReview + SubjectAccessReview).
@@ -272,6 +287,8 @@ impl Daemon {
             discover,
             auth,
             tls,
+            label_hold,
+            limits,
         } = self;
         if tasks.is_empty() {
             info!("no Kubernetes label sync configured: running as a standalone exporter");
@@ -282,6 +299,12 @@ impl Daemon {
             sources,
             config.exporter.clone(),
         );
+        let hold = crate::hold::LabelHold::new(label_hold);
+        let conn_metrics = crate::httpconn::ConnMetrics::default();
+        let mut registry = registry;
+        let reg = registry.get_or_insert_with(Registry::default);
+        reg.register_collector(Box::new(hold.gauge()));
+        conn_metrics.register(reg);
         let mut handles = Vec::new();
         handles.push(tokio::spawn(discovery_loop(
             discover,
@@ -291,6 +314,7 @@ impl Daemon {
             tx,
             ready.clone(),
             shutdown_tx.subscribe(),
+            hold,
         )));
         for t in tasks {
             handles.push(tokio::spawn(t));
@@ -302,6 +326,7 @@ impl Daemon {
             auth,
         });
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let gate = crate::httpconn::Gate::new(limits, conn_metrics);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -310,36 +335,17 @@ impl Daemon {
                         Ok(a) => a,
                         Err(e) => {
                             // Out of file descriptors and similar: wait a moment, keep serving.
-                            warn!(error = %e, "accept failed");
+                            gate.accept_failed(&e);
                             tokio::time::sleep(Duration::from_millis(50)).await;
                             continue;
                         }
                     };
-                    let app = app.clone();
-                    let svc = hyper::service::service_fn(move |req| {
-                        let app = app.clone();
-                        async move { Ok::<_, Infallible>(app.handle(req).await) }
-                    });
-                    let watcher = graceful.watcher();
-                    let tls = tls.clone();
-                    tokio::spawn(async move {
-                        let http = hyper::server::conn::http1::Builder::new();
-                        let done = match tls {
-                            None => watcher.watch(http.serve_connection(TokioIo::new(stream), svc)).await,
-                            Some(tls) => {
-                                // A client that never finishes the handshake is dropped, not kept.
-                                let hs = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await;
-                                match hs {
-                                    Ok(Ok(s)) => watcher.watch(http.serve_connection(TokioIo::new(s), svc)).await,
-                                    Ok(Err(e)) => return debug!(peer = %peer, error = %e, "TLS handshake failed"),
-                                    Err(_) => return debug!(peer = %peer, "TLS handshake timed out"),
-                                }
-                            }
-                        };
-                        if let Err(e) = done {
-                            debug!(peer = %peer, error = %e, "connection ended with an error");
-                        }
-                    });
+                    gate.accept_ok();
+                    let Some(slot) = gate.admit() else {
+                        gate.refuse(stream, tls.is_some(), app.ready.clone());
+                        continue;
+                    };
+                    spawn_connection(stream, peer, slot, &gate, &app, &graceful, tls.clone());
                 }
                 () = &mut shutdown => break,
             }
@@ -364,6 +370,8 @@ impl Daemon {
     }
 }
 
+// One argument per piece of loop state; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 async fn discovery_loop(
     discover: DiscoverFn,
     root: HostRoot,
@@ -372,11 +380,28 @@ async fn discovery_loop(
     tx: watch::Sender<Arc<Report>>,
     ready: Arc<AtomicBool>,
     mut stop: watch::Receiver<bool>,
+    mut hold: crate::hold::LabelHold,
 ) {
     loop {
         let (r, o, d) = (root.clone(), opts.clone(), discover.clone());
-        match tokio::task::spawn_blocking(move || d(&r, &o)).await {
-            Ok(report) => {
+        let pass = tokio::task::spawn_blocking(move || {
+            let report = d(&r, &o);
+            // Which devices exist, to tell an unplugged GPU from one that could not be read.
+            let listing = match r.list_dir(crate::pci::DEVICES) {
+                Ok(names) => crate::hold::Listing::Listed(names.into_iter().collect()),
+                Err(e) if e.is_not_found() => crate::hold::Listing::Listed(Default::default()),
+                Err(_) => crate::hold::Listing::Unknown,
+            };
+            (report, listing)
+        });
+        match pass.await {
+            Ok((mut report, listing)) => {
+                hold.apply(
+                    &mut report,
+                    &listing,
+                    &opts.labels,
+                    tokio::time::Instant::now(),
+                );
                 let gpus = report.gpus.len();
                 let first = !ready.load(Ordering::Acquire);
                 tx.send_replace(Arc::new(report));
@@ -394,6 +419,83 @@ async fn discovery_loop(
             _ = stop.wait_for(|s| *s) => return,
         }
     }
+}
+
+/// Serve one admitted connection: HTTP/1 with half-close, under the watchdog of
+/// [`crate::httpconn`] (header-read and idle timeouts), inside the graceful-shutdown watcher.
+fn spawn_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    slot: crate::httpconn::Slot,
+    gate: &crate::httpconn::Gate,
+    app: &Arc<App>,
+    graceful: &hyper_util::server::graceful::GracefulShutdown,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    let activity = slot.activity();
+    let (app, act) = (app.clone(), activity.clone());
+    let svc = hyper::service::service_fn(move |req| {
+        let (app, act) = (app.clone(), act.clone());
+        async move {
+            act.busy();
+            let resp = app.handle(req).await;
+            act.idle();
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let watcher = graceful.watcher();
+    let gate = gate.clone();
+    let limits = gate.limits();
+    tokio::spawn(async move {
+        let mut http = hyper::server::conn::http1::Builder::new();
+        // Our watchdog times the header and idle phases; hyper's own header timer (it needs a
+        // timer to run at all) is a backstop at the sum of both.
+        http.timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(limits.header_timeout + limits.idle_timeout)
+            // A client that shuts down its write side after the request still gets the answer.
+            .half_close(true);
+        let io = crate::httpconn::Tracked::new(stream, activity.clone());
+        let serve = async {
+            match tls {
+                None => {
+                    watcher
+                        .watch(http.serve_connection(TokioIo::new(io), svc))
+                        .await
+                }
+                Some(tls) => {
+                    // A client that never finishes the handshake is dropped, not kept.
+                    let hs = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(io)).await;
+                    match hs {
+                        Ok(Ok(s)) => {
+                            watcher
+                                .watch(http.serve_connection(TokioIo::new(s), svc))
+                                .await
+                        }
+                        Ok(Err(e)) => {
+                            debug!(peer = %peer, error = %e, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            debug!(peer = %peer, "TLS handshake timed out");
+                            Ok(())
+                        }
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            done = serve => if let Err(e) = done {
+                debug!(peer = %peer, error = %e, "connection ended with an error");
+            },
+            why = activity.watchdog(limits) => {
+                gate.closed(why);
+                debug!(peer = %peer, reason = why.as_str(), "connection closed by the server");
+            }
+            () = slot.evicted() => {
+                debug!(peer = %peer, "idle connection closed to make room for a new one");
+            }
+        }
+    });
 }
 
 /// How long a client gets to finish the TLS handshake.
@@ -536,6 +638,12 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<u8, Error> {
     };
     let prefix = opts.labels.prefix.clone();
     let mut daemon = Daemon::new(root.clone(), opts, config);
+    daemon.set_label_hold(args.label_hold);
+    daemon.set_http_limits(crate::httpconn::Limits {
+        max_connections: args.http_max_connections,
+        header_timeout: args.http_header_timeout,
+        idle_timeout: args.http_idle_timeout,
+    });
     // Before anything starts: --metrics-auth without a cluster or bad TLS files stop here.
     secure(&mut daemon, &args.security, args.k8s.kubeconfig.as_deref()).await?;
     info!(listen = %local, root = %root.dir().display(), tls = args.security.tls_cert.is_some(),

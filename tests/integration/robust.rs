@@ -263,3 +263,350 @@ impl Served {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(30), self.task).await;
     }
 }
+
+/// The next report the daemon publishes (one discovery pass), within 60 s.
+async fn next_report(
+    rx: &mut tokio::sync::watch::Receiver<std::sync::Arc<gpuscout::model::Report>>,
+) -> std::sync::Arc<gpuscout::model::Report> {
+    tokio::time::timeout(std::time::Duration::from_secs(60), rx.changed())
+        .await
+        .expect("a discovery pass within 60 s")
+        .expect("daemon running");
+    rx.borrow_and_update().clone()
+}
+
+/// Reports until `f` holds for one (at most 300 passes).
+async fn report_where(
+    rx: &mut tokio::sync::watch::Receiver<std::sync::Arc<gpuscout::model::Report>>,
+    mut f: impl FnMut(&gpuscout::model::Report) -> bool,
+) -> std::sync::Arc<gpuscout::model::Report> {
+    for _ in 0..300 {
+        let r = next_report(rx).await;
+        if f(&r) {
+            return r;
+        }
+    }
+    panic!("no such report in 300 passes");
+}
+
+async fn metrics_of(addr: std::net::SocketAddr) -> String {
+    let (code, _, body) = tokio::task::spawn_blocking(move || http_get(addr, "/metrics", None))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(code, 200);
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_failures_keep_labels_and_only_an_unplug_seen_twice_removes_them() {
+    let t = tempfile::tempdir().unwrap();
+    synth::amd_host(t.path(), 1);
+    let mut rx = None;
+    let d = Served::start(t.path(), |d| {
+        d.set_label_hold(std::time::Duration::from_secs(3600));
+        rx = Some(d.reports());
+    })
+    .await;
+    let mut rx = rx.unwrap();
+    let good = report_where(&mut rx, |r| r.gpus.len() == 1).await;
+    let want = good.labels.clone();
+    assert_eq!(want["gpuscout.io/amd.count"], "1");
+    assert_eq!(want["gpuscout.io/amd.ready"], "true");
+    let dev = dev0(t.path());
+
+    // `device` unreadable: the report tells the truth, the labels stay.
+    make_unreadable(&dev.join("device"));
+    let r = report_where(&mut rx, |r| {
+        r.gpus.first().is_some_and(|g| g.device_id.is_none())
+    })
+    .await;
+    assert_eq!(r.gpus[0].status, Status::Unknown);
+    assert_eq!(r.labels, want, "a read failure must not change the labels");
+    let m = metrics_of(d.addr).await;
+    assert!(
+        m.contains(&format!(
+            "gpuscout_label_hold_seconds{{gpu=\"{GPU0}\",vendor=\"amd\"}}"
+        )),
+        "{}",
+        m.lines()
+            .filter(|l| l.contains("hold"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    // `vendor` unreadable too: the device cannot be classified and leaves the report; it is
+    // still listed in sys/bus/pci/devices, so its labels stay.
+    make_unreadable(&dev.join("vendor"));
+    let r = report_where(&mut rx, |r| r.gpus.is_empty()).await;
+    assert_eq!(r.labels, want);
+    let r = next_report(&mut rx).await;
+    assert_eq!(r.labels, want, "held for as long as the device is listed");
+
+    // Readable again: nothing held, no hold series.
+    for f in ["vendor", "device"] {
+        fs::remove_dir(dev.join(f)).unwrap();
+    }
+    fs::write(dev.join("vendor"), "0x1002\n").unwrap();
+    fs::write(dev.join("device"), "0x744c\n").unwrap();
+    let r = report_where(&mut rx, |r| {
+        r.gpus.first().is_some_and(|g| g.device_id.is_some())
+    })
+    .await;
+    assert_eq!(r.labels, want);
+    let _ = next_report(&mut rx).await;
+    assert!(
+        !metrics_of(d.addr)
+            .await
+            .contains("gpuscout_label_hold_seconds{")
+    );
+
+    // Unplugged (gone from sys/bus/pci/devices): the first pass without it keeps the labels,
+    // a later one removes them.
+    fs::remove_file(t.path().join("sys/bus/pci/devices").join(GPU0)).unwrap();
+    let first_gone = report_where(&mut rx, |r| r.gpus.is_empty()).await;
+    assert_eq!(first_gone.labels, want, "one pass absent is not enough");
+    let later = report_where(&mut rx, |r| !r.labels.contains_key("gpuscout.io/amd.count")).await;
+    assert!(later.gpus.is_empty());
+    assert!(!later.labels.contains_key("gpuscout.io/present"));
+    d.stop().await;
+}
+
+fn limits(max: usize, header_ms: u64, idle_ms: u64) -> gpuscout::httpconn::Limits {
+    gpuscout::httpconn::Limits {
+        max_connections: max,
+        header_timeout: std::time::Duration::from_millis(header_ms),
+        idle_timeout: std::time::Duration::from_millis(idle_ms),
+    }
+}
+
+/// The value of an unlabelled series (or one with exactly these labels) in a /metrics text.
+fn metric(body: &str, series: &str) -> Option<f64> {
+    body.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// Bounded in count (1,000 sockets, held at once) and aimed at 127.0.0.1 only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connection_flood_is_capped_and_probes_still_answer() {
+    const FLOOD: usize = 1_000;
+    const CAP: usize = 32;
+    let t = tempfile::tempdir().unwrap();
+    synth::amd_host(t.path(), 1);
+    // Timeouts far longer than the test: only the cap and eviction are at work.
+    let d = Served::start(t.path(), |d| {
+        d.set_http_limits(limits(CAP, 600_000, 600_000))
+    })
+    .await;
+    let addr = d.addr;
+    let flood = tokio::task::spawn_blocking(move || {
+        let mut held = Vec::with_capacity(FLOOD);
+        for _ in 0..FLOOD {
+            // Connects complete in the kernel's backlog whether or not the server accepts.
+            if let Ok(s) = std::net::TcpStream::connect(addr) {
+                held.push(s);
+            }
+        }
+        held
+    })
+    .await
+    .unwrap();
+    assert!(flood.len() >= FLOOD / 2, "only {} connects", flood.len());
+    // While the whole flood is held open: probes and scrapes are answered (accepted after the
+    // flood, so every flood connection went through the gate first).
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let (code, _, body) = tokio::task::spawn_blocking(move || http_get(addr, path, None))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(code, 200, "{path}: {body}");
+    }
+    let body = metrics_of(addr).await;
+    let open = metric(&body, "gpuscout_http_connections").unwrap();
+    assert!(open <= CAP as f64 + 1.0, "open {open}");
+    let evicted = metric(
+        &body,
+        "gpuscout_http_connections_closed_total{reason=\"evicted\"}",
+    )
+    .unwrap();
+    assert!(evicted >= (flood.len() - CAP) as f64, "evicted {evicted}");
+    drop(flood);
+    d.stop().await;
+}
+
+/// Connections that never finish their header cannot be evicted: at the cap new connections
+/// are refused cheaply, and `/healthz` and `/readyz` are still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_cap_with_slow_headers_new_connections_are_refused_but_probes_answer() {
+    use std::io::Write;
+    const CAP: usize = 8;
+    let t = tempfile::tempdir().unwrap();
+    synth::amd_host(t.path(), 1);
+    let d = Served::start(t.path(), |d| {
+        d.set_http_limits(limits(CAP, 600_000, 600_000))
+    })
+    .await;
+    let addr = d.addr;
+    let (slow, answers) = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let open_slow = || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        };
+        let mut slow: Vec<_> = (0..CAP).map(|_| open_slow()).collect();
+        // Until the server has read every slow client's first bytes, one of them is still idle
+        // and gets evicted for the next newcomer: replace those until a newcomer is refused.
+        let mut metrics = (0, String::new());
+        for _ in 0..100 {
+            metrics = http_get(addr, "/metrics", None)
+                .map(|(c, _, b)| (c, b))
+                .unwrap_or_default();
+            if metrics.0 == 503 {
+                break;
+            }
+            for s in &mut slow {
+                if matches!(s.read(&mut [0u8; 16]), Ok(0)) {
+                    *s = open_slow();
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let mut answers: Vec<_> = ["/healthz", "/readyz"]
+            .iter()
+            .map(|p| http_get(addr, p, None).map(|(c, _, b)| (c, b)))
+            .collect();
+        answers.push(Ok(metrics));
+        (slow, answers)
+    })
+    .await
+    .unwrap();
+    let codes: Vec<u16> = answers
+        .iter()
+        .map(|a| a.as_ref().map_or(0, |a| a.0))
+        .collect();
+    assert_eq!(codes, [200, 200, 503], "{answers:?}");
+    assert!(
+        answers[2]
+            .as_ref()
+            .unwrap()
+            .1
+            .contains("too many connections")
+    );
+    drop(slow);
+    // The slow clients gave up: room again, and the refusals were counted.
+    let mut body = String::new();
+    for _ in 0..300 {
+        if let Ok((200, _, b)) =
+            tokio::task::spawn_blocking(move || http_get(addr, "/metrics", None))
+                .await
+                .unwrap()
+        {
+            body = b;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let refused = metric(&body, "gpuscout_http_connections_refused_total");
+    assert!(refused.is_some_and(|r| r >= 3.0), "{refused:?}");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_and_idle_keepalive_connections_are_cut() {
+    use std::io::{Read, Write};
+    let t = tempfile::tempdir().unwrap();
+    synth::amd_host(t.path(), 1);
+    let d = Served::start(t.path(), |d| d.set_http_limits(limits(16, 500, 1_000))).await;
+    let addr = d.addr;
+    let (slow, idle) = tokio::task::spawn_blocking(move || {
+        // One header byte every 100 ms: never completes a header within 500 ms.
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_millis(100)))
+            .unwrap();
+        let mut cut = false;
+        for b in b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: "
+            .iter()
+            .cycle()
+            .take(600)
+        {
+            if s.write_all(&[*b]).is_err() {
+                cut = true;
+                break;
+            }
+            let mut buf = [0u8; 64];
+            if matches!(s.read(&mut buf), Ok(0)) {
+                cut = true;
+                break;
+            }
+        }
+        // A keep-alive client that got its answer and then says nothing.
+        let mut k = std::net::TcpStream::connect(addr).unwrap();
+        k.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        k.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        let closed = loop {
+            match k.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(_) => break false,
+            }
+        };
+        assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+        (cut, closed)
+    })
+    .await
+    .unwrap();
+    assert!(slow, "a 1-byte-per-100-ms header was never cut");
+    assert!(idle, "an idle keep-alive connection was never closed");
+    let m = metrics_of(addr).await;
+    for reason in ["header_timeout", "idle_timeout"] {
+        let v = metric(
+            &m,
+            &format!("gpuscout_http_connections_closed_total{{reason=\"{reason}\"}}"),
+        );
+        assert!(v.is_some_and(|v| v >= 1.0), "{reason}: {v:?}");
+    }
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_that_half_closes_after_its_request_gets_the_response() {
+    use std::io::{Read, Write};
+    let t = tempfile::tempdir().unwrap();
+    synth::amd_host(t.path(), 1);
+    let d = Served::start(t.path(), |_| {}).await;
+    let addr = d.addr;
+    let answered = tokio::task::spawn_blocking(move || {
+        let mut ok = 0;
+        for i in 0..20 {
+            let path = if i % 2 == 0 { "/metrics" } else { "/healthz" };
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+                .unwrap();
+            write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut raw = Vec::new();
+            let _ = s.read_to_end(&mut raw);
+            let text = String::from_utf8_lossy(&raw);
+            if text.starts_with("HTTP/1.1 200") && text.contains("\r\n\r\n") {
+                ok += 1;
+            }
+        }
+        ok
+    })
+    .await
+    .unwrap();
+    assert_eq!(answered, 20, "half-closed clients answered");
+    d.stop().await;
+}
