@@ -2,7 +2,7 @@
 //! over the in-memory transport (virtual time only: nothing here depends on wall-clock speed),
 //! plus the real `kubectl` as a second client over TCP.
 
-use crate::standin::{Action, Fault, Match, StandIn};
+use crate::standin::{Action, Fault, Match, Restart, StandIn};
 use gpuscout::k8s::{LabelMode, LabelSync, SyncConfig, SyncMetrics};
 use gpuscout::model::{
     Extension, Gpu, Host, ModelSource, PcieLink, Problem, Report, Status, Vendor,
@@ -74,6 +74,7 @@ const OURS: &[(&str, &str)] = &[
 fn cfg() -> SyncConfig {
     let mut c = SyncConfig::new(NODE, "gpuscout.io");
     c.start_jitter = Duration::ZERO;
+    c.start_jitter_per_node = Duration::ZERO;
     c.seed = Some(42);
     c
 }
@@ -317,9 +318,14 @@ async fn restart_with_nothing_changed_makes_zero_writes_and_labels_stay() {
     assert_eq!(node_writes(&api).len(), 0, "{:?}", api.log());
     assert_eq!(second.metrics.sync_count("applied"), 0);
     assert!(second.metrics.sync_count("unchanged") >= 1);
-    // One LIST at start; afterwards only watch renewals (every 300-600 s) from the last version.
+    // One LIST at start and one resync LIST every 10-12 min; otherwise only watch renewals
+    // (every 300-600 s) from the last version.
     let log = api.log();
-    assert_eq!(log.iter().filter(|l| !l.watch).count(), 1, "{log:?}");
+    let lists = log.iter().filter(|l| !l.watch).count();
+    assert!(
+        (1 + 3600 / 720..=1 + 3600 / 600).contains(&lists),
+        "{log:?}"
+    );
     assert!(log.iter().filter(|l| l.watch).count() <= 3600 / 300 + 1);
     second.stop().await;
 }
@@ -380,9 +386,13 @@ async fn wrong_node_name_is_an_error_not_a_new_node() {
         !agent.task.is_finished(),
         "no crash loop: the agent keeps running"
     );
-    // It waited on the watch (no polling); when that Node registers, it is labelled.
+    // It waited on the watch (no polling): one LIST at start, then only the periodic resync
+    // (every 10-12 min); when that Node registers, it is labelled.
     let polls = api.log().iter().filter(|l| !l.watch).count();
-    assert_eq!(polls, 1, "one LIST, then watches only");
+    assert!(
+        (1 + 3600 / 720..=1 + 3600 / 600).contains(&polls),
+        "{polls} LISTs in an hour"
+    );
     api.add_node("gpu-node-l", &[]);
     pass(5).await;
     assert_eq!(api.labels("gpu-node-l"), labels(OURS));
@@ -570,8 +580,10 @@ async fn refused_watches_still_label_and_back_off() {
     agent.stop().await;
 }
 
+/// A watch cut midway (the API server restarted, or a load balancer dropped it) is followed by
+/// a LIST: the server may have lost its watch history, or gone back in resourceVersion.
 #[tokio::test(start_paused = true)]
-async fn dropped_watch_is_resumed_from_its_resource_version() {
+async fn dropped_watch_is_followed_by_a_list_and_drift_is_repaired() {
     let api = StandIn::new();
     kubelet_node(&api);
     let agent = Agent::start(Some(&api), cfg(), report(OURS, vec![]));
@@ -592,12 +604,13 @@ async fn dropped_watch_is_resumed_from_its_resource_version() {
         "drift after the drop was repaired"
     );
     let log = api.log();
-    let rewatch = log.iter().find(|l| l.watch).expect("re-watched");
-    assert_ne!(rewatch.query["resourceVersion"], "0");
-    assert!(
-        !log.iter().any(|l| l.method == "GET" && !l.watch),
-        "no LIST needed: {log:?}"
-    );
+    let list = log
+        .iter()
+        .position(|l| l.method == "GET" && !l.watch)
+        .expect("listed after the drop");
+    let rewatch = log.iter().position(|l| l.watch).expect("re-watched");
+    assert!(list < rewatch, "LIST first: {log:?}");
+    assert_ne!(log[rewatch].query["resourceVersion"], "0");
 
     // History compacted while disconnected: 410 Expired, then a fresh LIST.
     pass(10).await;
@@ -1118,6 +1131,8 @@ async fn missing_node_name_is_reported_and_nothing_is_touched() {
         nfd_file: "/nonexistent".into(),
         nodefeature_namespace: "gpu-system".into(),
         no_events: false,
+        resync_interval: Duration::from_secs(600),
+        start_jitter_per_node: Duration::ZERO,
     };
     let mut c = args.sync_config("gpuscout.io");
     c.start_jitter = Duration::ZERO;
@@ -1339,4 +1354,572 @@ async fn serve_binary_labels_its_node_and_keeps_labels_after_sigterm() {
     assert_eq!(status.code(), Some(0));
     assert_eq!(api.labels(NODE)["gpuscout.io/amd.count"], "1");
     assert_eq!(api.successful_writes(), before, "no write on shutdown");
+}
+
+/// Virtual seconds (1-s steps, at most `limit`) until our labels are on the Node again.
+async fn seconds_until_labelled(api: &StandIn, want: &BTreeMap<String, String>, limit: u64) -> u64 {
+    for s in 0..=limit {
+        if ours_on(api) == *want {
+            return s;
+        }
+        pass(1).await;
+    }
+    panic!("labels not back within {limit} s: {:?}", api.labels(NODE));
+}
+
+/// The API server restarts with its etcd gone (re-created or restored from an old backup): the
+/// resourceVersion starts again below the agent's, every watch is cut, the kubelet registers
+/// the Node again. A watch from the agent's old version would be accepted and stay silent (as
+/// the watch cache does); the agent lists after the cut, sees the version went back and
+/// relabels.
+#[tokio::test(start_paused = true)]
+async fn api_server_restart_that_loses_state_relabels_within_seconds() {
+    let api = StandIn::new();
+    kubelet_node(&api);
+    for i in 0..50 {
+        api.touch(NODE); // the agent's resourceVersion ends up well above the new server's
+        let _ = i;
+    }
+    let agent = Agent::start(Some(&api), cfg(), report(OURS, vec![]));
+    pass(30).await;
+    assert_eq!(ours_on(&api), labels(OURS));
+    let before = api.resource_version();
+    api.restart(Restart::LoseState);
+    pass(2).await;
+    kubelet_node(&api); // the kubelet re-registers its Node, without our labels
+    assert!(api.resource_version() < before);
+    assert!(ours_on(&api).is_empty());
+    let secs = seconds_until_labelled(&api, &labels(OURS), 120).await;
+    println!("labels back {secs} s after the Node was registered again");
+    assert!(secs <= 60, "{secs} s");
+    // Watching again, from the new server's versions.
+    assert_eq!(api.open_watches(), 1);
+    let log = api.log();
+    let last_watch = log.iter().rev().find(|l| l.watch).unwrap();
+    let rv: u64 = last_watch.query["resourceVersion"].parse().unwrap();
+    assert!(rv <= api.resource_version(), "watch from {rv}");
+    agent.stop().await;
+}
+
+/// A restart that keeps etcd: the watch cache is rebuilt, so a watch from before the restart
+/// would get 410. The agent lists after the cut; nothing is written because nothing changed.
+#[tokio::test(start_paused = true)]
+async fn api_server_restart_that_keeps_state_writes_nothing() {
+    let api = StandIn::new();
+    kubelet_node(&api);
+    let agent = Agent::start(Some(&api), cfg(), report(OURS, vec![]));
+    pass(30).await;
+    api.clear_log();
+    api.restart(Restart::KeepState);
+    api.touch(NODE); // the kubelet's next status update
+    pass(60).await;
+    assert_eq!(ours_on(&api), labels(OURS));
+    assert!(node_writes(&api).is_empty(), "{:?}", api.log());
+    assert_eq!(api.open_watches(), 1);
+    agent.stop().await;
+}
+
+/// 504 with cause `ResourceVersionTooLarge` (the watch cache's answer to a version it has not
+/// reached, as an ERROR event on a watch or HTTP 504 on a LIST) and 410 lead to a LIST.
+#[tokio::test(start_paused = true)]
+async fn too_large_resource_version_on_a_watch_leads_to_a_list() {
+    let api = StandIn::new();
+    kubelet_node(&api);
+    api.fail(Fault {
+        when: Match::watches(),
+        what: Action::TooLargeResourceVersion,
+        times: Some(1),
+    });
+    let agent = Agent::start(Some(&api), cfg(), report(OURS, vec![]));
+    pass(30).await;
+    assert_eq!(ours_on(&api), labels(OURS));
+    let log = api.log();
+    let first_watch = log.iter().position(|l| l.watch).unwrap();
+    let relist = log[first_watch..]
+        .iter()
+        .position(|l| l.method == "GET" && !l.watch)
+        .expect("a LIST after the 504");
+    assert!(
+        log[first_watch + relist..].iter().any(|l| l.watch),
+        "and a new watch after it: {log:?}"
+    );
+    assert!(agent.metrics.sync_count("relist") >= 1);
+    assert_eq!(api.open_watches(), 1);
+    // The same answer to a LIST (HTTP 504, Retry-After: 1) is retried after a second.
+    api.fail(Fault {
+        when: Match {
+            method: Some("GET"),
+            watch: Some(false),
+            ..Match::default()
+        },
+        what: Action::TooLargeResourceVersion,
+        times: Some(1),
+    });
+    api.clear_log();
+    api.drop_watches();
+    pass(30).await;
+    let log = api.log();
+    let lists: Vec<_> = log.iter().filter(|l| !l.watch).collect();
+    assert_eq!(lists[0].status, 504);
+    assert!(lists.iter().any(|l| l.status == 200), "{log:?}");
+    assert!(
+        lists[1].at - lists[0].at >= Duration::from_secs(1),
+        "Retry-After honoured"
+    );
+    assert_eq!(api.open_watches(), 1);
+    agent.stop().await;
+}
+
+/// An event the watch never delivered (lost between server and client) is corrected by the
+/// periodic resync, within its 10-12 minutes.
+#[tokio::test(start_paused = true)]
+async fn periodic_resync_repairs_a_change_the_watch_missed() {
+    let api = StandIn::new();
+    kubelet_node(&api);
+    let agent = Agent::start(Some(&api), cfg(), report(OURS, vec![]));
+    pass(30).await;
+    api.set_labels_unwatched(
+        NODE,
+        "kubectl-label",
+        &[("gpuscout.io/amd.count", Some("7"))],
+    );
+    pass(300).await;
+    assert_eq!(
+        api.labels(NODE)["gpuscout.io/amd.count"],
+        "7",
+        "the watch did not see it"
+    );
+    pass(12 * 60).await;
+    assert_eq!(ours_on(&api), labels(OURS), "the resync did");
+    agent.stop().await;
+}
+
+/// A foreign key under our prefix costs one write (a merge patch that removes it): no apply
+/// that cannot remove it, and no re-apply triggered by a late watch event.
+#[tokio::test(start_paused = true)]
+async fn foreign_key_under_our_prefix_costs_one_write() {
+    let api = StandIn::new();
+    kubelet_node(&api);
+    let agent = Agent::start(Some(&api), cfg(), report(OURS, vec![]));
+    pass(30).await;
+    api.clear_log();
+    api.set_labels_as(NODE, "kubectl-label", &[("gpuscout.io/bogus", Some("x"))]);
+    pass(60).await;
+    assert_eq!(ours_on(&api), labels(OURS));
+    let writes = node_writes(&api);
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    assert_eq!(writes[0].content_type, "application/merge-patch+json");
+    agent.stop().await;
+}
+
+/// A watch event that was already queued when the agent wrote (here: a kubelet heartbeat that
+/// arrives together with a new report) is older than the agent's own write and must not roll
+/// its view back: one write, not two.
+#[tokio::test(start_paused = true)]
+async fn stale_watch_event_does_not_roll_back_our_write() {
+    let api = StandIn::new();
+    kubelet_node(&api);
+    let agent = Agent::start(Some(&api), cfg(), report(OURS, vec![]));
+    pass(30).await;
+    api.clear_log();
+    let changed = [
+        ("gpuscout.io/amd.count", "2"),
+        ("gpuscout.io/amd.ready", "true"),
+        ("gpuscout.io/present", "true"),
+    ];
+    api.set_labels_as(
+        NODE,
+        "kubelet",
+        &[("node.kubernetes.io/heartbeat", Some("1"))],
+    );
+    agent.send(report(&changed, vec![]));
+    pass(60).await;
+    assert_eq!(ours_on(&api), labels(&changed));
+    assert_eq!(node_writes(&api).len(), 1, "{:?}", api.log());
+    agent.stop().await;
+}
+
+/// The first write waits a random time that grows with the cluster: on a one-Node cluster the
+/// labels are there within about a second, on 5,000 Nodes 20 agents spread over seconds.
+#[tokio::test(start_paused = true)]
+async fn first_write_jitter_scales_with_cluster_size() {
+    let api = StandIn::new();
+    kubelet_node(&api);
+    let mut c = SyncConfig::new(NODE, "gpuscout.io");
+    c.seed = Some(42);
+    let t0 = tokio::time::Instant::now();
+    let agent = Agent::start(Some(&api), c, report(OURS, vec![]));
+    let mut waited = None;
+    for ms in 0..5_000u64 {
+        if ours_on(&api) == labels(OURS) {
+            waited = Some(ms);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let waited = waited.expect("labelled within 5 s");
+    println!("one-Node cluster labelled {waited} ms after start");
+    assert!(waited <= 1_100, "{waited} ms");
+    assert!(
+        api.log()
+            .iter()
+            .any(|l| l.query.get("limit").map(String::as_str) == Some("1")),
+        "the cluster was counted"
+    );
+    agent.stop().await;
+    let _ = t0;
+
+    let big = StandIn::new();
+    for i in 0..5_000 {
+        big.add_node(&format!("node-{i:05}"), &[]);
+    }
+    let mut agents = Vec::new();
+    for i in 0..20u64 {
+        let mut c = SyncConfig::new(format!("node-{i:05}"), "gpuscout.io");
+        c.seed = Some(1000 + i);
+        agents.push(Agent::start(Some(&big), c, report(OURS, vec![])));
+    }
+    pass(60).await;
+    let writes: Vec<_> = big.log().into_iter().filter(|l| l.is_write()).collect();
+    assert_eq!(writes.len(), 20);
+    let first = writes.iter().map(|w| w.at).min().unwrap();
+    let last = writes.iter().map(|w| w.at).max().unwrap();
+    assert!(
+        last - first >= Duration::from_secs(3),
+        "5,000 Nodes: writes spread over {:?}",
+        last - first
+    );
+    assert!(last - first <= Duration::from_secs(11));
+    for a in agents {
+        a.stop().await;
+    }
+}
+
+mod standin_fidelity {
+    //! The stand-in against what a real apiserver answers (sources named in its module docs):
+    //! `Accept` negotiation, label syntax, versions newer than its own, bookmarks, restarts.
+
+    use super::{NODE, kubelet_node};
+    use crate::standin::{ChanBody, Restart, StandIn};
+    use bytes::Bytes;
+    use http_body_util::BodyExt;
+    use serde_json::Value;
+    use std::time::Duration;
+
+    fn get(uri: &str, accept: &str) -> http::Request<Bytes> {
+        http::Request::builder()
+            .method("GET")
+            .uri(uri)
+            .header("accept", accept)
+            .body(Bytes::new())
+            .unwrap()
+    }
+
+    fn json(r: http::Response<ChanBody>) -> impl std::future::Future<Output = Value> {
+        async move {
+            let b = r.into_body().collect().await.unwrap().to_bytes();
+            serde_json::from_slice(&b).unwrap()
+        }
+    }
+
+    /// The next line of a watch stream within `secs` of virtual time (`None`: ended or silent).
+    async fn line(body: &mut ChanBody, secs: u64) -> Option<Value> {
+        match tokio::time::timeout(Duration::from_secs(secs), body.frame()).await {
+            Ok(Some(Ok(f))) => {
+                let data = f.into_data().ok()?;
+                serde_json::from_slice(data.strip_suffix(b"\n").unwrap_or(&data)).ok()
+            }
+            _ => None,
+        }
+    }
+
+    const META: &str = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
+    const META_LIST: &str = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1";
+
+    #[tokio::test]
+    async fn accept_is_negotiated_like_the_apiserver() {
+        let api = StandIn::new();
+        kubelet_node(&api);
+        let list = format!("/api/v1/nodes?fieldSelector=metadata.name%3D{NODE}");
+        let one = format!("/api/v1/nodes/{NODE}");
+        for (uri, accept, want) in [
+            (&list, META_LIST, 200),
+            (&list, META, 406),
+            (&one, META, 200),
+            (&one, META_LIST, 406),
+            (&one, "application/json;as=PartialObjectMetadata", 406),
+            (
+                &one,
+                "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v9",
+                406,
+            ),
+            (
+                &one,
+                "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1;x=y",
+                406,
+            ),
+            (&one, "text/plain", 406),
+            // kubectl: Table first (not served by the stand-in), then plain JSON.
+            (
+                &one,
+                "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+                200,
+            ),
+            (&one, "", 200),
+        ] {
+            let r = api.handle(get(uri, accept)).await;
+            assert_eq!(r.status(), want, "{uri} {accept}");
+        }
+        let v = json(api.handle(get(&list, META_LIST)).await).await;
+        assert_eq!(v["kind"], "PartialObjectMetadataList");
+        let v = json(api.handle(get(&one, META)).await).await;
+        assert_eq!(v["kind"], "PartialObjectMetadata");
+        let v = json(api.handle(get(&one, META_LIST)).await).await;
+        assert_eq!(v["reason"], "NotAcceptable");
+    }
+
+    #[tokio::test]
+    async fn invalid_label_keys_and_values_are_422() {
+        let api = StandIn::new();
+        kubelet_node(&api);
+        let patch = |ctype: &str, body: String| {
+            http::Request::builder()
+                .method("PATCH")
+                .uri(format!("/api/v1/nodes/{NODE}?fieldManager=t"))
+                .header("content-type", ctype)
+                .body(Bytes::from(body))
+                .unwrap()
+        };
+        let apply = |k: &str, v: &str| {
+            format!(
+                r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"{NODE}","labels":{{"{k}":"{v}"}}}}}}"#
+            )
+        };
+        let long = "x".repeat(64);
+        for (k, v, why) in [
+            (
+                "bad key",
+                "1",
+                "name part must consist of alphanumeric characters",
+            ),
+            (
+                "Example.com/x",
+                "1",
+                "prefix part a lowercase RFC 1123 subdomain",
+            ),
+            ("/x", "1", "prefix part must be non-empty"),
+            ("a/b/c", "1", "a valid label key must consist of"),
+            (&long, "1", "name part must be no more than 63 bytes"),
+            ("gpuscout.io/x", &long, "must be no more than 63 bytes"),
+            (
+                "gpuscout.io/x",
+                "-bad",
+                "a valid label must be an empty string or consist of",
+            ),
+        ] {
+            let r = api
+                .handle(patch("application/apply-patch+yaml", apply(k, v)))
+                .await;
+            assert_eq!(r.status(), 422, "{k}={v}");
+            let s = json(r).await;
+            assert_eq!(s["reason"], "Invalid");
+            let msg = s["message"].as_str().unwrap();
+            assert!(
+                msg.starts_with(&format!(
+                    "Node \"{NODE}\" is invalid: metadata.labels: Invalid value: "
+                )),
+                "{msg}"
+            );
+            assert!(msg.contains(why), "{k}={v}: {msg}");
+            assert_eq!(s["details"]["causes"][0]["reason"], "FieldValueInvalid");
+            assert_eq!(s["details"]["causes"][0]["field"], "metadata.labels");
+        }
+        let r = api
+            .handle(patch(
+                "application/merge-patch+json",
+                r#"{"metadata":{"labels":{"ok.example.com/fine":"yes_1.0","x y":"1"}}}"#.into(),
+            ))
+            .await;
+        assert_eq!(r.status(), 422);
+        assert!(
+            !api.labels(NODE).contains_key("ok.example.com/fine"),
+            "nothing applied"
+        );
+        // Removing a label (null) checks only its key.
+        let r = api
+            .handle(patch(
+                "application/merge-patch+json",
+                r#"{"metadata":{"labels":{"team.example.com/owner":null}}}"#.into(),
+            ))
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn versions_newer_than_the_servers_are_answered_like_the_watch_cache() {
+        let api = StandIn::new();
+        kubelet_node(&api);
+        let rv = api.resource_version();
+        let future = rv + 3;
+        // GET/LIST at a version the server has not reached: 504 after 3 s.
+        let t0 = tokio::time::Instant::now();
+        let r = api
+            .handle(get(
+                &format!("/api/v1/nodes?resourceVersion={future}"),
+                META_LIST,
+            ))
+            .await;
+        assert_eq!(t0.elapsed(), Duration::from_secs(3));
+        assert_eq!(r.status(), 504);
+        assert_eq!(r.headers()["retry-after"], "1");
+        let s = json(r).await;
+        assert_eq!(s["reason"], "Timeout");
+        assert_eq!(
+            s["message"],
+            format!("Timeout: Too large resource version: {future}, current: {rv}")
+        );
+        assert_eq!(
+            s["details"]["causes"][0]["reason"],
+            "ResourceVersionTooLarge"
+        );
+        assert_eq!(s["details"]["retryAfterSeconds"], 1);
+        // A plain watch from there is accepted and silent until the server passes it.
+        let w = api
+            .handle(get(
+                &format!("/api/v1/nodes?watch=true&resourceVersion={future}&timeoutSeconds=600"),
+                META,
+            ))
+            .await;
+        assert_eq!(w.status(), 200);
+        let mut body = w.into_body();
+        for _ in 0..3 {
+            api.touch(NODE);
+        }
+        assert!(
+            line(&mut body, 5).await.is_none(),
+            "events at or below {future} are not sent"
+        );
+        api.touch(NODE);
+        let ev = line(&mut body, 5).await.expect("the first event above it");
+        assert_eq!(
+            ev["object"]["metadata"]["resourceVersion"],
+            (future + 1).to_string()
+        );
+        // With sendInitialEvents the watch ends with the 504 as an ERROR event after 3 s.
+        let far = api.resource_version() + 100;
+        let w = api
+            .handle(get(
+                &format!("/api/v1/nodes?watch=true&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersion={far}"),
+                META,
+            ))
+            .await;
+        assert_eq!(w.status(), 200);
+        let mut body = w.into_body();
+        let ev = line(&mut body, 10).await.unwrap();
+        assert_eq!(ev["type"], "ERROR");
+        assert_eq!(ev["object"]["code"], 504);
+        assert_eq!(
+            ev["object"]["details"]["causes"][0]["reason"],
+            "ResourceVersionTooLarge"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bookmarks_arrive_every_minute_and_before_the_timeout() {
+        let api = StandIn::new();
+        kubelet_node(&api);
+        let rv = api.resource_version();
+        let w = api
+            .handle(get(
+                &format!("/api/v1/nodes?watch=true&allowWatchBookmarks=true&resourceVersion={rv}&timeoutSeconds=150"),
+                META,
+            ))
+            .await;
+        let mut body = w.into_body();
+        api.touch(NODE);
+        assert_eq!(line(&mut body, 1).await.unwrap()["type"], "MODIFIED");
+        let t0 = tokio::time::Instant::now();
+        let mut at = Vec::new();
+        while let Some(ev) = line(&mut body, 200).await {
+            assert_eq!(ev["type"], "BOOKMARK");
+            assert_eq!(ev["object"]["kind"], "PartialObjectMetadata");
+            at.push(t0.elapsed().as_secs());
+        }
+        assert_eq!(
+            at,
+            [60, 120, 148],
+            "every 60 s and 2 s before the 150 s timeout"
+        );
+        // The period is the server's: at 100 s, one and the one before the timeout.
+        api.set_bookmark_every(Duration::from_secs(100));
+        let w = api
+            .handle(get(
+                &format!("/api/v1/nodes?watch=true&allowWatchBookmarks=true&resourceVersion={rv}&timeoutSeconds=150"),
+                META,
+            ))
+            .await;
+        let mut body = w.into_body();
+        let t0 = tokio::time::Instant::now();
+        let mut at = Vec::new();
+        while let Some(ev) = line(&mut body, 200).await {
+            if ev["type"] == "BOOKMARK" {
+                at.push(t0.elapsed().as_secs());
+            }
+        }
+        assert_eq!(at, [100, 148]);
+        // Without allowWatchBookmarks: none.
+        let w = api
+            .handle(get(
+                &format!("/api/v1/nodes?watch=true&resourceVersion={rv}&timeoutSeconds=150"),
+                META,
+            ))
+            .await;
+        let mut body = w.into_body();
+        assert_eq!(line(&mut body, 1).await.unwrap()["type"], "MODIFIED");
+        assert!(line(&mut body, 200).await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn restarts_keep_or_lose_state_and_cut_every_watch() {
+        let api = StandIn::new();
+        kubelet_node(&api);
+        api.touch(NODE);
+        let rv = api.resource_version();
+        let w = api
+            .handle(get(
+                &format!("/api/v1/nodes?watch=true&resourceVersion={rv}"),
+                META,
+            ))
+            .await;
+        let mut body = w.into_body();
+        api.restart(Restart::KeepState);
+        assert!(line(&mut body, 5).await.is_none(), "the watch was cut");
+        assert_eq!(api.resource_version(), rv, "state kept");
+        // The rebuilt watch cache cannot replay from before the restart: 410 as an ERROR event.
+        let w = api
+            .handle(get(
+                &format!("/api/v1/nodes?watch=true&resourceVersion={}", rv - 1),
+                META,
+            ))
+            .await;
+        let ev = line(&mut w.into_body(), 5).await.unwrap();
+        assert_eq!(
+            (ev["type"].as_str(), ev["object"]["code"].as_u64()),
+            (Some("ERROR"), Some(410))
+        );
+        // From the current version it works.
+        let w = api
+            .handle(get(
+                &format!("/api/v1/nodes?watch=true&resourceVersion={rv}"),
+                META,
+            ))
+            .await;
+        let mut body = w.into_body();
+        api.touch(NODE);
+        assert_eq!(line(&mut body, 5).await.unwrap()["type"], "MODIFIED");
+        api.restart(Restart::LoseState);
+        assert!(line(&mut body, 5).await.is_none());
+        assert_eq!(api.resource_version(), 0);
+        assert!(api.node(NODE).is_none());
+    }
 }

@@ -610,3 +610,56 @@ async fn client_that_half_closes_after_its_request_gets_the_response() {
     assert_eq!(answered, 20, "half-closed clients answered");
     d.stop().await;
 }
+
+/// During an API outage the agent says so once, and kube's client does not add an ERROR line
+/// per reconnect attempt (it logs one for every failed request unless quieted).
+#[test]
+fn api_outage_is_logged_once_not_once_per_reconnect() {
+    let t = tempfile::tempdir().unwrap();
+    synth::amd_host(t.path(), 1);
+    // A port nothing listens on: every request is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let kubeconfig = t.path().join("kubeconfig");
+    fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:{port}\nusers:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\n"
+        ),
+    )
+    .unwrap();
+    let s = crate::serve::Served::start(
+        t.path(),
+        &[
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--node-name",
+            "gpu-node-1",
+        ],
+    );
+    s.wait_ready();
+    // Wait (bounded) for several failed attempts: 1 s, 2 s, 4 s … of backoff.
+    let mut attempts = 0.0;
+    for _ in 0..600 {
+        if let Ok((200, _, body)) = http_get(s.addr, "/metrics", None) {
+            attempts =
+                metric(&body, "gpuscout_label_sync_total{result=\"unreachable\"}").unwrap_or(0.0);
+            if attempts >= 3.0 {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(attempts >= 3.0, "only {attempts} attempts seen");
+    let logs = s.logs.lock().unwrap().clone();
+    let kube_lines: Vec<_> = logs.iter().filter(|l| l.contains("kube_client")).collect();
+    assert!(kube_lines.is_empty(), "{kube_lines:#?}");
+    let ours = logs
+        .iter()
+        .filter(|l| l.contains("label sync failed"))
+        .count();
+    assert_eq!(ours, 1, "{logs:#?}");
+}

@@ -59,6 +59,17 @@ pub struct K8sArgs {
     /// Do not post Kubernetes Events when a GPU's driver verdict changes.
     #[arg(long, env = "GPUSCOUT_NO_EVENTS")]
     pub no_events: bool,
+
+    /// How often the Node is listed again and compared with the desired labels, whatever the
+    /// watch said (a random 0-20 % is added); `0` turns it off.
+    #[arg(long, env = "GPUSCOUT_RESYNC_INTERVAL", default_value = "10m", value_parser = crate::serve::parse_duration)]
+    pub resync_interval: std::time::Duration,
+
+    /// The first label write waits a random time of up to this much per Node in the cluster
+    /// (counted with one LIST, at most 30 s): a small cluster is labelled at once, a fleet
+    /// installed at once spreads its writes. `0` writes at once.
+    #[arg(long, env = "GPUSCOUT_START_JITTER_PER_NODE", default_value = "2ms", value_parser = crate::serve::parse_duration)]
+    pub start_jitter_per_node: std::time::Duration,
 }
 
 impl K8sArgs {
@@ -77,6 +88,8 @@ impl K8sArgs {
         cfg.nfd_file = self.nfd_file.clone();
         cfg.nodefeature_namespace = self.nodefeature_namespace.clone();
         cfg.events = !self.no_events;
+        cfg.resync = self.resync_interval;
+        cfg.start_jitter_per_node = self.start_jitter_per_node;
         cfg
     }
 }

@@ -20,7 +20,8 @@
 //! has seen, and the RBAC it ships with grants `patch` but not `create`. When the API cannot be
 //! reached, or answers 403/404/429/5xx, the agent logs once per kind of failure, counts it in
 //! `gpuscout_label_sync_total{result}` and retries with capped, jittered exponential backoff
-//! (never sooner than a 429's `Retry-After`). It never exits for an API failure and never removes
+//! (never sooner than a 429's `Retry-After`). A 410 Expired or a 504 with cause
+//! `ResourceVersionTooLarge` is no outage: the agent lists its Node again (`result="relist"`). It never exits for an API failure and never removes
 //! labels on shutdown. The request/response handling is ours (through [`kube::Client::send`]), so
 //! kube's own retry layer is switched off by [`connect`] to avoid stacking two retry loops.
 
@@ -79,6 +80,8 @@ pub enum Error {
     Decode(#[source] serde_json::Error),
     #[error("watch ended: resource version too old (410)")]
     Gone,
+    #[error("resource version newer than the server's (504 ResourceVersionTooLarge)")]
+    TooLarge { retry_after: Option<Duration> },
     #[error("writing {path}: {source}")]
     File {
         path: String,
@@ -98,6 +101,7 @@ impl Error {
             Error::Transport(_) => "unreachable",
             Error::Api { code, .. } if *code >= 500 => "server_error",
             Error::File { .. } => "file_error",
+            Error::Gone | Error::TooLarge { .. } => "relist",
             _ => "error",
         }
     }
@@ -105,7 +109,7 @@ impl Error {
     /// The server's `Retry-After`, when it sent one.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Error::Throttled { retry_after } => *retry_after,
+            Error::Throttled { retry_after } | Error::TooLarge { retry_after } => *retry_after,
             _ => None,
         }
     }

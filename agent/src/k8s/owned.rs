@@ -65,14 +65,15 @@ fn under_prefix(key: &str, prefix: &str) -> bool {
         .is_some_and(|rest| rest.starts_with('/'))
 }
 
-/// Does the Node need an apply: a desired label missing or different, or one of ours present
-/// that is no longer desired?
-pub fn needs_apply(desired: &BTreeMap<String, String>, node: &NodeView, prefix: &str) -> bool {
+/// Does the Node need an apply: a desired label missing or different, or a key our apply owns
+/// that is no longer desired? A key under our prefix that another manager owns is not a reason:
+/// an apply cannot remove it (it is [`stale_prefix_keys`]' job, one merge patch).
+pub fn needs_apply(desired: &BTreeMap<String, String>, node: &NodeView, _prefix: &str) -> bool {
     desired.iter().any(|(k, v)| node.labels.get(k) != Some(v))
         || node
             .labels
             .keys()
-            .any(|k| node.is_ours(k, prefix) && !desired.contains_key(k))
+            .any(|k| node.applied_by_us.contains(k) && !desired.contains_key(k))
 }
 
 /// Keys under our prefix that are on the Node but not desired: what an apply could not remove
@@ -162,11 +163,18 @@ mod tests {
         assert!(!needs_apply(&desired, &same, "gpuscout.io"));
         let changed = view(&[("gpuscout.io/amd.count", "2")], &[]);
         assert!(needs_apply(&desired, &changed, "gpuscout.io"));
+        // A key we applied and no longer want: an apply releases it.
+        let ours_extra = view(
+            &[("gpuscout.io/amd.count", "1"), ("gpuscout.io/old", "x")],
+            &["gpuscout.io/old"],
+        );
+        assert!(needs_apply(&desired, &ours_extra, "gpuscout.io"));
+        // The same key set by someone else: no apply (it could not remove it), a cleanup.
         let extra = view(
             &[("gpuscout.io/amd.count", "1"), ("gpuscout.io/old", "x")],
             &[],
         );
-        assert!(needs_apply(&desired, &extra, "gpuscout.io"));
+        assert!(!needs_apply(&desired, &extra, "gpuscout.io"));
         assert_eq!(
             stale_prefix_keys(&desired, &extra, "gpuscout.io"),
             ["gpuscout.io/old"]

@@ -11,6 +11,23 @@
 //!
 //! A Node that is absent (wrong NODE_NAME, or deleted) is reported (`result="node_not_found"`,
 //! one error log) and waited for on the watch; nothing is ever created.
+//!
+//! Recovery and drift, as a real API server needs them:
+//! - a watch that ran its course is renewed from its last resourceVersion (no LIST); one that
+//!   ended midway (an API server restart cuts every watch), fell silent, or was answered 410
+//!   Expired or 504 with cause `ResourceVersionTooLarge` is followed by a fresh LIST, so a
+//!   server whose watch history or resourceVersion went back (etcd restored or re-created)
+//!   cannot leave the agent watching from a version the server will not reach for hours;
+//! - every `resync` (10 min, +0-20 % jitter) a LIST compares the Node with the desired set,
+//!   so a missed event is corrected; a LIST whose resourceVersion is below the one being
+//!   watched restarts the watch from the LIST;
+//! - watch events older than the Node view we hold (numeric resourceVersions, as every
+//!   etcd-backed server gives) are ignored, so a late event never rolls back our own write;
+//! - keys under our prefix that another manager owns cost one merge patch, never an apply
+//!   that cannot remove them;
+//! - the first write waits a random time that grows with the cluster (`start_jitter_per_node`
+//!   times the Node count from one `limit=1` LIST, at most `start_jitter_max`), so a single
+//!   node is labelled within about a second and 5,000 agents still spread out.
 
 use super::Error;
 use super::args::LabelMode;
@@ -65,10 +82,18 @@ pub struct SyncConfig {
     pub events: bool,
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
-    /// The first turn (LIST, WATCH, first write) waits a random time in `[0, start_jitter)`,
-    /// so thousands of agents restarted together do not arrive as one burst. Retries after
+    /// The first turn (LIST, WATCH) waits a random time in `[0, start_jitter)`. Retries after
     /// failures are spread by the backoff's own jitter.
     pub start_jitter: Duration,
+    /// The first label write (when one is needed at all) waits a further random time in
+    /// `[0, min(nodes * start_jitter_per_node, start_jitter_max))`, `nodes` being the cluster's
+    /// Node count (one metadata LIST with `limit=1`): writes of a whole fleet installed at once
+    /// spread out, a small cluster is labelled at once. Zero skips the count.
+    pub start_jitter_per_node: Duration,
+    pub start_jitter_max: Duration,
+    /// Period of the full resync (a LIST of the Node compared with the desired labels); a
+    /// random 0-20 % is added each time. Zero turns it off.
+    pub resync: Duration,
     /// Shortest `timeoutSeconds` of a WATCH; each watch asks for a random value in
     /// `[watch_timeout_s, 2 * watch_timeout_s)` (as client-go's reflector does), so renewals of
     /// agents that started together drift apart. The server ends the watch then and we
@@ -93,7 +118,10 @@ impl SyncConfig {
             events: true,
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(300),
-            start_jitter: Duration::from_secs(10),
+            start_jitter: Duration::from_secs(1),
+            start_jitter_per_node: Duration::from_millis(2),
+            start_jitter_max: Duration::from_secs(30),
+            resync: Duration::from_secs(600),
             watch_timeout_s: 300,
             request_timeout: Duration::from_secs(10),
             event_burst: 5,
@@ -185,6 +213,7 @@ impl LabelSync {
             }
             let retry_at = r.retry_at;
             let watch_deadline = r.watch_deadline;
+            let resync_at = r.resync_at;
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
@@ -197,6 +226,11 @@ impl LabelSync {
                 },
                 ev = next_event(&mut r.watch, watch_deadline) => r.on_watch(ev),
                 () = sleep_until_opt(retry_at) => {}
+                () = sleep_until_opt(resync_at) => {
+                    debug!(node = %r.cfg.node_name, "periodic resync");
+                    r.resync_at = None;
+                    r.relist = true;
+                }
             }
         }
         info!(node = %r.cfg.node_name, "label sync stopped; labels stay on the Node");
@@ -295,6 +329,13 @@ struct Runner {
     limiter: EventLimiter,
     /// Failure kinds logged since the last success (each is logged once).
     logged: BTreeSet<&'static str>,
+    /// LIST before the next watch or write (resync due, watch cut midway, 410, 504).
+    relist: bool,
+    resync_at: Option<Instant>,
+    /// The first write has been made or found unnecessary.
+    first_write_done: bool,
+    /// The first write waits until then (cluster-size jitter); `None` until computed.
+    first_write_at: Option<Instant>,
 }
 
 impl Runner {
@@ -325,6 +366,10 @@ impl Runner {
             pending_events: Vec::new(),
             limiter,
             logged: BTreeSet::new(),
+            relist: false,
+            resync_at: None,
+            first_write_done: false,
+            first_write_at: None,
         }
     }
 
@@ -390,6 +435,20 @@ impl Runner {
     }
 
     fn on_error(&mut self, e: Error) {
+        if matches!(e, Error::Gone | Error::TooLarge { .. }) {
+            // Not an outage: the server's watch history or resourceVersion moved (compaction, a
+            // restart, a restored etcd). LIST again, after the server's Retry-After if any.
+            self.metrics.sync_result(e.metric_label());
+            debug!(node = %self.cfg.node_name, error = %e, "listing the Node again");
+            self.drop_watch();
+            self.watch_rv = None;
+            self.node = None;
+            self.relist = true;
+            let pause = e.retry_after().unwrap_or(Duration::ZERO)
+                + self.backoff.jitter(Duration::from_secs(1));
+            self.retry_at = Some(Instant::now() + pause);
+            return;
+        }
         let label = e.metric_label();
         self.metrics.sync_result(label);
         let delay = self.backoff.next_delay(e.retry_after());
@@ -405,13 +464,12 @@ impl Runner {
         } else {
             debug!(node = %self.cfg.node_name, error = %e, retry_in = ?delay, "label sync failed again");
         }
-        if matches!(e, Error::Gone) {
-            self.drop_watch();
-            self.watch_rv = None;
-            self.node = None;
+        if matches!(e, Error::Conflict(_) | Error::Transport(_)) {
+            // Our view may be stale (a conflict), or the server may have restarted meanwhile:
+            // LIST before the next write or watch.
+            self.relist = true;
         }
         if matches!(e, Error::Conflict(_)) {
-            // Our view is stale; the watch brings the newer Node, or a fresh LIST does.
             self.node = None;
             self.drop_watch();
         }
@@ -445,23 +503,48 @@ impl Runner {
         self.node_absent = false;
     }
 
+    /// Is a watch event for `meta` older than the Node view we hold? Resource versions are
+    /// opaque by contract, but every etcd-backed server gives increasing integers; when either
+    /// does not parse, the event is taken.
+    fn is_stale(&self, meta: &ObjectMeta) -> bool {
+        let (Some(held), Some(ev)) = (
+            self.node
+                .as_ref()
+                .and_then(|n| n.resource_version.parse::<u64>().ok()),
+            meta.resource_version
+                .as_deref()
+                .and_then(|v| v.parse::<u64>().ok()),
+        ) else {
+            return false;
+        };
+        ev < held
+    }
+
     fn on_watch(&mut self, ev: WatchNext) {
         // `None`: the watch ended or fell silent past its deadline.
+        let silent = matches!(ev, WatchNext::Silent);
         let ev = match ev {
             WatchNext::Event(e) => Some(*e),
             WatchNext::Ended | WatchNext::Silent => None,
         };
         match ev {
             Some(Ok(WatchEvent::Added(o) | WatchEvent::Modified(o))) => {
-                self.set_node(NodeView::from_meta(&o.metadata));
                 self.bump_watch_deadline();
+                if self.is_stale(&o.metadata) {
+                    debug!(node = %self.cfg.node_name, rv = ?o.metadata.resource_version, "watch event older than our view; ignored");
+                    return;
+                }
+                self.set_node(NodeView::from_meta(&o.metadata));
             }
             Some(Ok(WatchEvent::Deleted(o))) => {
+                self.bump_watch_deadline();
+                if self.is_stale(&o.metadata) {
+                    return;
+                }
                 warn!(node = %self.cfg.node_name, "Node deleted; waiting for it to be re-created");
                 self.watch_rv = o.metadata.resource_version.clone();
                 self.node = None;
                 self.node_absent = true;
-                self.bump_watch_deadline();
             }
             Some(Ok(WatchEvent::Bookmark(b))) => {
                 self.watch_rv = Some(b.metadata.resource_version);
@@ -470,10 +553,13 @@ impl Runner {
             Some(Ok(WatchEvent::Error(status))) => {
                 self.drop_watch();
                 if status.code == 410 {
-                    debug!(node = %self.cfg.node_name, "watch expired (410); listing again");
-                    self.watch_rv = None;
-                    self.node = None;
+                    self.on_error(Error::Gone);
+                } else if is_too_large(&status) {
+                    self.on_error(Error::TooLarge {
+                        retry_after: retry_after_of(&status),
+                    });
                 } else {
+                    self.relist = true;
                     self.on_error(Error::Api {
                         code: status.code,
                         message: status.message.clone(),
@@ -482,26 +568,33 @@ impl Runner {
             }
             Some(Err(e)) => {
                 self.drop_watch();
+                self.relist = true;
                 self.on_error(Error::Transport(e));
             }
             None => {
                 // A watch that ends at once is a failure (back off). One that ran its course is
                 // renewed at once from the last resourceVersion, without a LIST. One dropped
-                // midway (a restarting apiserver or load balancer drops every watch at the same
-                // moment) is renewed after a random pause, so thousands do not return together.
+                // midway or silent past its deadline (a restarting apiserver or load balancer
+                // drops every watch at the same moment) is followed by a LIST, after a random
+                // pause so thousands do not return together: the server may have lost its watch
+                // history or gone back in resourceVersion.
                 let ran = self.watch_started.map(|t| t.elapsed());
                 self.drop_watch();
                 match ran {
                     Some(d) if d >= Duration::from_secs(1) => {
-                        if d + Duration::from_secs(5) < self.watch_timeout {
+                        if silent || d + Duration::from_secs(5) < self.watch_timeout {
+                            self.relist = true;
                             let pause = self.backoff.jitter(DROPPED_WATCH_JITTER);
                             self.retry_at = Some(Instant::now() + pause);
                         }
                     }
-                    _ => self.on_error(Error::Api {
-                        code: 0,
-                        message: "watch closed at once".to_owned(),
-                    }),
+                    _ => {
+                        self.relist = true;
+                        self.on_error(Error::Api {
+                            code: 0,
+                            message: "watch closed at once".to_owned(),
+                        })
+                    }
                 }
             }
         }
@@ -523,8 +616,9 @@ impl Runner {
                 Outcome::Unchanged
             });
         }
-        if self.watch.is_none()
-            && (self.watch_rv.is_none() || (self.node.is_none() && !self.node_absent))
+        if self.relist
+            || (self.watch.is_none()
+                && (self.watch_rv.is_none() || (self.node.is_none() && !self.node_absent)))
         {
             self.list_node().await?;
         }
@@ -591,10 +685,70 @@ impl Runner {
                 self.node_absent = true;
             }
         }
+        let num = |v: Option<&str>| v.and_then(|v| v.parse::<u64>().ok());
+        let listed = list.metadata.resource_version.clone();
+        if let (Some(l), Some(w)) = (num(listed.as_deref()), num(self.watch_rv.as_deref()))
+            && l < w
+        {
+            // etcd restored from a backup or re-created: a watch from our version would stay
+            // silent until the server passes it. Watch again from the LIST.
+            warn!(node = %self.cfg.node_name, was = w, now = l, "the API server's resourceVersion went back; watching again from a fresh LIST");
+            self.drop_watch();
+        }
         // The list's version, not the object's: an unchanged Node's version can be older
         // than the server's watch window, and resuming from it would only get 410.
-        self.watch_rv = list.metadata.resource_version.clone();
+        self.watch_rv = listed;
+        self.relist = false;
+        self.schedule_resync();
         Ok(())
+    }
+
+    fn schedule_resync(&mut self) {
+        self.resync_at = (!self.cfg.resync.is_zero())
+            .then(|| Instant::now() + self.cfg.resync + self.backoff.jitter(self.cfg.resync / 5));
+    }
+
+    /// The cluster's Node count from one metadata LIST with `limit=1` (`remainingItemCount`),
+    /// for the first write's jitter. `None` when the server does not say.
+    async fn count_nodes(&mut self) -> Result<Option<u64>, Error> {
+        let lp = ListParams::default().limit(1);
+        let req = kube::core::Request::new(NODES)
+            .list_metadata(&lp)
+            .map_err(Error::Request)?;
+        let body = self.send(req).await?;
+        let list: MetaList = serde_json::from_slice(&body).map_err(Error::Decode)?;
+        let items = list.items.len() as u64;
+        Ok(
+            match (list.metadata.remaining_item_count, &list.metadata.continue_) {
+                (Some(rest), _) => Some(items + u64::try_from(rest).unwrap_or(0)),
+                (None, Some(c)) if !c.is_empty() => None,
+                (None, _) => Some(items),
+            },
+        )
+    }
+
+    /// When the first write may happen (cluster-size jitter, see [`SyncConfig`]); `None`: now.
+    async fn first_write_delay(&mut self) -> Result<Option<Instant>, Error> {
+        let at = match self.first_write_at {
+            Some(at) => at,
+            None => {
+                let span = if self.cfg.start_jitter_per_node.is_zero() {
+                    Duration::ZERO
+                } else {
+                    let nodes = self.count_nodes().await?;
+                    let n = u32::try_from(nodes.unwrap_or(u64::MAX)).unwrap_or(u32::MAX);
+                    self.cfg
+                        .start_jitter_per_node
+                        .saturating_mul(n)
+                        .min(self.cfg.start_jitter_max)
+                };
+                let at = Instant::now() + self.backoff.jitter(span);
+                debug!(node = %self.cfg.node_name, wait = ?span, "first write spread over the cluster");
+                self.first_write_at = Some(at);
+                at
+            }
+        };
+        Ok((Instant::now() < at).then_some(at))
     }
 
     async fn start_watch(&mut self) -> Result<(), Error> {
@@ -654,6 +808,12 @@ impl Runner {
         let prefix = self.cfg.prefix.clone();
         let mut wrote = false;
         if needs_apply(desired, node, &prefix) {
+            if !self.first_write_done
+                && let Some(at) = self.first_write_delay().await?
+            {
+                self.retry_at = Some(at);
+                return Ok(false);
+            }
             let body = serde_json::json!({
                 "apiVersion": "v1",
                 "kind": "Node",
@@ -699,6 +859,7 @@ impl Runner {
             self.set_node(NodeView::from_meta(&meta.metadata));
             wrote = true;
         }
+        self.first_write_done = true;
         Ok(wrote)
     }
 
@@ -862,6 +1023,14 @@ impl Runner {
         if (200..300).contains(&status) {
             return Ok(body);
         }
+        if status == 504
+            && let Ok(st) = serde_json::from_slice::<kube::core::Status>(&body)
+            && is_too_large(&st)
+        {
+            return Err(Error::TooLarge {
+                retry_after: retry_after_of(&st).or(retry_after),
+            });
+        }
         let message = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
             .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
@@ -877,8 +1046,30 @@ impl Runner {
     }
 }
 
+/// The apiserver's answer to a resourceVersion it has not reached: 504, reason `Timeout`, cause
+/// `ResourceVersionTooLarge` (`storage.NewTooLargeResourceVersionError`).
+fn is_too_large(s: &kube::core::Status) -> bool {
+    s.code == 504
+        && (s.details.as_ref().is_some_and(|d| {
+            d.causes
+                .iter()
+                .any(|c| c.reason == "ResourceVersionTooLarge")
+        }) || s.message.contains("Too large resource version"))
+}
+
+fn retry_after_of(s: &kube::core::Status) -> Option<Duration> {
+    s.details
+        .as_ref()
+        .map(|d| d.retry_after_seconds)
+        .filter(|r| *r > 0)
+        .map(|r| Duration::from_secs(u64::from(r)))
+}
+
 fn map_kube_error(e: kube::Error) -> Error {
     match e {
+        kube::Error::Api(s) if is_too_large(&s) => Error::TooLarge {
+            retry_after: retry_after_of(&s),
+        },
         kube::Error::Api(s) => match s.code {
             403 => Error::Forbidden(s.message.clone()),
             410 => Error::Gone,

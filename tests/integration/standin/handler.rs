@@ -91,6 +91,220 @@ fn name_selector(q: &BTreeMap<String, String>) -> Result<Option<String>, String>
     Ok(Some(v.to_owned()))
 }
 
+/// How long the watch cache waits for a resourceVersion it has not reached before giving up
+/// (`blockTimeout` in `watch_cache.go`).
+const TOO_LARGE_WAIT: Duration = Duration::from_secs(3);
+
+/// The apiserver's `NewTooLargeResourceVersionError(requested, current, 1)` as a Status body
+/// (`staging/src/k8s.io/apiserver/pkg/storage/errors.go`).
+pub fn too_large_status(requested: u64, current: u64) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": format!("Timeout: Too large resource version: {requested}, current: {current}"),
+           "reason": "Timeout",
+           "details": {"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+                       "retryAfterSeconds": 1},
+           "code": 504})
+}
+
+/// HTTP 504 with the too-large Status (and `Retry-After: 1`, as `ErrorNegotiated` sets it).
+fn too_large_response(requested: u64, current: u64) -> Resp {
+    let mut r = respond(504, too_large_status(requested, current));
+    r.headers_mut()
+        .insert("retry-after", http::HeaderValue::from_static("1"));
+    r
+}
+
+/// A watch stream holding exactly one ERROR event with `status` (the apiserver's
+/// `newErrWatcher`: once a watch passed authn/authz, its errors arrive as events).
+fn error_watch(status: Value) -> Resp {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut s = json!({"type": "ERROR", "object": status}).to_string();
+    s.push('\n');
+    let _ = tx.send(Bytes::from(s));
+    drop(tx);
+    http::Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .body(ChanBody::stream(rx))
+        .unwrap_or_else(|_| http::Response::new(ChanBody::full("")))
+}
+
+/// What a client may get for a Node, as the apiserver negotiates `Accept`
+/// (`endpoints/handlers/negotiation`, `AllowsMediaTypeTransform`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repr {
+    Full,
+    Meta,
+    MetaList,
+}
+
+/// The first acceptable media range of `accept`, or `None` (406). A range with `as=` must name
+/// `g=meta.k8s.io` and `v=v1` or `v1beta1`; unknown parameters make a range unacceptable.
+/// `Table` is not implemented by the stand-in, so such a range is skipped (kubectl always adds
+/// a plain `application/json` fallback); YAML and protobuf are not served either.
+pub fn negotiate(accept: &str) -> Option<Repr> {
+    if accept.trim().is_empty() {
+        return Some(Repr::Full);
+    }
+    'ranges: for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let Some((ty, sub)) = parts.next().map(str::trim).and_then(|m| m.split_once('/')) else {
+            continue;
+        };
+        if !matches!(ty, "*" | "application") || !matches!(sub, "*" | "json") {
+            continue;
+        }
+        let (mut kind, mut group, mut version) = (None, None, None);
+        for p in parts {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            match k.trim() {
+                "as" => kind = Some(v.trim()),
+                "g" => group = Some(v.trim()),
+                "v" => version = Some(v.trim()),
+                "q" | "pretty" => {}
+                _ => continue 'ranges,
+            }
+        }
+        let Some(kind) = kind else {
+            return Some(Repr::Full);
+        };
+        if group != Some("meta.k8s.io") || !matches!(version, Some("v1" | "v1beta1")) {
+            continue;
+        }
+        match kind {
+            "PartialObjectMetadata" => return Some(Repr::Meta),
+            "PartialObjectMetadataList" => return Some(Repr::MetaList),
+            _ => continue,
+        }
+    }
+    None
+}
+
+fn not_acceptable(message: &str) -> Resp {
+    status(406, "NotAcceptable", message)
+}
+
+const LABEL_FMT: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
+const DNS1123_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
+
+/// `([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]`
+fn is_label_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+fn is_dns1123_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('.').all(|l| {
+            let b = l.as_bytes();
+            !b.is_empty()
+                && b[0].is_ascii_lowercase() | b[0].is_ascii_digit()
+                && b[b.len() - 1].is_ascii_lowercase() | b[b.len() - 1].is_ascii_digit()
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        })
+}
+
+/// `content.IsLabelKey` (apimachinery `pkg/api/validate/content/kube.go`): the messages a real
+/// apiserver gives.
+pub fn label_key_errors(key: &str) -> Vec<String> {
+    let regex_err = |msg: &str| {
+        format!(
+            "{msg} (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '{LABEL_FMT}')"
+        )
+    };
+    let msg = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
+    let parts: Vec<&str> = key.split('/').collect();
+    let mut errs = Vec::new();
+    let name = match parts.as_slice() {
+        [name] => *name,
+        [prefix, name] => {
+            if prefix.is_empty() {
+                errs.push("prefix part must be non-empty".to_owned());
+            } else {
+                if prefix.len() > 253 {
+                    errs.push("prefix part must be no more than 253 bytes".to_owned());
+                }
+                if !is_dns1123_subdomain(prefix) {
+                    errs.push(format!("prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '{DNS1123_FMT}')"));
+                }
+            }
+            name
+        }
+        _ => {
+            return vec![format!(
+                "a valid label key {} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')",
+                regex_err(msg)
+            )];
+        }
+    };
+    if name.is_empty() {
+        errs.push("name part must be non-empty".to_owned());
+    } else if name.len() > 63 {
+        errs.push("name part must be no more than 63 bytes".to_owned());
+    }
+    if !is_label_name(name) {
+        errs.push(format!("name part {}", regex_err(msg)));
+    }
+    errs
+}
+
+/// `content.IsLabelValue`.
+pub fn label_value_errors(value: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if value.len() > 63 {
+        errs.push("must be no more than 63 bytes".to_owned());
+    }
+    if !value.is_empty() && !is_label_name(value) {
+        errs.push(format!("a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '({LABEL_FMT})?')"));
+    }
+    errs
+}
+
+/// 422 for invalid labels, shaped like the apiserver's `NewInvalid("Node", name, errs)`.
+fn check_labels<'a>(
+    name: &str,
+    labels: impl Iterator<Item = (&'a String, Option<&'a String>)>,
+) -> Result<(), Resp> {
+    let mut causes = Vec::new();
+    for (k, v) in labels {
+        for e in label_key_errors(k) {
+            causes.push(format!("Invalid value: {k:?}: {e}"));
+        }
+        if let Some(v) = v {
+            for e in label_value_errors(v) {
+                causes.push(format!("Invalid value: {v:?}: {e}"));
+            }
+        }
+    }
+    if causes.is_empty() {
+        return Ok(());
+    }
+    let joined: Vec<String> = causes
+        .iter()
+        .map(|c| format!("metadata.labels: {c}"))
+        .collect();
+    let message = if joined.len() == 1 {
+        format!("Node {name:?} is invalid: {}", joined[0])
+    } else {
+        format!("Node {name:?} is invalid: [{}]", joined.join(", "))
+    };
+    let causes: Vec<Value> = causes
+        .iter()
+        .map(|c| json!({"reason": "FieldValueInvalid", "message": c, "field": "metadata.labels"}))
+        .collect();
+    Err(respond(
+        422,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "message": message, "reason": "Invalid",
+               "details": {"name": name, "kind": "Node", "causes": causes}, "code": 422}),
+    ))
+}
+
 impl StandIn {
     pub async fn handle(&self, req: http::Request<Bytes>) -> Resp {
         let method = req.method().as_str().to_owned();
@@ -130,13 +344,53 @@ impl StandIn {
                         injected = Some((code, ra));
                         break;
                     }
+                    Action::TooLargeResourceVersion => {
+                        injected = Some((504, None));
+                        break;
+                    }
                 }
             }
         }
         if let Some(d) = latency {
             tokio::time::sleep(d).await;
         }
+        // A GET or LIST that asks for a resourceVersion the server has not reached waits up
+        // to 3 s for it (the watch cache's blockTimeout), then answers 504.
+        let too_large = |me: &Self| {
+            query
+                .get("resourceVersion")
+                .and_then(|v| v.parse::<u64>().ok())
+                .filter(|rv| *rv > me.st().rv)
+        };
+        if !watch
+            && method == "GET"
+            && path.starts_with("/api/v1/nodes")
+            && too_large(self).is_some()
+        {
+            tokio::time::sleep(TOO_LARGE_WAIT).await;
+        }
         let resp = match injected {
+            Some((504, None)) if watch => {
+                let (rv, asked) = (
+                    self.st().rv,
+                    query.get("resourceVersion").and_then(|v| v.parse().ok()),
+                );
+                error_watch(too_large_status(asked.unwrap_or(rv + 1), rv))
+            }
+            Some((504, None)) => {
+                let (rv, asked) = (
+                    self.st().rv,
+                    query.get("resourceVersion").and_then(|v| v.parse().ok()),
+                );
+                too_large_response(asked.unwrap_or(rv + 1), rv)
+            }
+            None if !watch
+                && method == "GET"
+                && path.starts_with("/api/v1/nodes")
+                && too_large(self).is_some() =>
+            {
+                too_large_response(too_large(self).unwrap_or_default(), self.st().rv)
+            }
             Some((code, ra)) => {
                 let mut r = status(code, reason_for(code), "injected fault");
                 if let Some(s) = ra
@@ -170,7 +424,7 @@ impl StandIn {
         accept: &str,
         body: &Bytes,
     ) -> Resp {
-        let meta_only = accept.contains("as=PartialObjectMetadata");
+        let repr = negotiate(accept);
         let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
         let port = self.st().port;
         match (method, segs.as_slice()) {
@@ -205,38 +459,51 @@ impl StandIn {
                        "resources": [{"name": "nodefeatures", "singularName": "nodefeature", "namespaced": true,
                                       "kind": "NodeFeature", "verbs": ["create", "get", "list", "patch", "update", "watch"]}]}),
             ),
+            ("GET" | "PATCH", ["api", "v1", "nodes", ..]) if repr.is_none() => not_acceptable(
+                "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf",
+            ),
             ("GET", ["api", "v1", "nodes"]) => {
                 let name = match name_selector(q) {
                     Ok(n) => n,
                     Err(m) => return status(400, "BadRequest", &m),
                 };
-                if q.get("watch").is_some_and(|v| v == "true" || v == "1") {
+                let watch = q.get("watch").is_some_and(|v| v == "true" || v == "1");
+                let meta_only = match (repr, watch) {
+                    (Some(Repr::Full), _) => false,
+                    (Some(Repr::Meta), true) | (Some(Repr::MetaList), false) => true,
+                    (Some(Repr::Meta), false) => {
+                        return not_acceptable(
+                            "you requested PartialObjectMetadata, but the requested object is a list (*v1.NodeList)",
+                        );
+                    }
+                    _ => {
+                        return not_acceptable(
+                            "you requested PartialObjectMetadataList, but the requested object is not a list (*v1.Node)",
+                        );
+                    }
+                };
+                if watch {
                     return self.watch_nodes(name, meta_only, q);
                 }
-                let st = self.st();
-                let items: Vec<Value> = st
-                    .nodes
-                    .values()
-                    .filter(|n| name.as_ref().is_none_or(|x| *x == n.name))
-                    .map(|n| node_json(n, meta_only))
-                    .collect();
-                let (kind, api) = if meta_only {
-                    ("PartialObjectMetadataList", "meta.k8s.io/v1")
-                } else {
-                    ("NodeList", "v1")
-                };
-                respond(
-                    200,
-                    json!({"kind": kind, "apiVersion": api,
-                           "metadata": {"resourceVersion": st.rv.to_string()}, "items": items}),
-                )
+                self.list_nodes(name, meta_only, q)
             }
-            ("GET", ["api", "v1", "nodes", name]) => match self.st().nodes.get(*name) {
-                Some(n) => respond(200, node_json(n, meta_only)),
-                None => status(404, "NotFound", &format!("nodes \"{name}\" not found")),
-            },
-            ("PATCH", ["api", "v1", "nodes", name]) => {
-                self.patch_node(name, q, ctype, body, meta_only)
+            ("GET" | "PATCH", ["api", "v1", "nodes", name]) => {
+                let meta_only = match repr {
+                    Some(Repr::Meta) => true,
+                    Some(Repr::Full) => false,
+                    _ => {
+                        return not_acceptable(
+                            "you requested PartialObjectMetadataList, but the requested object is not a list (*v1.Node)",
+                        );
+                    }
+                };
+                if method == "PATCH" {
+                    return self.patch_node(name, q, ctype, body, meta_only);
+                }
+                match self.st().nodes.get(*name) {
+                    Some(n) => respond(200, node_json(n, meta_only)),
+                    None => status(404, "NotFound", &format!("nodes \"{name}\" not found")),
+                }
             }
             ("POST", ["apis", "authentication.k8s.io", "v1", "tokenreviews"]) => {
                 let Ok(mut tr) = serde_json::from_slice::<Value>(body) else {
@@ -395,6 +662,54 @@ impl StandIn {
         }
     }
 
+    fn list_nodes(
+        &self,
+        name: Option<String>,
+        meta_only: bool,
+        q: &BTreeMap<String, String>,
+    ) -> Resp {
+        let st = self.st();
+        let limit = q
+            .get("limit")
+            .and_then(|l| l.parse::<usize>().ok())
+            .filter(|l| *l > 0);
+        // Continue token: "<rv>:<last name>" (opaque to clients, as the apiserver's).
+        let after = q
+            .get("continue")
+            .filter(|c| !c.is_empty())
+            .and_then(|c| c.split_once(':'))
+            .map(|(_, last)| last.to_owned());
+        let matching: Vec<&NodeObj> = st
+            .nodes
+            .values()
+            .filter(|n| name.as_ref().is_none_or(|x| *x == n.name))
+            .filter(|n| after.as_ref().is_none_or(|a| n.name > *a))
+            .collect();
+        let (page, rest) = match limit {
+            Some(l) if matching.len() > l => (&matching[..l], matching.len() - l),
+            _ => (&matching[..], 0),
+        };
+        let items: Vec<Value> = page.iter().map(|n| node_json(n, meta_only)).collect();
+        let (kind, api) = if meta_only {
+            ("PartialObjectMetadataList", "meta.k8s.io/v1")
+        } else {
+            ("NodeList", "v1")
+        };
+        let mut meta = json!({"resourceVersion": st.rv.to_string()});
+        if rest > 0 {
+            let last = page.last().map(|n| n.name.as_str()).unwrap_or_default();
+            meta["continue"] = json!(format!("{}:{last}", st.rv));
+            // The apiserver counts the rest only for a list without selectors.
+            if name.is_none() {
+                meta["remainingItemCount"] = json!(rest);
+            }
+        }
+        respond(
+            200,
+            json!({"kind": kind, "apiVersion": api, "metadata": meta, "items": items}),
+        )
+    }
+
     fn watch_nodes(
         &self,
         name: Option<String>,
@@ -407,70 +722,100 @@ impl StandIn {
             .get("timeoutSeconds")
             .and_then(|t| t.parse::<u64>().ok())
             .unwrap_or(1800);
+        let initial_events = q.get("sendInitialEvents").is_some_and(|v| v == "true");
         let mut st = self.st();
         let matches = |n: &NodeObj| name.as_ref().is_none_or(|x| *x == n.name);
+        let min_rv;
         if rv.is_empty() || rv == "0" {
             for n in st.nodes.values().filter(|n| matches(n)) {
                 let _ = tx.send(watch_line("ADDED", n, meta_only));
             }
+            min_rv = st.rv;
         } else {
             let Ok(from) = rv.parse::<u64>() else {
                 return status(400, "BadRequest", "resourceVersion is not a number");
             };
-            if from < st.compacted_to {
-                let mut s =
-                    json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1",
-                    "status": "Failure", "reason": "Expired", "code": 410,
-                    "message": format!("too old resource version: {from} ({})", st.compacted_to)}})
-                    .to_string();
-                s.push('\n');
-                let _ = tx.send(Bytes::from(s));
-                drop(tx);
+            if from > st.rv && initial_events {
+                // The watch cache blocks up to 3 s for the version, then sends the error.
+                drop(st);
+                let me = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(TOO_LARGE_WAIT).await;
+                    let current = me.st().rv;
+                    let mut s = json!({"type": "ERROR", "object": too_large_status(from, current)})
+                        .to_string();
+                    s.push('\n');
+                    let _ = tx.send(Bytes::from(s));
+                });
                 return http::Response::builder()
                     .status(200)
                     .header("content-type", "application/json")
                     .body(ChanBody::stream(rx))
                     .unwrap_or_else(|_| http::Response::new(ChanBody::full("")));
             }
+            if from < st.compacted_to {
+                return error_watch(json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                    "status": "Failure", "reason": "Expired", "code": 410,
+                    "message": format!("too old resource version: {from} ({})", st.compacted_to)}));
+            }
+            // A version newer than the server's is accepted and stays silent: only events
+            // above it are ever sent (the watch cache's behaviour without sendInitialEvents).
             for (erv, kind, n) in st.history.iter() {
                 if *erv > from && matches(n) {
                     let _ = tx.send(watch_line(kind, n, meta_only));
                 }
             }
+            min_rv = from;
         }
         st.next_watcher += 1;
         let id = st.next_watcher;
+        let every = st.bookmark_every.unwrap_or(Duration::from_secs(60));
         st.watchers.push(Watcher {
             name,
             meta_only,
             tx,
             id,
+            min_rv,
         });
         drop(st);
         let bookmarks = q.get("allowWatchBookmarks").is_some_and(|v| v == "true");
         let me = self.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(timeout)).await;
-            let mut st = me.st();
-            // Like the apiserver's watch cache, end with a BOOKMARK at the current version so
-            // the client resumes from a recent point instead of hitting 410 Expired.
-            let rv = st.rv.to_string();
-            if let Some(w) = st.watchers.iter().find(|w| w.id == id)
-                && bookmarks
-            {
-                let (kind, api) = if w.meta_only {
-                    ("PartialObjectMetadata", "meta.k8s.io/v1")
-                } else {
-                    ("Node", "v1")
+            let start = Instant::now();
+            let deadline = start + Duration::from_secs(timeout);
+            // Like the watch cache: a BOOKMARK about every `every`, and one 2 s before the
+            // deadline so the client resumes from a recent point instead of hitting 410.
+            let pre_deadline = deadline
+                .checked_sub(Duration::from_secs(2))
+                .unwrap_or(start);
+            let mut next = (start + every).min(pre_deadline);
+            loop {
+                tokio::time::sleep_until(next).await;
+                let st = me.st();
+                let rv = st.rv;
+                let Some(w) = st.watchers.iter().find(|w| w.id == id) else {
+                    return;
                 };
-                let mut line =
-                    json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api,
-                    "metadata": {"resourceVersion": rv}}})
-                    .to_string();
-                line.push('\n');
-                let _ = w.tx.send(Bytes::from(line));
+                if bookmarks && rv > w.min_rv {
+                    let (kind, api) = if w.meta_only {
+                        ("PartialObjectMetadata", "meta.k8s.io/v1")
+                    } else {
+                        ("Node", "v1")
+                    };
+                    let mut line =
+                        json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api,
+                        "metadata": {"resourceVersion": rv.to_string()}}})
+                        .to_string();
+                    line.push('\n');
+                    let _ = w.tx.send(Bytes::from(line));
+                }
+                if next >= pre_deadline {
+                    break;
+                }
+                next = (next + every).min(pre_deadline);
             }
-            st.watchers.retain(|w| w.id != id);
+            tokio::time::sleep_until(deadline).await;
+            me.st().watchers.retain(|w| w.id != id);
         });
         http::Response::builder()
             .status(200)
@@ -573,6 +918,7 @@ fn apply_node(
         .into_iter()
         .filter_map(|(k, v)| v.map(|v| (k, v)))
         .collect();
+    check_labels(name, labels.iter().map(|(k, v)| (k, Some(v))))?;
     let force = q.get("force").is_some_and(|f| f == "true");
     if !st.nodes.contains_key(name) {
         if !st.allow_create {
@@ -644,6 +990,7 @@ fn merge_node(st: &mut State, name: &str, manager: String, body: &Bytes) -> Resu
         ));
     }
     let labels = string_map(&patch["metadata"]["labels"])?;
+    check_labels(name, labels.iter().map(|(k, v)| (k, v.as_ref())))?;
     let annotations = string_map(&patch["metadata"]["annotations"])?;
     st.mutate_node(name, |n| {
         let before = (n.owned.clone(), n.annotations.clone());
@@ -741,6 +1088,7 @@ fn json_patch_node(
             other => return Err(status(422, "Invalid", &format!("unsupported op {other}"))),
         }
     }
+    check_labels(name, labels.iter().map(|(k, v)| (k, v.as_ref())))?;
     st.mutate_node(name, |n| {
         let before = (n.owned.clone(), n.annotations.clone());
         n.owned.update(&manager, &labels);

@@ -6,15 +6,31 @@
 //!
 //! - discovery: `/version`, `/api`, `/apis`, `/api/v1`, `/apis/nfd.k8s-sigs.io/v1alpha1`
 //!   (plain JSON; kubectl falls back from aggregated discovery);
-//! - Nodes: GET, LIST (`fieldSelector=metadata.name=…`), WATCH (chunked newline-delimited
-//!   events, `resourceVersion` replay from a bounded history, `410 Expired` when compacted,
-//!   `timeoutSeconds`), full objects or `PartialObjectMetadata` by `Accept`;
+//! - Nodes: GET, LIST (`fieldSelector=metadata.name=…`; `limit`/`continue` with
+//!   `remainingItemCount` when there is no selector), WATCH (chunked newline-delimited events,
+//!   `resourceVersion` replay from a bounded history, `410 Expired` as an ERROR event when
+//!   compacted, `timeoutSeconds`, BOOKMARKs every [`StandIn::set_bookmark_every`] (60 s, as the
+//!   watch cache) and 2 s before the timeout when `allowWatchBookmarks=true`), full objects or
+//!   `PartialObjectMetadata` by `Accept`, which is negotiated like the apiserver does (406 for a
+//!   media type it cannot serve, e.g. `as=PartialObjectMetadata` without `g`/`v`, or the list
+//!   form on a single object);
+//! - resourceVersions newer than the server's, as the watch cache answers them: a plain WATCH
+//!   is accepted and stays silent until the server passes that version (events at or below it
+//!   are never sent); a WATCH with `sendInitialEvents=true` ends with an ERROR event, and a
+//!   GET or LIST with `resourceVersion` answers HTTP 504, both after 3 s, with reason `Timeout`,
+//!   message `Timeout: Too large resource version: N, current: M`, cause
+//!   `ResourceVersionTooLarge` and `retryAfterSeconds: 1`;
+//! - restarts ([`StandIn::restart`]): every watch is cut; the state and the watch history are
+//!   kept (etcd survives, the watch cache is rebuilt: a watch from before the restart gets 410)
+//!   or lost (the resourceVersion starts again from 0), as the test chooses;
 //! - PATCH of Nodes: `application/apply-patch+yaml` with label ownership per field manager in
 //!   `managedFields` (see `ssa.rs`: release of keys a manager stops sending, shared equal values,
 //!   409 conflicts without `force`), merge and strategic-merge patch (`metadata.labels`,
 //!   `metadata.annotations`, `metadata.resourceVersion` precondition → 409), JSON patch
 //!   (`add`/`replace`/`remove`/`test` on labels and annotations); resourceVersion bumps only on
-//!   real changes, so a no-op write emits no watch event;
+//!   real changes, so a no-op write emits no watch event; label keys and values are validated
+//!   like `IsQualifiedName`/`IsValidLabelValue` (422 `Invalid` with one `FieldValueInvalid`
+//!   cause per bad key or value, as the apiserver answers);
 //! - core/v1 Events (create, list) and `nfd.k8s-sigs.io/v1alpha1` NodeFeatures (get, list,
 //!   apply);
 //! - `TokenReview` and `SubjectAccessReview` (create) with scripted answers: tokens registered
@@ -128,6 +144,21 @@ pub enum Action {
     Status(u16, Option<u64>),
     /// Wait this long (tokio time), then answer normally.
     Latency(Duration),
+    /// Answer as the apiserver does for a resourceVersion newer than its own: a watch gets a
+    /// 200 stream with one ERROR event, anything else HTTP 504, both with the
+    /// `ResourceVersionTooLarge` cause (see the module docs).
+    TooLargeResourceVersion,
+}
+
+/// What survives [`StandIn::restart`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    /// etcd survives: objects and resourceVersions stay; the watch cache is rebuilt, so a
+    /// watch from a version older than the current one gets 410 Expired.
+    KeepState,
+    /// etcd is gone (re-created or restored from an old backup): no objects, the
+    /// resourceVersion starts again from 0, no watch history.
+    LoseState,
 }
 
 #[derive(Debug, Clone)]
@@ -171,6 +202,8 @@ struct Watcher {
     meta_only: bool,
     tx: mpsc::UnboundedSender<Bytes>,
     id: u64,
+    /// Events at or below this resourceVersion are not sent (the version the watch asked for).
+    min_rv: u64,
 }
 
 #[derive(Default)]
@@ -195,6 +228,8 @@ struct State {
     metrics_readers: std::collections::BTreeSet<String>,
     /// Specs of the SubjectAccessReviews received.
     sars: Vec<Value>,
+    /// Period of watch BOOKMARKs (`None`: the default of 60 s).
+    bookmark_every: Option<Duration>,
 }
 
 /// The stand-in API server. Cheap to clone (shared state).
@@ -264,6 +299,19 @@ impl StandIn {
             n.owned.update(manager, &ch);
             true
         });
+    }
+
+    /// Like [`StandIn::set_labels_as`], but the open watches miss the event (it is still in the
+    /// history a new watch replays): a watch event lost between server and client.
+    pub fn set_labels_unwatched(
+        &self,
+        node: &str,
+        manager: &str,
+        changes: &[(&str, Option<&str>)],
+    ) {
+        let watchers = std::mem::take(&mut self.st().watchers);
+        self.set_labels_as(node, manager, changes);
+        self.st().watchers.extend(watchers);
     }
 
     pub fn set_annotation(&self, node: &str, key: &str, value: &str) {
@@ -348,6 +396,35 @@ impl StandIn {
         let mut st = self.st();
         st.watchers.retain(|w| !w.tx.is_closed());
         st.watchers.len()
+    }
+
+    /// Restart the server: every open watch is cut (as when the apiserver process exits) and
+    /// the state is kept or lost (see [`Restart`]). Faults, tokens and the request log stay.
+    pub fn restart(&self, what: Restart) {
+        let mut st = self.st();
+        st.watchers.clear();
+        st.history.clear();
+        match what {
+            Restart::KeepState => st.compacted_to = st.rv,
+            Restart::LoseState => {
+                st.rv = 0;
+                st.compacted_to = 0;
+                st.nodes.clear();
+                st.nodefeatures.clear();
+                st.events.clear();
+            }
+        }
+    }
+
+    /// The server's current resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.st().rv
+    }
+
+    /// How often an open watch that allows bookmarks gets one (default 60 s, the watch cache's
+    /// `bookmarkFrequency`).
+    pub fn set_bookmark_every(&self, every: Duration) {
+        self.st().bookmark_every = Some(every);
     }
 
     /// Forget the watch history: resuming from an older resourceVersion gets 410 Expired.
@@ -465,7 +542,7 @@ impl State {
             }
         }
         self.watchers.retain(|w| {
-            if w.name.as_deref().is_some_and(|n| n != node.name) {
+            if w.name.as_deref().is_some_and(|n| n != node.name) || node.rv <= w.min_rv {
                 return !w.tx.is_closed();
             }
             w.tx.send(watch_line(kind, &node, w.meta_only)).is_ok()
