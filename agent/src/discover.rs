@@ -34,10 +34,10 @@ pub fn discover(root: &HostRoot, opts: &Options) -> Report {
     let mut host = crate::host::read(root);
     let (pci_gpus, pci_unread) = pci::scan(root);
     host.unread.extend(pci_unread);
-    let kfd = if pci_gpus.iter().any(|g| g.vendor == Vendor::Amd) {
-        amd::read_kfd(root)
+    let (kfd, kfd_unread) = if pci_gpus.iter().any(|g| g.vendor == Vendor::Amd) {
+        amd::read_kfd_with_errors(root)
     } else {
-        Vec::new()
+        Default::default()
     };
     let has_nvidia = pci_gpus.iter().any(|g| g.vendor == Vendor::Nvidia);
     let nv_module = if has_nvidia {
@@ -59,6 +59,14 @@ pub fn discover(root: &HostRoot, opts: &Options) -> Report {
         .into_iter()
         .map(|p| build_gpu(root, p, &kfd, nv_module.as_ref()))
         .collect();
+    // A KFD node that could not be read may be any AMD GPU's: each GPU left without its node
+    // lists it (so its gfx target, CU count and labels are known to be unread, not absent).
+    for g in gpus
+        .iter_mut()
+        .filter(|g| g.amd.as_ref().is_some_and(|a| a.kfd_node.is_none()))
+    {
+        g.unread.extend(kfd_unread.iter().cloned());
+    }
     if let Some(snap) = &nvml_snap {
         for d in crate::nvml::enrich::apply(&mut gpus, snap) {
             let d = crate::model::Disagreement {

@@ -3,11 +3,11 @@
 //! stream of reports.
 //!
 //! ```text
-//!  discovery task ──(every --discovery-interval, on a blocking thread)──► watch<Arc<Report>>
-//!                                                                          │        │
-//!        Daemon::reports() ── label sync (k8s, added with Daemon::spawn) ◄─┘        │
-//!  hyper http1 ─► /metrics ─► metrics::Exporter (reads sysfs at scrape time) ◄──────┘
-//!             ─► /healthz (process alive)   /readyz (503 until the first discovery is done)
+//!  discovery task ─(every --discovery-interval, blocking thread)─► hold ─► watch<Arc<Report>>
+//!                                                                            │        │
+//!        Daemon::reports() ── label sync (k8s, added with Daemon::spawn) ◄───┘        │
+//!  httpconn gate ─► hyper http1 ─► /metrics ─► metrics::Exporter (reads sysfs) ◄───────┘
+//!                              ─► /healthz (process alive)   /readyz (503 until ready)
 //! ```
 //!
 //! Listens on `--listen` (env `GPUSCOUT_LISTEN`, default [`DEFAULT_LISTEN`]). Port 10106 is
@@ -18,6 +18,11 @@
 //! Optional security (off by default, see docs/metrics-auth.md): `--tls-cert`/`--tls-key` serve
 //! HTTPS ([`crate::tls`]); `--metrics-auth kubernetes` checks bearer tokens on `/metrics` with
 //! TokenReview + SubjectAccessReview ([`crate::authn`]); `/healthz` and `/readyz` stay open.
+//!
+//! Connections go through [`crate::httpconn`]: a cap (`--http-max-connections`), header-read
+//! and idle keep-alive timeouts, half-close, and a cheap answer over the cap that still serves
+//! `/healthz` and `/readyz`. Each discovery pass goes through [`crate::hold`] before it is
+//! published: a GPU whose read failed keeps its last good labels for `--label-hold`.
 //!
 //! SIGTERM or SIGINT: stop accepting, let in-flight scrapes finish (idle keep-alive connections
 //! are closed), give extra tasks the same grace, then return (exit 0). A listen address that

@@ -2,9 +2,10 @@
 //! (default 5,000, env `GPUSCOUT_SIM_AGENTS`), each with its own kube client over the
 //! in-memory transport, against one API stand-in, in paused tokio time. It measures requests
 //! and writes at start-up, the peak request rate (1-second buckets of virtual time), writes
-//! over an hour with no change (target: zero), and the recovery after a 10-minute outage.
+//! over an hour with no change (target: zero), and the recovery after a 10-minute outage in
+//! which the API server restarted (watches cut, watch history lost, state kept).
 
-use crate::standin::{Action, Fault, Logged, Match, StandIn};
+use crate::standin::{Action, Fault, Logged, Match, Restart, StandIn};
 use gpuscout::k8s::{LabelSync, SyncConfig, SyncMetrics};
 use gpuscout::model::{Host, Report};
 use std::collections::BTreeMap;
@@ -111,12 +112,13 @@ fn k8s_scale_simulation() {
         tokio::time::sleep(Duration::from_secs(3600)).await;
         phases.push(phase("one hour, nothing changes", &api.log(), t1, 3600));
         api.clear_log();
-        // 3. The API fails every request for 10 minutes (watches dropped), then recovers.
+        // 3. The API server restarts and fails every request for 10 minutes: every watch is
+        // cut and its watch cache is rebuilt (etcd keeps the state), as a real restart does.
         let t2 = Instant::now();
         api.fail(Fault { when: Match::any(), what: Action::Status(503, None), times: None });
-        api.drop_watches();
+        api.restart(Restart::KeepState);
         tokio::time::sleep(Duration::from_secs(600)).await;
-        phases.push(phase("10-minute outage (all 503)", &api.log(), t2, 600));
+        phases.push(phase("10-minute outage (restart: all 503, watches cut, watch cache rebuilt)", &api.log(), t2, 600));
         api.clear_faults();
         let t3 = Instant::now();
         tokio::time::sleep(Duration::from_secs(900)).await;

@@ -139,6 +139,25 @@ fn kfd_sums_that_overflow_are_null_and_unread_never_zero() {
 }
 
 #[test]
+fn unreadable_kfd_node_is_listed_on_the_amd_gpu_not_silently_absent() {
+    let t = tempfile::tempdir().unwrap();
+    synth::amd_host(t.path(), 1);
+    make_unreadable(
+        &t.path()
+            .join("sys/devices/virtual/kfd/kfd/topology/nodes/1/properties"),
+    );
+    let g = &report_at(t.path()).gpus[0];
+    assert_eq!(g.amd.as_ref().unwrap().gfx_target, None);
+    assert!(
+        g.unread
+            .iter()
+            .any(|u| u.path.ends_with("topology/nodes/1/properties")),
+        "{:?}",
+        g.unread
+    );
+}
+
+#[test]
 fn nested_extensions_yaml_at_the_cap_is_refused_quickly_and_said_once() {
     let t = tempfile::tempdir().unwrap();
     synth::amd_host(t.path(), 1);

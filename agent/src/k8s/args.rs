@@ -65,9 +65,10 @@ pub struct K8sArgs {
     #[arg(long, env = "GPUSCOUT_RESYNC_INTERVAL", default_value = "10m", value_parser = crate::serve::parse_duration)]
     pub resync_interval: std::time::Duration,
 
-    /// The first label write waits a random time of up to this much per Node in the cluster
-    /// (counted with one LIST, at most 30 s): a small cluster is labelled at once, a fleet
-    /// installed at once spreads its writes. `0` writes at once.
+    /// At start-up, after one LIST that counts the cluster's Nodes, the agent waits a random
+    /// time of up to this much per Node (at most 30 s) before it lists, watches and labels its
+    /// Node: a small cluster is labelled at once, a fleet restarted at once spreads out. `0`
+    /// skips the count and the wait.
     #[arg(long, env = "GPUSCOUT_START_JITTER_PER_NODE", default_value = "2ms", value_parser = crate::serve::parse_duration)]
     pub start_jitter_per_node: std::time::Duration,
 }

@@ -25,9 +25,10 @@
 //!   etcd-backed server gives) are ignored, so a late event never rolls back our own write;
 //! - keys under our prefix that another manager owns cost one merge patch, never an apply
 //!   that cannot remove them;
-//! - the first write waits a random time that grows with the cluster (`start_jitter_per_node`
-//!   times the Node count from one `limit=1` LIST, at most `start_jitter_max`), so a single
-//!   node is labelled within about a second and 5,000 agents still spread out.
+//! - start-up waits a random time that grows with the cluster (`start_jitter_per_node` times
+//!   the Node count from one `limit=1` LIST, at most `start_jitter_max`) before its LIST,
+//!   WATCH and first write, so a single node is labelled within about a second of its first
+//!   discovery and 5,000 agents still spread out.
 
 use super::Error;
 use super::args::LabelMode;
@@ -66,6 +67,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Longest pause before renewing a watch the server dropped midway.
 const DROPPED_WATCH_JITTER: Duration = Duration::from_secs(5);
 
+/// First-write jitter when the cluster's size cannot be learnt.
+const UNKNOWN_CLUSTER_JITTER: Duration = Duration::from_secs(10);
+
 /// Verdict changes kept while the Node is unknown or the API is away.
 const MAX_PENDING_EVENTS: usize = 20;
 
@@ -82,13 +86,14 @@ pub struct SyncConfig {
     pub events: bool,
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
-    /// The first turn (LIST, WATCH) waits a random time in `[0, start_jitter)`. Retries after
-    /// failures are spread by the backoff's own jitter.
+    /// The first request waits a random time in `[0, start_jitter)`. Retries after failures
+    /// are spread by the backoff's own jitter.
     pub start_jitter: Duration,
-    /// The first label write (when one is needed at all) waits a further random time in
-    /// `[0, min(nodes * start_jitter_per_node, start_jitter_max))`, `nodes` being the cluster's
-    /// Node count (one metadata LIST with `limit=1`): writes of a whole fleet installed at once
-    /// spread out, a small cluster is labelled at once. Zero skips the count.
+    /// After that first request (a metadata LIST with `limit=1` that counts the cluster's
+    /// Nodes), the first LIST of the Node, its WATCH and the first write wait a further random
+    /// time in `[0, min(nodes * start_jitter_per_node, start_jitter_max))`: a fleet restarted
+    /// or installed at once spreads out, a small cluster is labelled at once. When the count
+    /// fails or the server does not give it, 10 s. Zero skips the count.
     pub start_jitter_per_node: Duration,
     pub start_jitter_max: Duration,
     /// Period of the full resync (a LIST of the Node compared with the desired labels); a
@@ -303,6 +308,8 @@ enum Outcome {
     Unchanged,
     Wrote,
     NodeAbsent,
+    /// Waiting for the start-up spread: nothing done yet.
+    Deferred,
 }
 
 struct Runner {
@@ -332,10 +339,8 @@ struct Runner {
     /// LIST before the next watch or write (resync due, watch cut midway, 410, 504).
     relist: bool,
     resync_at: Option<Instant>,
-    /// The first write has been made or found unnecessary.
-    first_write_done: bool,
-    /// The first write waits until then (cluster-size jitter); `None` until computed.
-    first_write_at: Option<Instant>,
+    /// The start-up spread (cluster-size jitter) has been waited for.
+    spread_done: bool,
 }
 
 impl Runner {
@@ -368,8 +373,7 @@ impl Runner {
             logged: BTreeSet::new(),
             relist: false,
             resync_at: None,
-            first_write_done: false,
-            first_write_at: None,
+            spread_done: false,
         }
     }
 
@@ -415,6 +419,7 @@ impl Runner {
                 }
                 true
             }
+            Ok(Outcome::Deferred) => false,
             Ok(outcome) => {
                 let wrote = matches!(outcome, Outcome::Wrote);
                 self.metrics
@@ -616,6 +621,14 @@ impl Runner {
                 Outcome::Unchanged
             });
         }
+        if !self.spread_done {
+            self.spread_done = true;
+            let wait = self.start_spread().await;
+            if !wait.is_zero() {
+                self.retry_at = Some(Instant::now() + wait);
+                return Ok(Outcome::Deferred);
+            }
+        }
         if self.relist
             || (self.watch.is_none()
                 && (self.watch_rv.is_none() || (self.node.is_none() && !self.node_absent)))
@@ -727,28 +740,30 @@ impl Runner {
         )
     }
 
-    /// When the first write may happen (cluster-size jitter, see [`SyncConfig`]); `None`: now.
-    async fn first_write_delay(&mut self) -> Result<Option<Instant>, Error> {
-        let at = match self.first_write_at {
-            Some(at) => at,
-            None => {
-                let span = if self.cfg.start_jitter_per_node.is_zero() {
-                    Duration::ZERO
-                } else {
-                    let nodes = self.count_nodes().await?;
-                    let n = u32::try_from(nodes.unwrap_or(u64::MAX)).unwrap_or(u32::MAX);
-                    self.cfg
-                        .start_jitter_per_node
-                        .saturating_mul(n)
-                        .min(self.cfg.start_jitter_max)
-                };
-                let at = Instant::now() + self.backoff.jitter(span);
-                debug!(node = %self.cfg.node_name, wait = ?span, "first write spread over the cluster");
-                self.first_write_at = Some(at);
-                at
+    /// How long the first LIST, WATCH and write wait (cluster-size jitter, see
+    /// [`SyncConfig::start_jitter_per_node`]): a random time below the cluster's Node count
+    /// times the per-Node jitter.
+    async fn start_spread(&mut self) -> Duration {
+        if self.cfg.start_jitter_per_node.is_zero() {
+            return Duration::ZERO;
+        }
+        // A server that does not count, or an RBAC that allows only the agent's own Node:
+        // spread as for an unknown, possibly large cluster.
+        let span = match self.count_nodes().await {
+            Ok(Some(nodes)) => self
+                .cfg
+                .start_jitter_per_node
+                .saturating_mul(u32::try_from(nodes).unwrap_or(u32::MAX)),
+            Ok(None) => UNKNOWN_CLUSTER_JITTER,
+            Err(e) => {
+                debug!(node = %self.cfg.node_name, error = %e, "could not count the cluster's Nodes");
+                UNKNOWN_CLUSTER_JITTER
             }
-        };
-        Ok((Instant::now() < at).then_some(at))
+        }
+        .min(self.cfg.start_jitter_max);
+        let wait = self.backoff.jitter(span);
+        debug!(node = %self.cfg.node_name, span = ?span, wait = ?wait, "start-up spread over the cluster");
+        wait
     }
 
     async fn start_watch(&mut self) -> Result<(), Error> {
@@ -808,12 +823,6 @@ impl Runner {
         let prefix = self.cfg.prefix.clone();
         let mut wrote = false;
         if needs_apply(desired, node, &prefix) {
-            if !self.first_write_done
-                && let Some(at) = self.first_write_delay().await?
-            {
-                self.retry_at = Some(at);
-                return Ok(false);
-            }
             let body = serde_json::json!({
                 "apiVersion": "v1",
                 "kind": "Node",
@@ -859,7 +868,6 @@ impl Runner {
             self.set_node(NodeView::from_meta(&meta.metadata));
             wrote = true;
         }
-        self.first_write_done = true;
         Ok(wrote)
     }
 

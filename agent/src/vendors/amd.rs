@@ -9,6 +9,9 @@
 //! location is a compute partition of the same device (MI300 CPX), never a GPU of its own.
 //!
 //! Missing KFD (no `amdgpu` compute, old kernel): gfx target, CU count and family stay `None`.
+//! A KFD node whose `properties` exist but cannot be read is reported by
+//! [`read_kfd_with_errors`] (discovery lists it on every AMD GPU left without a node). Sums over
+//! compute partitions are checked: one out of range is `None` plus an `unread` entry.
 //! Missing `mem_info_vram_total`: VRAM falls back to the KFD memory bank size.
 
 use crate::hostroot::HostRoot;
@@ -62,18 +65,33 @@ pub fn parse_kfd_properties(id: u32, text: &str) -> KfdNode {
 
 /// All KFD GPU nodes of the host (CPU nodes dropped). Empty when there is no KFD.
 pub fn read_kfd(root: &HostRoot) -> Vec<KfdNode> {
+    read_kfd_with_errors(root).0
+}
+
+/// [`read_kfd`], with the nodes whose `properties` exist but could not be read (a node that
+/// vanished meanwhile is not an error).
+pub fn read_kfd_with_errors(root: &HostRoot) -> (Vec<KfdNode>, Vec<crate::model::Unread>) {
+    let mut unread = Vec::new();
     let Ok(dir) = root.resolve(KFD_NODES) else {
-        return Vec::new();
+        return (Vec::new(), unread);
     };
     let Ok(names) = root.list_dir_in(&dir, "") else {
-        return Vec::new();
+        return (Vec::new(), unread);
     };
     let mut nodes: Vec<KfdNode> = names
         .iter()
         .filter_map(|n| n.parse::<u32>().ok())
         .filter_map(|id| {
             let node_dir = root.resolve_in(&dir, id.to_string()).ok()?;
-            let text = root.read_attr(&node_dir, "properties").ok()?;
+            let text = match root.read_attr(&node_dir, "properties") {
+                Ok(t) => t,
+                Err(e) => {
+                    if !e.is_not_found() {
+                        unread.push(crate::pci::unread_of(&e));
+                    }
+                    return None;
+                }
+            };
             let mut node = parse_kfd_properties(id, &text);
             node.mem_bank_bytes = root
                 .read_attr(&node_dir, "mem_banks/0/properties")
@@ -90,7 +108,7 @@ pub fn read_kfd(root: &HostRoot) -> Vec<KfdNode> {
         .filter(KfdNode::is_gpu)
         .collect();
     nodes.sort_by_key(|n| n.id);
-    nodes
+    (nodes, unread)
 }
 
 /// `gfx_target_version` (`major*10000 + minor*100 + stepping`) as a target name: 110501 is
