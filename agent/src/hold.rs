@@ -154,7 +154,7 @@ impl LabelHold {
             } else {
                 e.absent += 1;
             }
-            let keep = if !listed && e.absent >= 2 {
+            if !listed && e.absent >= 2 {
                 info!(gpu = %addr, "GPU absent from sys/bus/pci/devices for two passes; its labels go");
                 false
             } else if now.duration_since(e.good_at) >= max_hold {
@@ -167,8 +167,7 @@ impl LabelHold {
                 e.held = true;
                 for_labels.insert(addr.clone(), e.good.clone());
                 true
-            };
-            keep
+            }
         });
         let held: Vec<(String, Vendor, Instant)> = self
             .entries

@@ -123,6 +123,9 @@ impl ConnMetrics {
     }
 }
 
+/// Admitted connections: what each is doing, and how to close it.
+type Conns = Arc<Mutex<BTreeMap<u64, (Arc<Activity>, Arc<Notify>)>>>;
+
 /// Admission of new connections; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Gate {
@@ -130,8 +133,7 @@ pub struct Gate {
     metrics: ConnMetrics,
     overflow: Arc<Semaphore>,
     accept_failing: Arc<AtomicBool>,
-    /// Admitted connections: what each is doing, and how to close it.
-    conns: Arc<Mutex<BTreeMap<u64, (Arc<Activity>, Arc<Notify>)>>>,
+    conns: Conns,
     next_id: Arc<AtomicU64>,
     base: Instant,
 }
@@ -142,7 +144,7 @@ pub struct Slot {
     id: u64,
     activity: Arc<Activity>,
     evict: Arc<Notify>,
-    conns: Arc<Mutex<BTreeMap<u64, (Arc<Activity>, Arc<Notify>)>>>,
+    conns: Conns,
     open: Gauge,
 }
 

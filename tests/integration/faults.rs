@@ -14,7 +14,7 @@
 #![allow(clippy::disallowed_methods)] // tests build and break host trees directly
 
 #[path = "../support/synth.rs"]
-mod synth;
+pub(crate) mod synth;
 
 use gpuscout::discover::Options;
 use gpuscout::hostroot::HostRoot;

@@ -1615,11 +1615,9 @@ mod standin_fidelity {
             .unwrap()
     }
 
-    fn json(r: http::Response<ChanBody>) -> impl std::future::Future<Output = Value> {
-        async move {
-            let b = r.into_body().collect().await.unwrap().to_bytes();
-            serde_json::from_slice(&b).unwrap()
-        }
+    async fn json(r: http::Response<ChanBody>) -> Value {
+        let b = r.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&b).unwrap()
     }
 
     /// The next line of a watch stream within `secs` of virtual time (`None`: ended or silent).

@@ -6,9 +6,8 @@
 
 #![allow(clippy::disallowed_methods)] // tests build and break host trees directly
 
-#[path = "../support/synth.rs"]
-mod synth;
-
+// The synthetic host root generator (tests/support/synth.rs), loaded once by `faults`.
+use crate::faults::synth;
 use crate::serve::http_get;
 use crate::util::report_at;
 use gpuscout::model::Status;
