@@ -81,6 +81,9 @@ pub const NVIDIA_SUFFIXED: TalosVersion = TalosVersion::new(1, 8, 0);
 pub const XE: TalosVersion = TalosVersion::new(1, 12, 0);
 /// First Talos whose NVIDIA production branch (570.124.06) supports Blackwell.
 pub const NVIDIA_BLACKWELL: TalosVersion = TalosVersion::new(1, 10, 0);
+/// First Talos that publishes installed extensions on its Node as `extensions.talos.dev/*`
+/// labels and annotations (siderolabs/talos commit 7a1c62b8b, in v1.8.0).
+pub const NODE_EXTENSION_LABELS: TalosVersion = TalosVersion::new(1, 8, 0);
 /// First `mei` extension (`compatibility: >= v1.8.0`).
 pub const MEI: TalosVersion = TalosVersion::new(1, 8, 0);
 

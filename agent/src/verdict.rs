@@ -62,17 +62,29 @@ pub const NODE_EXTENSION_PREFIX: &str = "extensions.talos.dev/";
 /// Installed extensions from a Node's labels and annotations (`extensions.talos.dev/<name>` =
 /// `<version>`; Talos publishes a version that is not a valid label value as an annotation, so
 /// pass labels chained with annotations). Other keys, and Talos' synthetic `schematic` and
-/// `modules.dep` entries, are dropped. Sorted by name; a name seen twice keeps its first version.
+/// `modules.dep` entries, are dropped from the list. Sorted by name; a name seen twice keeps its
+/// first version.
+///
+/// `None` when the Node carries no `extensions.talos.dev/` key at all: Talos publishes them
+/// only from v1.8 (siderolabs/talos commit 7a1c62b8b, `NodeLabelSpecController`), and other
+/// systems never do, so such a Node says nothing about installed extensions, nor that the host
+/// runs Talos. A Node with only the synthetic entries (an Image Factory schematic with no
+/// extension) gives `Some` of an empty list.
 pub fn extensions_from_node_metadata<'a>(
     entries: impl IntoIterator<Item = (&'a str, &'a str)>,
-) -> Vec<Extension> {
+) -> Option<Vec<Extension>> {
+    let mut published = false;
     let mut out: Vec<Extension> = Vec::new();
     for (k, v) in entries {
         let Some(name) = k.strip_prefix(NODE_EXTENSION_PREFIX) else {
             continue;
         };
         let name = name.trim_start_matches("siderolabs/");
-        if name.is_empty() || name == "schematic" || name == "modules.dep" {
+        if name.is_empty() {
+            continue;
+        }
+        published = true;
+        if name == "schematic" || name == "modules.dep" {
             continue;
         }
         if out.iter().any(|e| e.name == name) {
@@ -84,16 +96,21 @@ pub fn extensions_from_node_metadata<'a>(
         });
     }
     out.sort();
-    out
+    published.then_some(out)
 }
 
 /// The installed extensions the verdicts use: the Node's entries, plus file entries for names
-/// the Node does not list. `None` when neither source could be read (Talos hosts only).
+/// the Node does not list. `None` when neither source could be read (Talos hosts only). Node
+/// entries count only where Talos publishes them (v1.8 and later, or a version that cannot be
+/// read): on an older Talos any `extensions.talos.dev/*` key was written by someone else.
 pub fn effective_extensions(host: &Host, ev: &Evidence) -> Option<Vec<Extension>> {
     let talos = host.talos.as_ref()?;
     let file_path = format!("/{EXTENSIONS_YAML}");
     let file_ok = !host.unread.iter().any(|u| u.path == file_path);
-    match (&ev.node_extensions, file_ok) {
+    let node = ev.node_extensions.as_ref().filter(|_| {
+        TalosVersion::parse(&talos.version).is_none_or(|v| v >= talos::NODE_EXTENSION_LABELS)
+    });
+    match (node, file_ok) {
         (None, false) => None,
         (None, true) => Some(talos.extensions.clone()),
         (Some(node), ok) => {
@@ -132,11 +149,15 @@ fn talos_state(host: &Host, ev: &Evidence) -> TalosState {
             extensions: effective_extensions(host, ev),
         },
         None => {
+            // Host facts first: a `-talos` kernel is Talos. Node records of Talos extensions
+            // count only where the host's own os-release could not be read; a readable
+            // os-release of another system wins over them.
             let talos_kernel = host
                 .kernel
                 .as_deref()
                 .is_some_and(|k| k.ends_with("-talos"));
-            if talos_kernel || ev.node_extensions.is_some() {
+            let node_says_talos = host.os.is_none() && ev.node_extensions.is_some();
+            if talos_kernel || node_says_talos {
                 let why = host
                     .unread
                     .iter()

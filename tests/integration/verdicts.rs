@@ -303,7 +303,8 @@ fn node_labels_fill_in_for_an_unreadable_extensions_file() {
         ),
         ("extensions.talos.dev/modules.dep", "6.12.57-talos"),
         ("kubernetes.io/hostname", "gpu-1"),
-    ]);
+    ])
+    .expect("Talos keys present");
     assert_eq!(node.len(), 2, "{node:?}");
     let r = discover_with(
         case,

@@ -101,7 +101,20 @@ fn node_metadata_keeps_only_talos_extension_keys() {
     ]);
     assert_eq!(
         e,
-        vec![ext("amdgpu", "20251021-v1.11.5"), ext("mei", "v1.11.5")]
+        Some(vec![
+            ext("amdgpu", "20251021-v1.11.5"),
+            ext("mei", "v1.11.5")
+        ])
+    );
+    // No Talos key at all: the Node says nothing (not "no extensions").
+    assert_eq!(
+        extensions_from_node_metadata([("kubernetes.io/os", "linux")]),
+        None
+    );
+    // Only the schematic: Talos publishes, and nothing is installed.
+    assert_eq!(
+        extensions_from_node_metadata([("extensions.talos.dev/schematic", "3765")]),
+        Some(Vec::new())
     );
 }
 
