@@ -182,6 +182,8 @@ fn placeholder() -> Report {
             modules: Vec::new(),
             unread: Vec::new(),
             disagreements: Vec::new(),
+            nvswitches: Vec::new(),
+            read_errors: Default::default(),
         },
         gpus: Vec::new(),
         labels: BTreeMap::new(),

@@ -40,6 +40,7 @@ fn gpu(vendor: Vendor, addr: &str, model: &str) -> Gpu {
         problems: Vec::new(),
         unread: Vec::new(),
         disagreements: Vec::new(),
+        driver_link_error: None,
     }
 }
 
@@ -66,6 +67,8 @@ fn host() -> Host {
         modules: vec![module("amdgpu", "live", None)],
         unread: Vec::new(),
         disagreements: Vec::new(),
+        nvswitches: Vec::new(),
+        read_errors: Default::default(),
     }
 }
 
@@ -77,6 +80,8 @@ fn plain_host() -> Host {
         modules: Vec::new(),
         unread: Vec::new(),
         disagreements: Vec::new(),
+        nvswitches: Vec::new(),
+        read_errors: Default::default(),
     }
 }
 

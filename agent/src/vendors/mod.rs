@@ -7,3 +7,5 @@
 pub mod amd;
 pub mod intel;
 pub mod nvidia;
+pub mod nvidia_arch;
+pub mod nvswitch;
