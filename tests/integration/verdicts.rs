@@ -799,3 +799,50 @@ fn snapshot(dir: &Path) -> Vec<(String, String)> {
     out.sort();
     out
 }
+
+/// Node-level status: a genuine fault on one GPU outranks a GPU passed through to a VM.
+#[test]
+fn a_genuine_fault_outranks_a_passthrough_gpu_in_the_vendor_status() {
+    let r = discover("talos-amd-vfio-and-missing-extension-v1.11");
+    assert_eq!(r.gpus[0].status, Status::BoundToOtherDriver);
+    assert_eq!(r.gpus[1].status, Status::ExtensionMissing);
+    assert_eq!(r.labels["gpuscout.io/amd.status"], "extension-missing");
+    assert_eq!(r.labels["gpuscout.io/amd.ready"], "false");
+    // A node whose only GPU is passed through still says so.
+    let r = discover("talos-nvidia-vfio-v1.11");
+    assert_eq!(
+        r.labels["gpuscout.io/nvidia.status"],
+        "bound-to-other-driver"
+    );
+}
+
+/// The JSON report carries each problem's typed cause next to the rendered text.
+#[test]
+fn the_json_report_carries_typed_causes() {
+    let json = gpuscout(&[
+        "discover",
+        "--format",
+        "json",
+        "--root",
+        &root_arg("talos-nvidia-hgx-no-fabricmanager-v1.11"),
+    ]);
+    assert!(json.status.success(), "{json:?}");
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(
+        v["host"]["nvswitches"],
+        serde_json::json!([
+            "0000:05:00.0",
+            "0000:06:00.0",
+            "0000:07:00.0",
+            "0000:08:00.0"
+        ])
+    );
+    let cause = &v["gpus"][0]["problems"][0]["cause"];
+    assert_eq!(cause["kind"], "fabric-manager-missing");
+    assert_eq!(
+        cause["extension"],
+        "siderolabs/nvidia-fabricmanager-production"
+    );
+    assert_eq!(cause["driver_version"], "570.172.08");
+    assert_eq!(cause["nvswitches"].as_array().unwrap().len(), 4);
+}
