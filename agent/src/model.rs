@@ -227,8 +227,14 @@ pub struct IntelInfo {
     /// Marketing generation / platform (`Alchemist`, `Battlemage`, `Meteor Lake`, ...).
     pub platform: Option<String>,
     pub discrete: Option<bool>,
-    /// Which kernel driver the device needs on this id: `i915` or `xe`.
+    /// The kernel driver for this id: the one that binds it by default (`i915` where both list
+    /// it, since xe needs `force_probe` there), else the one that binds it with `force_probe`.
+    /// `None` where no upstream driver lists the id (Ponte Vecchio, Cannon Lake).
     pub expected_driver: Option<String>,
+    /// The module option `expected_driver` needs before it binds this id
+    /// (`xe.force_probe=d740`); `None` where it binds by default.
+    #[serde(default)]
+    pub force_probe: Option<String>,
 }
 
 /// Where a GPU's `model` name came from.
