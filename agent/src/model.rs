@@ -192,6 +192,14 @@ pub struct AmdInfo {
     pub partitions: Option<u32>,
     pub compute_partition: Option<String>,
     pub memory_partition: Option<String>,
+    /// `size_in_bytes` of the KFD node's first memory bank (`mem_banks/0/properties`; on a
+    /// partitioned device the first partition's): what ROCm's node labeller reports as VRAM.
+    #[serde(default)]
+    pub kfd_mem_bank_bytes: Option<u64>,
+    /// `srcversion` of the module bound to the device (`driver/module/srcversion`): present for
+    /// DKMS builds and kernels built with `CONFIG_MODULE_SRCVERSION_ALL`.
+    #[serde(default)]
+    pub driver_srcversion: Option<String>,
 }
 
 /// NVIDIA specifics from `/proc/driver/nvidia` (and NVML when available).
@@ -243,6 +251,8 @@ pub struct IntelInfo {
 pub enum ModelSource {
     /// The vendor's own string on this host (FRU `product_name`, NVIDIA `information`, NVML).
     Vendor,
+    /// libdrm's `amdgpu.ids` (AMD marketing name by device and revision), embedded.
+    AmdgpuIds,
     /// The embedded PCI ID database.
     PciIds,
     /// `<Vendor> device 0xNNNN`.
