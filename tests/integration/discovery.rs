@@ -107,6 +107,27 @@ fn intel_drivers_and_arch() {
     );
 }
 
+/// Older iGPUs homelab transcoding nodes run: classified from the kernel's id table.
+#[test]
+fn intel_homelab_igpus() {
+    let c = report("coffeelake-uhd630-debian");
+    let i = c.gpus[0].intel.as_ref().unwrap();
+    assert_eq!(i.platform.as_deref(), Some("Coffee Lake"));
+    assert_eq!(i.arch.as_deref(), Some("gen9"));
+    assert_eq!(i.discrete, Some(false));
+    assert_eq!(i.expected_driver.as_deref(), Some("i915"));
+    assert_eq!(c.gpus[0].status, gpuscout::model::Status::Ok);
+    assert_eq!(
+        c.labels.get("gpuscout.io/intel.arch").map(String::as_str),
+        Some("gen9")
+    );
+    let j = report("jasperlake-talos-i915");
+    let i = j.gpus[0].intel.as_ref().unwrap();
+    assert_eq!(i.platform.as_deref(), Some("Jasper Lake"));
+    assert_eq!(i.arch.as_deref(), Some("gen11"));
+    assert_eq!(j.gpus[0].status, gpuscout::model::Status::Ok);
+}
+
 #[test]
 fn dual_vendor_joins_kfd_by_render_minor() {
     let r = report("dual-vendor");

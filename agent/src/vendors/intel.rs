@@ -96,7 +96,8 @@ pub fn classify(device_id: u16) -> IntelInfo {
 }
 
 /// Firmware the kernel loads for a device id under `driver` (`i915` or `xe`): (subdirectory of
-/// the firmware directory, file-name prefix). GuC/HuC/GSC first, then the display DMC. Empty for
+/// the firmware directory, file-name prefix). GuC/HuC/GSC first, then the display DMC where the
+/// first prefix does not already match it. Empty for
 /// ids and platforms the kernel names no firmware for (gen8 and older, Nova Lake, Crescent
 /// Island in this kernel).
 pub fn firmware(device_id: u16, driver: &str) -> Vec<(&'static str, &'static str)> {
@@ -139,7 +140,17 @@ fn firmware_of(p: Platform, driver: &str) -> Vec<(&'static str, &'static str)> {
         P::Wcl => (Some(("xe", "ptl_")), Some("xe3lpd_3002_dmc")),
         _ => (None, None),
     };
-    uc.into_iter().chain(dmc.map(|d| ("i915", d))).collect()
+    let mut out: Vec<(&str, &str)> = uc.into_iter().collect();
+    // A DMC file the GuC/HuC prefix already matches (`i915/mtl_` covers `i915/mtl_dmc`) is not
+    // a second need.
+    if let Some(d) = dmc
+        && !out
+            .iter()
+            .any(|(dir, p)| *dir == "i915" && d.starts_with(p))
+    {
+        out.push(("i915", d));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -225,13 +236,12 @@ mod tests {
             vec![("xe", "bmg_"), ("i915", "bmg_dmc")]
         );
         // xe loads Meteor Lake's firmware from i915/.
+        assert_eq!(firmware(0x7d55, "xe"), vec![("i915", "mtl_")]);
+        assert_eq!(firmware(0x3e92, "i915"), vec![("i915", "kbl_")]);
+        // Jasper Lake: ehl_ GuC/HuC, and the Ice Lake DMC.
         assert_eq!(
-            firmware(0x7d55, "xe"),
-            vec![("i915", "mtl_"), ("i915", "mtl_dmc")]
-        );
-        assert_eq!(
-            firmware(0x3e92, "i915"),
-            vec![("i915", "kbl_"), ("i915", "kbl_dmc")]
+            firmware(0x4e71, "i915"),
+            vec![("i915", "ehl_"), ("i915", "icl_dmc")]
         );
         assert!(firmware(0x0412, "i915").is_empty());
     }
