@@ -5,7 +5,8 @@
     scripts/gen-intel-ids.py KERNEL_SRC --check    # exit 1 if it would change
 
 KERNEL_SRC is an unpacked kernel tree (e.g. Debian's linux-source-X.Y package,
-/usr/src/linux-source-X.Y.tar.xz). Nothing is downloaded and no kernel text is
+/usr/src/linux-source-X.Y.tar.xz; the committed table came from linux-source-7.2 7.2.13-1).
+Needs python3 and rustfmt (the output is formatted as `cargo fmt` would). Nothing is downloaded and no kernel text is
 copied: the script reads these files and writes only facts (ids, which driver
 binds them, with or without `force_probe`, discrete or not, graphics IP):
 

@@ -5,7 +5,8 @@
 //! [`KERNEL_VERSION`](super::intel_ids::KERNEL_VERSION): `include/drm/intel/pciids.h` for every
 //! id, `drivers/gpu/drm/i915/i915_pci.c` and `drivers/gpu/drm/xe/xe_pci.c` for which driver lists
 //! it and whether that driver needs `force_probe`, their descriptors for the graphics IP and
-//! `is_dgfx`). Only the platform names and the IP-to-architecture names are typed (in the
+//! `is_dgfx`); the committed table was generated from Debian's `linux-source-7.2` 7.2.13-1
+//! package. Only the platform names and the IP-to-architecture names are typed (in the
 //! script). The driver actually bound comes from the PCI `driver` link, never from this table:
 //! Tiger Lake to Meteor Lake can run on either driver. Ids the kernel does not list give `None`
 //! fields, not a guess.
