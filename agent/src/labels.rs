@@ -25,7 +25,7 @@
 //! | `V.driver.<driver>` | `1` | only with `V.driver=mixed`: GPUs per bound driver |
 //! | `V.driver-version` | `550.127.05` | version of that driver (see below); `mixed` when they differ |
 //! | `amd.gfx` | `gfx1151` | compiler target from KFD |
-//! | `amd.family` | `GC_11_5_0` | family as ROCm's node labeller names it |
+//! | `amd.family` | `GC_11_5_0` | the kernel's `AMDGPU_FAMILY_*` name (ROCm's node labeller uses the same names) |
 //! | `amd.cu-count` | `40` | smallest compute-unit count of the AMD GPUs |
 //! | `amd.gtt-mib` | `63756` | GTT (system RAM the GPU may map) in MiB; only when every AMD GPU is an APU |
 //! | `nvidia.compute-capability` | `8.9` | CUDA compute capability (NVML only) |

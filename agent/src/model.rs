@@ -177,7 +177,8 @@ pub struct AmdInfo {
     pub gfx_target: Option<String>,
     /// Graphics-core IP version, e.g. `11.5.1`, from `ip_discovery` (or derived from the target).
     pub gc_version: Option<String>,
-    /// Family as ROCm's node labeller names it (`GC_11_5_0`, `YC`, `AI`, ...).
+    /// The kernel's `AMDGPU_FAMILY_*` name (`GC_11_5_0`, `YC`, `AI`, ...), from the GC version
+    /// where `ip_discovery` gives it, else from the KFD target when that is unambiguous.
     pub family: Option<String>,
     pub cu_count: Option<u32>,
     pub simd_count: Option<u32>,
