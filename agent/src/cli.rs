@@ -84,6 +84,10 @@ pub enum Command {
     /// Run as a daemon: rediscover periodically and serve Prometheus `/metrics` (read from
     /// sysfs at scrape time), `/healthz` and `/readyz`. Standalone unless label sync is on.
     Serve(ServeArgs),
+    /// Print the host paths the agent reads, as the Helm chart mounts them (YAML; the chart's
+    /// `files/host-paths.yaml` is this output).
+    #[command(hide = true)]
+    HostPaths,
 }
 
 /// Flags of `serve`.
@@ -177,6 +181,12 @@ impl GlobalArgs {
 
 /// Run a one-shot command; returns the process exit status.
 pub fn run_oneshot(cli: &Cli) -> Result<u8, ConfigError> {
+    if let Command::HostPaths = cli.command {
+        std::io::stdout()
+            .write_all(crate::hostpaths::chart_file().as_bytes())
+            .map_err(ConfigError::Output)?;
+        return Ok(0);
+    }
     let root = cli.global.host_root()?;
     let opts = cli.global.discover_options()?;
     // NVML is tried only when PCI shows an NVIDIA GPU, bounded by its call deadlines.
@@ -210,6 +220,6 @@ pub fn run_oneshot(cli: &Cli) -> Result<u8, ConfigError> {
             }
             Ok(u8::from(bad))
         }
-        Command::Serve(_) => Err(ConfigError::NotOneShot),
+        Command::Serve(_) | Command::HostPaths => Err(ConfigError::NotOneShot),
     }
 }

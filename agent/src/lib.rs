@@ -22,6 +22,7 @@ pub mod authn;
 pub mod cli;
 pub mod discover;
 pub mod host;
+pub mod hostpaths;
 pub mod hostroot;
 pub mod k8s;
 pub mod labels;
