@@ -10,9 +10,7 @@
 
 #![allow(clippy::disallowed_methods)] // tests list fixture directories directly
 
-#[path = "../support/nvml_double.rs"]
-mod nvml_double;
-
+use super::nvml::nvml_double;
 use gpuscout::discover::{self, Options};
 use gpuscout::hostpaths::{self, MOUNTS};
 use gpuscout::hostroot::HostRoot;
