@@ -92,7 +92,13 @@ pub enum Command {
     /// Print the host paths the agent reads, as the Helm chart mounts them (YAML; the chart's
     /// `files/host-paths.yaml` is this output).
     #[command(hide = true)]
-    HostPaths,
+    HostPaths {
+        /// Instead: run discovery and one scrape of every source on --root with every read
+        /// recorded, print each path read and the mount that covers it, and exit 1 when one
+        /// falls outside the table.
+        #[arg(long)]
+        audit: bool,
+    },
 }
 
 /// Flags of `serve`.
@@ -248,9 +254,29 @@ impl GlobalArgs {
     }
 }
 
+/// `host-paths --audit`: every host path discovery and one scrape read on --root, each with the
+/// mount that covers it (`OUTSIDE` when none does); exit status 1 when any is outside. Needs a
+/// multi-threaded Tokio runtime.
+pub async fn run_audit(global: &GlobalArgs) -> Result<u8, ConfigError> {
+    let root = global.host_root()?;
+    let opts = global.discover_options()?;
+    let mut nvml = global.nvml_config(&root);
+    nvml.quiet = true;
+    let reads = crate::readaudit::reads(&root, &opts, nvml).await;
+    let mut out = String::new();
+    for p in &reads {
+        let mount = crate::hostpaths::covering(p).map_or("OUTSIDE", |(m, _)| m.path);
+        out.push_str(&format!("{p}\t{mount}\n"));
+    }
+    std::io::stdout()
+        .write_all(out.as_bytes())
+        .map_err(ConfigError::Output)?;
+    Ok(u8::from(!crate::readaudit::uncovered(&reads).is_empty()))
+}
+
 /// Run a one-shot command; returns the process exit status.
 pub fn run_oneshot(cli: &Cli) -> Result<u8, ConfigError> {
-    if let Command::HostPaths = cli.command {
+    if let Command::HostPaths { audit: false } = cli.command {
         std::io::stdout()
             .write_all(crate::hostpaths::chart_file().as_bytes())
             .map_err(ConfigError::Output)?;
@@ -289,7 +315,7 @@ pub fn run_oneshot(cli: &Cli) -> Result<u8, ConfigError> {
             }
             Ok(u8::from(bad))
         }
-        Command::Serve(_) | Command::HostPaths | Command::PruneLabels(_) => {
+        Command::Serve(_) | Command::HostPaths { .. } | Command::PruneLabels(_) => {
             Err(ConfigError::NotOneShot)
         }
     }

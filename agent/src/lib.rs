@@ -32,6 +32,7 @@ pub mod names;
 pub mod nvml;
 pub mod parse;
 pub mod pci;
+pub mod readaudit;
 pub mod render;
 #[cfg(feature = "rocm-smi")]
 pub mod rocm;

@@ -27,6 +27,13 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
                 .build()?;
             Ok(rt.block_on(gpuscout::serve::run(&cli.global, args))?)
         }
+        Command::HostPaths { audit: true } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            Ok(rt.block_on(cli::run_audit(&cli.global))?)
+        }
         Command::PruneLabels(args) => {
             let prefix = cli.global.label_config()?.prefix;
             if !args.needs_api() && args.nfd_file.is_none() {

@@ -11,16 +11,14 @@
 #![allow(clippy::disallowed_methods)] // tests list fixture directories directly
 
 use super::nvml::nvml_double;
-use gpuscout::discover::{self, Options};
+use gpuscout::discover::Options;
 use gpuscout::hostpaths::{self, MOUNTS};
 use gpuscout::hostroot::HostRoot;
-use gpuscout::metrics::{self, Exporter, ExporterConfig};
-use gpuscout::nvml::{Nvml, NvmlConfig, source::NvmlSource};
+use gpuscout::nvml::NvmlConfig;
+use gpuscout::readaudit;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// Every fixture host root: the shared hosts, the metrics ones and the verdict ones.
 fn fixture_roots() -> Vec<PathBuf> {
@@ -41,32 +39,15 @@ fn fixture_roots() -> Vec<PathBuf> {
 
 /// The host paths `discover` plus one scrape of every source read on `dir`.
 async fn reads(dir: &Path, nvml_lib: Option<PathBuf>) -> Vec<String> {
-    let (root, log) = HostRoot::new(dir).unwrap().recording();
+    let root = HostRoot::new(dir).unwrap();
     let mut cfg = NvmlConfig::new(root.clone());
     cfg.lib_path = nvml_lib;
     cfg.call_timeout = Duration::from_secs(2);
-    let nvml = Nvml::start(cfg);
-    let extras = discover::Extras {
-        nvml: Some(nvml.clone()),
-        ..Default::default()
-    };
-    let r = root.clone();
-    let report = tokio::task::spawn_blocking(move || {
-        discover::discover_with(&r, &Options::default(), &extras)
-    })
-    .await
-    .unwrap();
-    let (_tx, rx) = watch::channel(Arc::new(report));
-    let mut sources = metrics::default_sources();
-    sources.push(Arc::new(NvmlSource::new(nvml)));
-    let e = Exporter::new(root, rx, sources, ExporterConfig::default());
-    let snap = e.scrape().await.expect("scrape pass");
-    assert!(
-        !snap.sink.samples("scrape_source_success").is_empty(),
-        "no source ran on {}",
-        dir.display()
-    );
-    log.paths()
+    cfg.quiet = true;
+    let paths = readaudit::reads(&root, &Options::default(), cfg).await;
+    // every source ran: the scrape reads sysfs of each device discovery found
+    assert!(!paths.is_empty(), "nothing recorded on {}", dir.display());
+    paths
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,4 +135,25 @@ fn chart_copy_of_the_table_matches_the_binary() {
         chart.display(),
         chart.display()
     );
+}
+
+#[test]
+fn audit_command_lists_reads_with_their_mounts() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hosts/dual-vendor");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gpuscout"))
+        .args(["host-paths", "--audit", "--root"])
+        .arg(&root)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run gpuscout host-paths --audit");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("/proc/modules\t/proc/modules\n"), "{text}");
+    assert!(text.contains("/sys/bus/pci/devices\t/sys/bus\n"), "{text}");
+    assert!(!text.contains("OUTSIDE"), "{text}");
 }
