@@ -17,8 +17,11 @@
 //!
 //! Opt-in read recording ([`HostRoot::recording`], off by default): every host path a root is
 //! asked for, every symlink it follows on the way and every path it ends up at goes into a
-//! [`ReadLog`]. The mount-table test (`hostpaths`) and `capture` use it to learn what the agent
-//! touches. When off it costs one `Option` check per resolve.
+//! [`ReadLog`]. [`crate::readaudit`] uses it (the mount-table test, `gpuscout host-paths
+//! --audit`) to learn what the agent touches; a host capture can too. Every internal operation
+//! that stats, opens, lists or readlinks calls the one hook, `note`; a rewrite of the internals
+//! must keep calling it (`recording_sees_every_kind_of_access` fails otherwise). When off it
+//! costs one `Option` check.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -184,7 +187,8 @@ impl HostRoot {
     }
 
     /// The one recording hook: every path an internal operation opens, lists, stats or
-    /// readlinks passes through here first. Free when recording is off.
+    /// readlinks passes through here first (the requested path, each symlink followed, the
+    /// resolved path). Free when recording is off.
     fn note(&self, host: &Path) {
         if let Some(log) = &self.log {
             log.record(host);
