@@ -330,6 +330,12 @@ def test_cleanup_hook_runs_prune_once_after_delete():
     assert args[3] == "--wait-for-pods=" + ",".join(f"{k}={v}" for k, v in sel.items())
     own = job["spec"]["template"]["metadata"]["labels"]
     assert any(own.get(k) != v for k, v in sel.items())
+    # also with the longest names, where truncation could make them equal
+    long = {"nameOverride": "a" * 63, "fullnameOverride": "b" * 63}
+    ljob = next(d for d in hook_objects(long) if d["kind"] == "Job")
+    lsel = one(long, "DaemonSet")["spec"]["selector"]["matchLabels"]
+    assert any(ljob["spec"]["template"]["metadata"]["labels"].get(k) != v for k, v in lsel.items())
+    assert len(ljob["metadata"]["name"]) <= 63 and ljob["metadata"]["name"].endswith("-cleanup")
     # Pod Security restricted: nothing but the API token
     sc, csc = spec["securityContext"], spec["containers"][0]["securityContext"]
     assert sc["runAsNonRoot"] is True and sc["seccompProfile"]["type"] == "RuntimeDefault"
