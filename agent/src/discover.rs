@@ -114,8 +114,13 @@ fn build_gpu(
         }
         Vendor::Intel => intel_info = Some(intel::classify(p.device_id)),
     }
-    let (model, model_source) =
-        names::model_name(p.vendor, p.vendor_id, p.device_id, vendor_model.as_deref());
+    let (model, model_source) = names::model_name(
+        p.vendor,
+        p.vendor_id,
+        p.device_id,
+        p.revision,
+        vendor_model.as_deref(),
+    );
     Gpu {
         pci_address: p.address.to_string(),
         vendor: p.vendor,

@@ -177,7 +177,8 @@ pub struct AmdInfo {
     pub gfx_target: Option<String>,
     /// Graphics-core IP version, e.g. `11.5.1`, from `ip_discovery` (or derived from the target).
     pub gc_version: Option<String>,
-    /// Family as ROCm's node labeller names it (`GC_11_5_0`, `YC`, `AI`, ...).
+    /// The kernel's `AMDGPU_FAMILY_*` name (`GC_11_5_0`, `YC`, `AI`, ...), from the GC version
+    /// where `ip_discovery` gives it, else from the KFD target when that is unambiguous.
     pub family: Option<String>,
     pub cu_count: Option<u32>,
     pub simd_count: Option<u32>,
@@ -192,6 +193,14 @@ pub struct AmdInfo {
     pub partitions: Option<u32>,
     pub compute_partition: Option<String>,
     pub memory_partition: Option<String>,
+    /// `size_in_bytes` of the KFD node's first memory bank (`mem_banks/0/properties`; on a
+    /// partitioned device the first partition's): what ROCm's node labeller reports as VRAM.
+    #[serde(default)]
+    pub kfd_mem_bank_bytes: Option<u64>,
+    /// `srcversion` of the module bound to the device (`driver/module/srcversion`): present for
+    /// DKMS builds and kernels built with `CONFIG_MODULE_SRCVERSION_ALL`.
+    #[serde(default)]
+    pub driver_srcversion: Option<String>,
 }
 
 /// NVIDIA specifics from `/proc/driver/nvidia` (and NVML when available).
@@ -227,8 +236,14 @@ pub struct IntelInfo {
     /// Marketing generation / platform (`Alchemist`, `Battlemage`, `Meteor Lake`, ...).
     pub platform: Option<String>,
     pub discrete: Option<bool>,
-    /// Which kernel driver the device needs on this id: `i915` or `xe`.
+    /// The kernel driver for this id: the one that binds it by default (`i915` where both list
+    /// it, since xe needs `force_probe` there), else the one that binds it with `force_probe`.
+    /// `None` where no upstream driver lists the id (Ponte Vecchio, Cannon Lake).
     pub expected_driver: Option<String>,
+    /// The module option `expected_driver` needs before it binds this id
+    /// (`xe.force_probe=d740`); `None` where it binds by default.
+    #[serde(default)]
+    pub force_probe: Option<String>,
 }
 
 /// Where a GPU's `model` name came from.
@@ -237,6 +252,8 @@ pub struct IntelInfo {
 pub enum ModelSource {
     /// The vendor's own string on this host (FRU `product_name`, NVIDIA `information`, NVML).
     Vendor,
+    /// libdrm's `amdgpu.ids` (AMD marketing name by device and revision), embedded.
+    AmdgpuIds,
     /// The embedded PCI ID database.
     PciIds,
     /// `<Vendor> device 0xNNNN`.

@@ -324,7 +324,7 @@ pub fn requirements(talos: Option<TalosVersion>, gpu: &GpuFacts<'_>) -> Need {
     match gpu.vendor {
         Vendor::Nvidia => nvidia(talos, gpu.device_id),
         Vendor::Amd => amd(talos, gpu.amd_gc_version, gpu.device_id),
-        Vendor::Intel => intel(talos, gpu.intel),
+        Vendor::Intel => intel(talos, gpu.intel, gpu.device_id),
     }
 }
 
@@ -435,24 +435,21 @@ fn amd(talos: Option<TalosVersion>, gc: Option<&str>, device_id: u16) -> Need {
     })
 }
 
-/// Firmware prefix per Intel platform where we know the kernel's file names
-/// (`dg2_guc_70.bin`, `mtl_guc_70.bin`, `xe/bmg_guc_70.bin`, `xe/lnl_guc_70.bin`).
-fn intel_firmware_prefix(platform: Option<&str>) -> &'static str {
-    match platform {
-        Some("Alchemist") | Some("Arctic Sound-M") => "dg2_",
-        Some("Meteor Lake") => "mtl_",
-        Some("Battlemage") => "bmg_",
-        Some("Lunar Lake") => "lnl_",
-        _ => "",
-    }
+/// The firmware an Intel GPU loads under `driver`, from the kernel's firmware tables
+/// ([`crate::vendors::intel::firmware`]: `ptl_` GuC under `xe/`, display DMC under `i915/` even
+/// for xe). Ids the kernel names no firmware for need none.
+fn intel_firmware(device_id: u16, driver: &str, shipped_by: Option<&str>) -> Vec<FirmwareNeed> {
+    crate::vendors::intel::firmware(device_id, driver)
+        .into_iter()
+        .map(|(subdir, prefix)| firmware(subdir, prefix, shipped_by))
+        .collect()
 }
 
-fn intel(talos: Option<TalosVersion>, info: Option<&IntelInfo>) -> Need {
+fn intel(talos: Option<TalosVersion>, info: Option<&IntelInfo>, device_id: u16) -> Need {
     let xe_only = info.and_then(|i| i.expected_driver.as_deref()) == Some("xe");
     let platform = info.and_then(|i| i.platform.as_deref());
     let mei = info.is_some_and(intel_needs_mei);
     let driver = if xe_only { "xe" } else { "i915" };
-    let prefix = intel_firmware_prefix(platform);
     let Some(v) = talos else {
         // Off Talos only the driver is checked: the mei requirement comes from Talos' manifest.
         return Need::Supported(Requirements {
@@ -460,7 +457,7 @@ fn intel(talos: Option<TalosVersion>, info: Option<&IntelInfo>) -> Need {
             autoload: true,
             builtin_driver: false,
             extensions: Vec::new(),
-            firmware: vec![firmware(driver, prefix, None)],
+            firmware: intel_firmware(device_id, driver, None),
         });
     };
     if xe_only && v < XE {
@@ -498,7 +495,7 @@ fn intel(talos: Option<TalosVersion>, info: Option<&IntelInfo>) -> Need {
         autoload: true,
         builtin_driver: builtin,
         extensions,
-        firmware: vec![firmware(driver, prefix, Some(shipped_by))],
+        firmware: intel_firmware(device_id, driver, Some(shipped_by)),
     })
 }
 

@@ -6,4 +6,5 @@
 
 pub mod amd;
 pub mod intel;
+pub mod intel_ids;
 pub mod nvidia;
