@@ -399,7 +399,7 @@ pub struct TalosInfo {
 }
 
 /// Facts about the host as a whole.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Host {
     pub kernel: Option<String>,
     pub os: Option<String>,

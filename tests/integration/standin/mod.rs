@@ -16,7 +16,9 @@
 //!   (`add`/`replace`/`remove`/`test` on labels and annotations); resourceVersion bumps only on
 //!   real changes, so a no-op write emits no watch event;
 //! - core/v1 Events (create, list) and `nfd.k8s-sigs.io/v1alpha1` NodeFeatures (get, list,
-//!   apply);
+//!   apply, delete);
+//! - Pods: LIST in a namespace with an equality-based `labelSelector` (`a=b,c==d`), full
+//!   objects or `PartialObjectMetadata`; pods exist only as tests add them ([`StandIn::add_pod`]);
 //! - `TokenReview` and `SubjectAccessReview` (create) with scripted answers: tokens registered
 //!   with [`StandIn::add_token`] authenticate as their user, every other token does not; a SAR
 //!   for `get` on the non-resource URL `/metrics` is allowed for users given to
@@ -202,6 +204,8 @@ struct State {
     watchers: Vec<Watcher>,
     next_watcher: u64,
     nodefeatures: BTreeMap<(String, String), Value>,
+    /// (namespace, name) → labels.
+    pods: BTreeMap<(String, String), BTreeMap<String, String>>,
     events: Vec<Value>,
     faults: Vec<Fault>,
     log: Vec<Logged>,
@@ -327,6 +331,46 @@ impl StandIn {
             .nodefeatures
             .get(&(ns.to_owned(), name.to_owned()))
             .cloned()
+    }
+
+    /// Names of the NodeFeatures in `ns`.
+    pub fn nodefeature_names(&self, ns: &str) -> Vec<String> {
+        self.st()
+            .nodefeatures
+            .keys()
+            .filter(|(n, _)| n == ns)
+            .map(|(_, name)| name.clone())
+            .collect()
+    }
+
+    /// Store a NodeFeature as another client would have created it.
+    pub fn put_nodefeature(&self, ns: &str, name: &str, labels: &[(&str, &str)]) {
+        let mut st = self.st();
+        st.rv += 1;
+        let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
+        let obj = json!({
+            "apiVersion": "nfd.k8s-sigs.io/v1alpha1", "kind": "NodeFeature",
+            "metadata": {"name": name, "namespace": ns, "labels": labels,
+                         "resourceVersion": st.rv.to_string(), "uid": format!("nf-{}", st.rv)},
+            "spec": {"labels": {}},
+        });
+        st.nodefeatures
+            .insert((ns.to_owned(), name.to_owned()), obj);
+    }
+
+    /// A pod with these labels exists in `ns` (for label-selector LISTs).
+    pub fn add_pod(&self, ns: &str, name: &str, labels: &[(&str, &str)]) {
+        self.st().pods.insert(
+            (ns.to_owned(), name.to_owned()),
+            labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        );
+    }
+
+    pub fn remove_pod(&self, ns: &str, name: &str) {
+        self.st().pods.remove(&(ns.to_owned(), name.to_owned()));
     }
 
     pub fn events(&self) -> Vec<Value> {
