@@ -45,6 +45,9 @@ pub fn discover(root: &HostRoot, opts: &Options) -> Report {
     } else {
         None
     };
+    if has_nvidia {
+        host.nvswitches = crate::vendors::nvswitch::scan(root);
+    }
     // NVML only where this pass's own PCI scan shows an NVIDIA GPU.
     let mut evidence = std::borrow::Cow::Borrowed(&opts.evidence);
     let mut nvml_snap = opts.nvml.clone();
@@ -105,20 +108,20 @@ fn identity_problem(g: &mut Gpu) {
     if g.device_id.is_some() {
         return;
     }
-    let why = g
+    let (path, error) = g
         .unread
         .iter()
         .find(|u| u.path.ends_with("/device"))
-        .map(|u| format!("{}: {}", u.path, u.error))
-        .unwrap_or_else(|| "the PCI `device` attribute".to_owned());
-    g.problems.push(crate::model::Problem {
-        status: crate::model::Status::Unknown,
-        detail: format!("the PCI device id could not be read ({why}); the driver stack cannot be judged"),
-        hint: format!(
-            "read /sys/bus/pci/devices/{}/device on the host: an I/O error there points at the device or its PCIe link (see dmesg)",
-            g.pci_address
-        ),
-    });
+        .map(|u| (u.path.clone(), u.error.clone()))
+        .unwrap_or_else(|| {
+            (
+                format!("/sys/bus/pci/devices/{}/device", g.pci_address),
+                "unreadable".to_owned(),
+            )
+        });
+    g.problems.push(crate::model::Problem::new(
+        crate::cause::Cause::DeviceIdUnreadable { path, error },
+    ));
     g.settle_status();
 }
 
@@ -151,8 +154,13 @@ fn build_gpu(
         }
         Vendor::Intel => intel_info = Some(p.device_id.map(intel::classify).unwrap_or_default()),
     }
-    let (model, model_source) =
-        names::model_name(p.vendor, p.vendor_id, p.device_id, vendor_model.as_deref());
+    let (model, model_source) = names::model_name(
+        p.vendor,
+        p.vendor_id,
+        p.device_id,
+        p.revision,
+        vendor_model.as_deref(),
+    );
     Gpu {
         pci_address: p.address.to_string(),
         vendor: p.vendor,
@@ -178,6 +186,7 @@ fn build_gpu(
         problems: Vec::new(),
         unread,
         disagreements: Vec::new(),
+        driver_link_error: p.driver_error,
     }
 }
 
@@ -211,7 +220,7 @@ pub fn discover_with(root: &HostRoot, opts: &Options, extras: &Extras) -> Report
     }
     let mut report = discover(root, &opts);
     if let Some(f) = &extras.talos {
-        crate::talosapi::refine(f, &mut report.gpus);
+        crate::talosapi::refine(f, &report.host, &mut report.gpus);
         report.labels = labels::compute(&report.host, &report.gpus, &opts.labels);
         crate::textcap::cap_report(&mut report);
     }

@@ -268,18 +268,12 @@ mod tests {
                 })
                 .collect(),
             disagreements: Vec::new(),
+            driver_link_error: None,
         }
     }
 
     fn report(gpus: Vec<Gpu>, cfg: &LabelConfig) -> Report {
-        let host = Host {
-            kernel: None,
-            os: None,
-            talos: None,
-            modules: Vec::new(),
-            unread: Vec::new(),
-            disagreements: Vec::new(),
-        };
+        let host = Host::default();
         let labels = labels::compute(&host, &gpus, cfg);
         Report { host, gpus, labels }
     }

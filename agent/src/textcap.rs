@@ -8,6 +8,7 @@
 //! one. Node labels have their own, stricter rules (63 characters, `labels.rs`).
 
 use crate::model::{Disagreement, Gpu, Host, Problem, Report, Sriov, Unread};
+use serde::{Serialize, de::DeserializeOwned};
 
 /// Longest value (a version, a model name, a metric label value), marker included.
 pub const MAX_VALUE: usize = 256;
@@ -50,10 +51,33 @@ fn unread(list: &mut [Unread]) {
     }
 }
 
+/// Cap every string inside a serde value (a problem's typed cause and notes carry host strings,
+/// e.g. the raw `VERSION_ID` that is not a Talos release tag).
+fn strings_in<T: Serialize + DeserializeOwned>(v: &mut T) {
+    fn walk(v: &mut serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::String(s) => cap(s, MAX_VALUE),
+            serde_json::Value::Array(a) => a.iter_mut().fold(false, |c, x| walk(x) | c),
+            serde_json::Value::Object(o) => o.values_mut().fold(false, |c, x| walk(x) | c),
+            _ => false,
+        }
+    }
+    let Ok(mut json) = serde_json::to_value(&*v) else {
+        return;
+    };
+    if walk(&mut json)
+        && let Ok(capped) = serde_json::from_value(json)
+    {
+        *v = capped;
+    }
+}
+
 fn problems(list: &mut [Problem]) {
     for p in list {
         cap(&mut p.detail, MAX_TEXT);
         cap(&mut p.hint, MAX_TEXT);
+        strings_in(&mut p.cause);
+        strings_in(&mut p.notes);
     }
 }
 
@@ -83,7 +107,19 @@ fn host(h: &mut Host) {
         opt(&mut m.version);
         opt(&mut m.taint);
     }
+    for s in &mut h.nvswitches {
+        value(s);
+    }
     unread(&mut h.unread);
+    for u in [
+        &mut h.read_errors.os_release,
+        &mut h.read_errors.extensions_yaml,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        unread(std::slice::from_mut(u));
+    }
     disagreements(&mut h.disagreements);
 }
 
@@ -130,6 +166,9 @@ fn gpu(g: &mut Gpu) {
     }
     problems(&mut g.problems);
     unread(&mut g.unread);
+    if let Some(u) = &mut g.driver_link_error {
+        unread(std::slice::from_mut(u));
+    }
     disagreements(&mut g.disagreements);
 }
 
