@@ -2,14 +2,16 @@
 """Idle-connection flood against `gpuscout serve` on 127.0.0.1, bounded in count and time.
 
 Starts the given binary as a standalone exporter on a fixture host root, opens N idle TCP
-connections (default 20,000) and holds them, then reports the server's open descriptors and
-RSS before, during and after, and whether /healthz, /readyz and /metrics answer meanwhile.
-Raises RLIMIT_NOFILE for itself and for the server (run as root to raise the hard limit).
+connections (default 20,000) from helper processes (at most 9,000 each, so no process needs
+more descriptors than a default hard limit allows) and holds them, then reports the server's
+open descriptors and RSS before, during and after, and whether /healthz, /readyz and /metrics
+answer meanwhile. Raises RLIMIT_NOFILE as far as the hard limit allows.
 
 Usage: scripts/conn-flood.py [--bin target/release/gpuscout] [--conns 20000] [--root DIR]
 """
 
 import argparse
+import multiprocessing
 import os
 import resource
 import socket
@@ -43,6 +45,23 @@ def rss_kib(pid):
     return -1
 
 
+def get_body(port, path, timeout=5.0):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            s.sendall(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        return head, body.decode(errors="replace")
+    except OSError:
+        return b"", ""
+
+
 def get(port, path, timeout=5.0):
     """(status, seconds) of one HTTP/1.0 GET; status 0 on failure."""
     t0 = time.monotonic()
@@ -62,6 +81,24 @@ def get(port, path, timeout=5.0):
     return status, time.monotonic() - t0
 
 
+def holder(port, count, conn):
+    """Open `count` idle connections, report how many opened, hold them until told to close."""
+    raise_nofile(count + 256)
+    held, t0 = [], time.monotonic()
+    for _ in range(count):
+        if time.monotonic() - t0 > 120:
+            break
+        try:
+            held.append(socket.create_connection(("127.0.0.1", port), timeout=2))
+        except OSError:
+            pass
+    conn.send(len(held))
+    conn.recv()
+    for s in held:
+        s.close()
+    conn.send("closed")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default=os.path.join(REPO, "target/release/gpuscout"))
@@ -70,7 +107,7 @@ def main():
     ap.add_argument("--extra", default="", help="extra serve flags, space separated")
     a = ap.parse_args()
     n = min(a.conns, 50000)  # bounded
-    limit = raise_nofile(n + 2048)
+    limit = raise_nofile(4096)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -89,27 +126,35 @@ def main():
             sys.exit("server not ready")
         get(port, "/metrics")
         rows = [("idle, before", fds(srv.pid), rss_kib(srv.pid), "", "", "")]
-        held, failed = [], 0
+        per = 9000
+        pipes, procs = [], []
         t0 = time.monotonic()
-        for _ in range(n):
-            if time.monotonic() - t0 > 120:
-                break
-            try:
-                held.append(socket.create_connection(("127.0.0.1", port), timeout=2))
-            except OSError:
-                failed += 1
+        for i in range(0, n, per):
+            parent, child = multiprocessing.Pipe()
+            p = multiprocessing.Process(target=holder, args=(port, min(per, n - i), child))
+            p.start()
+            pipes.append(parent)
+            procs.append(p)
+        opened_n = sum(c.recv() for c in pipes)
+        failed = n - opened_n
         opened = time.monotonic() - t0
         time.sleep(2)
         probes = [get(port, p) for p in ("/healthz", "/readyz", "/metrics")]
-        rows.append((f"{len(held)} idle connections held", fds(srv.pid), rss_kib(srv.pid),
+        rows.append((f"{opened_n} idle connections held", fds(srv.pid), rss_kib(srv.pid),
                      *(f"{c} ({t * 1000:.0f} ms)" for c, t in probes)))
-        for s in held:
-            s.close()
-        held = []
+        for c in pipes:
+            c.send("close")
+        for c in pipes:
+            c.recv()
+        for p in procs:
+            p.join(10)
         time.sleep(3)
         probes = [get(port, p) for p in ("/healthz", "/readyz", "/metrics")]
         rows.append(("3 s after closing them", fds(srv.pid), rss_kib(srv.pid),
                      *(f"{c} ({t * 1000:.0f} ms)" for c, t in probes)))
+        _, metrics = get_body(port, "/metrics")
+        conn_lines = [l for l in metrics.splitlines()
+                      if l.startswith("gpuscout_http_connections")]
         print(f"server: {' '.join(cmd)}")
         print(f"RLIMIT_NOFILE {limit}; {n} connects asked, {failed} failed, "
               f"{opened:.1f} s to open")
@@ -118,6 +163,8 @@ def main():
         print("|---|---:|---:|---|---|---|")
         for r in rows:
             print(f"| {r[0]} | {r[1]} | {r[2] / 1024:.1f} | {r[3]} | {r[4]} | {r[5]} |")
+        print()
+        print("\n".join(conn_lines))
     finally:
         srv.terminate()
         try:

@@ -67,6 +67,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Longest pause before renewing a watch the server dropped midway.
 const DROPPED_WATCH_JITTER: Duration = Duration::from_secs(5);
 
+/// Largest API response body read (then parsed as JSON; serde_json limits nesting to 128).
+const MAX_RESPONSE_BYTES: usize = 8 << 20;
+
 /// First-write jitter when the cluster's size cannot be learnt.
 const UNKNOWN_CLUSTER_JITTER: Duration = Duration::from_secs(10);
 
@@ -1001,11 +1004,18 @@ impl Runner {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
-            let body = resp
-                .into_body()
+            // Bounded before JSON parsing: one Node's metadata is far below etcd's 1.5 MiB
+            // object limit; a larger answer is not one the agent asked for.
+            let body = http_body_util::Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
                 .collect()
                 .await
-                .map_err(Error::Transport)?
+                .map_err(|e| match e.downcast::<kube::Error>() {
+                    Ok(k) => Error::Transport(*k),
+                    Err(e) => Error::Api {
+                        code: status,
+                        message: format!("response body over {MAX_RESPONSE_BYTES} bytes: {e}"),
+                    },
+                })?
                 .to_bytes();
             Ok::<_, Error>((status, retry_after, body))
         };
