@@ -197,9 +197,9 @@ fn probe(
     let numa_node = r.opt("numa_node", parse::int::<i32>);
     let link = PcieLink {
         current_gts: r.opt("current_link_speed", parse::link_speed_gts).flatten(),
-        current_width: r.opt("current_link_width", parse::int::<u32>),
+        current_width: r.opt("current_link_width", parse::link_width).flatten(),
         max_gts: r.opt("max_link_speed", parse::link_speed_gts).flatten(),
-        max_width: r.opt("max_link_width", parse::int::<u32>),
+        max_width: r.opt("max_link_width", parse::link_width).flatten(),
     };
     let sriov = read_sriov(&mut r);
     let driver = match root.link_name_in(&dir, "driver") {
