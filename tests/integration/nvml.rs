@@ -4,7 +4,7 @@
 #![allow(clippy::disallowed_methods)]
 
 #[path = "../support/nvml_double.rs"]
-mod nvml_double;
+pub(crate) mod nvml_double;
 
 use gpuscout::discover::{self, Options};
 use gpuscout::hostroot::HostRoot;
@@ -395,8 +395,14 @@ async fn version_mismatch_facts() {
     );
 }
 
+/// On a machine whose loader has no `libnvidia-ml.so.1` (CI), NVML is absent, not an error.
+/// Where the loader finds one (a GPU machine) this does not hold: the test says so and skips.
 #[tokio::test]
 async fn missing_library_is_absent_not_an_error() {
+    if let Some(why) = crate::util::nvml_on_this_machine() {
+        println!("skipped: {why}");
+        return;
+    }
     // An empty host root: no Talos library, so the loader's `libnvidia-ml.so.1` is tried.
     let dir = tempfile::tempdir().unwrap();
     let root = HostRoot::new(dir.path()).unwrap();
@@ -404,7 +410,7 @@ async fn missing_library_is_absent_not_an_error() {
     let e = h.snapshot().await.unwrap_err();
     assert!(
         e.is_absent(),
-        "expected NVML to be absent on this machine (is a real libnvidia-ml.so.1 installed?): {e}"
+        "expected NVML to be absent on this machine: {e}"
     );
     assert_eq!(h.state(), NvmlState::Absent);
     assert_eq!(h.facts(), None);
