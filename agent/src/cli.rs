@@ -199,6 +199,15 @@ pub fn run_oneshot(cli: &Cli) -> Result<u8, ConfigError> {
         Command::Check => {
             let mut err = std::io::stderr().lock();
             let mut bad = false;
+            // GPUs that cannot be listed are unknown, never "all ok".
+            if let Some(u) = crate::pci::device_list_unread(&report.host.unread) {
+                bad = true;
+                let _ = writeln!(
+                    err,
+                    "cannot list the PCI devices ({}: {}): which GPUs this host has is unknown",
+                    u.path, u.error
+                );
+            }
             for g in &report.gpus {
                 if g.status == Status::Ok {
                     continue;

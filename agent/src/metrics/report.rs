@@ -1,5 +1,6 @@
 //! Series taken from the latest discovery report, without any read at scrape time: GPU
-//! identity, GPU counts per vendor, the driver verdict (one-hot over every SPEC §5 status),
+//! identity, GPU counts per vendor (absent when the PCI device list could not be read), the
+//! driver verdict (one-hot over every SPEC §5 status),
 //! readiness, kernel module state and the build. They change only when discovery runs again.
 
 use super::{Sink, families as f, gpu_label};
@@ -12,9 +13,13 @@ pub fn collect(report: &Report, out: &mut Sink) {
         vec![("version", env!("CARGO_PKG_VERSION").to_owned())],
         1.0,
     );
-    for v in Vendor::ALL {
-        let n = report.gpus.iter().filter(|g| g.vendor == v).count();
-        out.push(&f::GPUS, vec![("vendor", v.as_str().to_owned())], n as f64);
+    // When the PCI device list could not be read, how many GPUs there are is unknown: absent,
+    // not 0 (the reason is in the report's `host.unread`).
+    if crate::pci::device_list_unread(&report.host.unread).is_none() {
+        for v in Vendor::ALL {
+            let n = report.gpus.iter().filter(|g| g.vendor == v).count();
+            out.push(&f::GPUS, vec![("vendor", v.as_str().to_owned())], n as f64);
+        }
     }
     for g in &report.gpus {
         let uuid = g.nvidia.as_ref().and_then(|n| n.uuid.clone());
