@@ -4,7 +4,8 @@
 //! compared with the committed tree, entry by entry: file contents, symlink targets, and whether
 //! each symlink resolves. A generator must not write empty directories: git drops them, so a
 //! clone differs from a fresh generation (a `driver` link into an empty driver directory
-//! resolves where it was generated and dangles in every clone).
+//! resolves where it was generated and dangles in every clone). Its relative links must resolve,
+//! except the hostile fixtures' intended dangling links and loops.
 
 #![allow(clippy::disallowed_methods)] // reads the fixture trees themselves, not a host
 
@@ -98,9 +99,34 @@ fn kind(e: &Entry) -> &'static str {
     }
 }
 
+/// Relative links of a generated tree that do not resolve and are not in `intended` (a hostile
+/// fixture's deliberate dangling links and loops). Absolute targets are left out: they point
+/// into the fixture's own root, which the host this runs on need not have.
+fn broken_links(fresh: &BTreeMap<String, Entry>, intended: &[&str]) -> Vec<String> {
+    fresh
+        .iter()
+        .filter_map(|(p, e)| match e {
+            Entry::Link {
+                target,
+                resolves: false,
+            } if !target.starts_with('/') && !intended.contains(&p.as_str()) => Some(format!(
+                "{p} -> {target}: the generator writes a link that does not resolve"
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Run `script` with a fresh output directory and compare with `committed`, ignoring the
 /// committed entries in `not_generated` (the generator itself, living in the same directory).
-fn check_generator(script: &Path, committed: &Path, not_generated: &[&str], min_entries: usize) {
+/// Relative links must resolve, except those in `intended`.
+fn check_generator(
+    script: &Path,
+    committed: &Path,
+    not_generated: &[&str],
+    intended: &[&str],
+    min_entries: usize,
+) {
     let tmp = tempfile::tempdir().unwrap();
     let out_dir = tmp.path().join("out");
     let out = Command::new("python3")
@@ -124,7 +150,8 @@ fn check_generator(script: &Path, committed: &Path, not_generated: &[&str], min_
     );
     let mut committed_tree = tree(committed);
     committed_tree.retain(|p, _| !not_generated.iter().any(|n| p == n));
-    let diff = differences(&fresh, &committed_tree);
+    let mut diff = broken_links(&fresh, intended);
+    diff.extend(differences(&fresh, &committed_tree));
     assert!(
         diff.is_empty(),
         "{} does not reproduce {}: run it and commit the result.\n{}",
@@ -140,6 +167,12 @@ fn host_fixtures_match_mkfixtures() {
         &fixtures().join("mkfixtures.py"),
         &fixtures().join("hosts"),
         &[],
+        // mkfixtures.py's INTENTIONALLY_BROKEN
+        &[
+            "dangling-and-garbage/sys/bus/pci/devices/0000:0b:00.0",
+            "dangling-and-garbage/sys/class/drm/card9",
+            "dangling-and-garbage/sys/class/drm/card9loop",
+        ],
         1000,
     );
 }
@@ -150,6 +183,12 @@ fn verdict_fixtures_match_mkverdicts() {
         &fixtures().join("verdicts/mkverdicts.py"),
         &fixtures().join("verdicts"),
         &["mkverdicts.py"],
+        // symlink loops that make a Talos file unreadable
+        &[
+            "talos-unknown-extensions-unreadable-v1.11/etc/extensions.yaml",
+            "talos-unknown-os-release-loop/etc/os-release",
+            "talos-unknown-os-release-loop/usr/lib/os-release",
+        ],
         500,
     );
 }
@@ -160,6 +199,7 @@ fn metrics_fixtures_match_generate_py() {
         &fixtures().join("metrics/generate.py"),
         &fixtures().join("metrics"),
         &["generate.py"],
+        &[],
         100,
     );
 }
@@ -183,4 +223,11 @@ fn an_empty_directory_and_its_dangling_link_are_caught() {
         diff[1].contains("resolves: true") && diff[1].contains("resolves: false"),
         "{diff:?}"
     );
+    // A link that dangles even where it was generated (a wrong number of `..`) is caught too,
+    // unless it is a hostile fixture's intended one.
+    let wrong = t.path().join("wrong");
+    std::fs::create_dir_all(wrong.join("sys/devices/x")).unwrap();
+    std::os::unix::fs::symlink("../bus/drivers/d", wrong.join("sys/devices/x/driver")).unwrap();
+    assert_eq!(broken_links(&tree(&wrong), &[]).len(), 1);
+    assert!(broken_links(&tree(&wrong), &["sys/devices/x/driver"]).is_empty());
 }
