@@ -102,3 +102,16 @@ fn usage_errors_are_one_line_and_exit_2() {
         }
     }
 }
+
+#[test]
+fn flag_wins_over_the_environment() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gpuscout"))
+        .args(["discover", "--format", "json", "--root"])
+        .arg(host("arc-b580-xe"))
+        .env("GPUSCOUT_ROOT", "/nonexistent/gpuscout-root")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["gpus"][0]["driver"], "xe");
+}

@@ -60,6 +60,7 @@ fn free_port() -> u16 {
 fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
+        // hang guard: turns a condition that never comes into a failure
         assert!(start.elapsed() < limit, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -174,6 +175,7 @@ fn sigterm_exits_zero() {
         if let Some(st) = s.child.try_wait().unwrap() {
             break st;
         }
+        // hang guard: a process that never exits fails instead of hanging the suite
         assert!(
             start.elapsed() < Duration::from_secs(15),
             "no exit after SIGTERM"
