@@ -80,10 +80,30 @@ pub enum Command {
     },
     /// Exit 0 when every GPU's driver stack is `ok`, 1 otherwise (one line per problem on
     /// stderr, with its fix), 2 on a usage or configuration error.
-    Check,
+    Check {
+        /// Also exit 1 when fewer than N GPUs are found (every GPU PCI function `discover`
+        /// lists counts, SR-IOV virtual functions included).
+        #[arg(long, env = "GPUSCOUT_MIN_GPUS", value_name = "N")]
+        min_gpus: Option<usize>,
+    },
     /// Run as a daemon: rediscover periodically and serve Prometheus `/metrics` (read from
     /// sysfs at scrape time), `/healthz` and `/readyz`. Standalone unless label sync is on.
     Serve(ServeArgs),
+    /// Remove what gpuscout wrote to the cluster, for an uninstall: on the Nodes every label
+    /// under --label-prefix and every label field manager `gpuscout` applied (compat keys),
+    /// never another label; with --nodefeature-namespace its NodeFeature objects; with
+    /// --nfd-file the NFD features file. Exit 0 when everything was removed, 1 otherwise.
+    PruneLabels(PruneArgs),
+    /// Print the host paths the agent reads, as the Helm chart mounts them (YAML; the chart's
+    /// `files/host-paths.yaml` is this output).
+    #[command(hide = true)]
+    HostPaths {
+        /// Instead: run discovery and one scrape of every source on --root with every read
+        /// recorded, print each path read and the mount that covers it, and exit 1 when one
+        /// falls outside the table.
+        #[arg(long)]
+        audit: bool,
+    },
 }
 
 /// Flags of `serve`.
@@ -114,6 +134,70 @@ pub struct ServeArgs {
     pub security: crate::authn::SecurityArgs,
 }
 
+/// Flags of `prune-labels`.
+#[derive(Debug, Clone, Args)]
+pub struct PruneArgs {
+    /// Prune every Node of the cluster (the chart's uninstall hook does this).
+    #[arg(long, conflicts_with = "node")]
+    pub all_nodes: bool,
+
+    /// Prune only this Node.
+    #[arg(long)]
+    pub node: Option<String>,
+
+    /// Also delete the agent's NodeFeature objects (`gpuscout-<node>`) in this namespace.
+    #[arg(long)]
+    pub nodefeature_namespace: Option<String>,
+
+    /// Also remove this NFD features file (on the node itself).
+    #[arg(long)]
+    pub nfd_file: Option<PathBuf>,
+
+    /// First wait until no pod in --pods-namespace matches this label selector (the agents: a
+    /// running agent puts its labels back).
+    #[arg(long, requires = "pods_namespace")]
+    pub wait_for_pods: Option<String>,
+
+    /// Namespace of the pods of --wait-for-pods.
+    #[arg(long)]
+    pub pods_namespace: Option<String>,
+
+    /// Longest wait for those pods (`120s`, `2m`); then prune anyway and say so.
+    #[arg(long, default_value = "120s", value_parser = crate::serve::parse_duration)]
+    pub wait_timeout: Duration,
+
+    /// Kubeconfig file; without it the in-cluster service account is used.
+    #[arg(long, env = "GPUSCOUT_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+impl PruneArgs {
+    /// The prune settings; `prefix` is the validated label prefix.
+    pub fn prune_config(&self, prefix: &str) -> crate::k8s::prune::PruneConfig {
+        use crate::k8s::prune::{Nodes, PruneConfig};
+        let mut c = PruneConfig::new(prefix);
+        c.nodes = match (&self.node, self.all_nodes) {
+            (Some(n), _) => Nodes::One(n.clone()),
+            (None, true) => Nodes::All,
+            (None, false) => Nodes::None,
+        };
+        c.nodefeature_namespace = self.nodefeature_namespace.clone();
+        c.nfd_file = self.nfd_file.clone();
+        c.wait_for_pods = self
+            .wait_for_pods
+            .clone()
+            .zip(self.pods_namespace.clone())
+            .map(|(sel, ns)| (ns, sel));
+        c.wait = self.wait_timeout;
+        c
+    }
+
+    /// Whether the Kubernetes API is needed at all.
+    pub fn needs_api(&self) -> bool {
+        self.all_nodes || self.node.is_some() || self.nodefeature_namespace.is_some()
+    }
+}
+
 /// A configuration error: reported in one line, exit status 2.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -129,8 +213,14 @@ pub enum ConfigError {
     Render(#[from] render::Error),
     #[error("writing output: {0}")]
     Output(#[source] std::io::Error),
-    #[error("`serve` is not a one-shot command")]
+    #[error("this command is not a one-shot discovery command")]
     NotOneShot,
+    #[error(
+        "--root {path}: no sys/bus/pci below it, so no GPU can be seen: point --root at a host root whose sys/ is the host's sysfs (in a pod: mount the host / or /sys read-only)"
+    )]
+    NoPciBus { path: String },
+    #[error("--root {path}: sys/bus/pci cannot be read: {error}")]
+    PciBusUnreadable { path: String, error: String },
 }
 
 impl GlobalArgs {
@@ -175,9 +265,60 @@ impl GlobalArgs {
     }
 }
 
+/// The one-shot commands need the host's PCI bus in sysfs: a root without `sys/bus/pci` is a
+/// wrong `--root` (an empty directory, a container's own filesystem), not a host without GPUs.
+pub fn require_pci_bus(root: &HostRoot) -> Result<(), ConfigError> {
+    let path = root.dir().display().to_string();
+    match root.list_dir("sys/bus/pci") {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_not_found() => Err(ConfigError::NoPciBus { path }),
+        Err(e) => Err(ConfigError::PciBusUnreadable {
+            path,
+            error: e.to_string(),
+        }),
+    }
+}
+
+/// The `check --min-gpus` line, when fewer GPUs were found.
+pub fn min_gpus_line(found: usize, min: usize) -> Option<String> {
+    (found < min).then(|| {
+        format!(
+            "found {found} GPU{}, --min-gpus requires at least {min}: check that every GPU is seated and powered and shows in /sys/bus/pci/devices (`lspci -nn`)",
+            if found == 1 { "" } else { "s" }
+        )
+    })
+}
+
+/// `host-paths --audit`: every host path discovery and one scrape read on --root, each with the
+/// mount that covers it (`OUTSIDE` when none does); exit status 1 when any is outside. Needs a
+/// multi-threaded Tokio runtime.
+pub async fn run_audit(global: &GlobalArgs) -> Result<u8, ConfigError> {
+    let root = global.host_root()?;
+    let opts = global.discover_options()?;
+    let mut nvml = global.nvml_config(&root);
+    nvml.quiet = true;
+    let reads = crate::readaudit::reads(&root, &opts, nvml).await;
+    let mut out = String::new();
+    for p in &reads {
+        let mount = crate::hostpaths::covering(p).map_or("OUTSIDE", |(m, _)| m.path);
+        out.push_str(&format!("{p}\t{mount}\n"));
+    }
+    std::io::stdout()
+        .write_all(out.as_bytes())
+        .map_err(ConfigError::Output)?;
+    Ok(u8::from(!crate::readaudit::uncovered(&reads).is_empty()))
+}
+
 /// Run a one-shot command; returns the process exit status.
 pub fn run_oneshot(cli: &Cli) -> Result<u8, ConfigError> {
+    if let Command::HostPaths { audit: false } = cli.command {
+        std::io::stdout()
+            .write_all(crate::hostpaths::chart_file().as_bytes())
+            .map_err(ConfigError::Output)?;
+        return Ok(0);
+    }
     let root = cli.global.host_root()?;
+    require_pci_bus(&root)?;
     let opts = cli.global.discover_options()?;
     // NVML is tried only when PCI shows an NVIDIA GPU, bounded by its call deadlines.
     let mut nvml_cfg = cli.global.nvml_config(&root);
@@ -196,7 +337,7 @@ pub fn run_oneshot(cli: &Cli) -> Result<u8, ConfigError> {
                 .map_err(ConfigError::Output)?;
             Ok(0)
         }
-        Command::Check => {
+        Command::Check { min_gpus } => {
             let mut err = std::io::stderr().lock();
             let mut bad = false;
             // GPUs that cannot be listed are unknown, never "all ok".
@@ -207,6 +348,10 @@ pub fn run_oneshot(cli: &Cli) -> Result<u8, ConfigError> {
                     "cannot list the PCI devices ({}: {}): which GPUs this host has is unknown",
                     u.path, u.error
                 );
+            }
+            if let Some(line) = min_gpus.and_then(|m| min_gpus_line(report.gpus.len(), m)) {
+                bad = true;
+                let _ = writeln!(err, "{line}");
             }
             for g in &report.gpus {
                 if g.status == Status::Ok {
@@ -219,6 +364,8 @@ pub fn run_oneshot(cli: &Cli) -> Result<u8, ConfigError> {
             }
             Ok(u8::from(bad))
         }
-        Command::Serve(_) => Err(ConfigError::NotOneShot),
+        Command::Serve(_) | Command::HostPaths { .. } | Command::PruneLabels(_) => {
+            Err(ConfigError::NotOneShot)
+        }
     }
 }

@@ -19,9 +19,11 @@
 //! Every module documents which kernel files it reads and what happens when they are missing.
 
 pub mod authn;
+pub mod cause;
 pub mod cli;
 pub mod discover;
 pub mod host;
+pub mod hostpaths;
 pub mod hostroot;
 pub mod k8s;
 pub mod labels;
@@ -31,6 +33,7 @@ pub mod names;
 pub mod nvml;
 pub mod parse;
 pub mod pci;
+pub mod readaudit;
 pub mod render;
 #[cfg(feature = "rocm-smi")]
 pub mod rocm;

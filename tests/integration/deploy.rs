@@ -72,6 +72,14 @@ fn helm_chart_talos_api_and_metrics_security() {
     pytest("test_chart_security.py", None);
 }
 
+/// Least privilege and the operator knobs: the mounts are the agent's own host-path table (from
+/// the binary), non-root, securityContext overrides, namespaceOverride, NetworkPolicy, monitor
+/// and alert knobs, the shared job selector, and the uninstall hook with its short-lived RBAC.
+#[test]
+fn helm_chart_least_privilege_knobs_and_uninstall_hook() {
+    pytest("test_chart_knobs.py", None);
+}
+
 #[test]
 fn admission_policy_cel_allows_only_own_node_and_prefix() {
     pytest("test_admission_policy.py", None);

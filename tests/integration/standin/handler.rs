@@ -3,7 +3,9 @@
 // Error responses are whole `http::Response`s; their size does not matter in a test server.
 #![allow(clippy::result_large_err)]
 
-use super::{Action, ChanBody, Logged, NodeObj, StandIn, State, Watcher, node_json, watch_line};
+use super::{
+    Action, ChanBody, Logged, NodeInfo, NodeObj, StandIn, State, Watcher, node_json, watch_line,
+};
 use bytes::Bytes;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -89,6 +91,25 @@ fn name_selector(q: &BTreeMap<String, String>) -> Result<Option<String>, String>
             format!("stand-in supports only fieldSelector metadata.name=…, got {sel}")
         })?;
     Ok(Some(v.to_owned()))
+}
+
+/// An equality-based `labelSelector` (`a=b,c==d`) as pairs; `Err` for set-based ones.
+fn label_selector(q: &BTreeMap<String, String>) -> Result<Vec<(String, String)>, String> {
+    let Some(sel) = q.get("labelSelector").filter(|s| !s.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    sel.split(',')
+        .map(|term| {
+            let (k, v) = term
+                .split_once("==")
+                .or_else(|| term.split_once('='))
+                .filter(|(k, _)| !k.ends_with('!'))
+                .ok_or_else(|| {
+                    format!("stand-in supports only equality label selectors, got {sel}")
+                })?;
+            Ok((k.trim().to_owned(), v.trim().to_owned()))
+        })
+        .collect()
 }
 
 impl StandIn {
@@ -197,13 +218,15 @@ impl StandIn {
                     {"name": "nodes", "singularName": "node", "namespaced": false, "kind": "Node",
                      "verbs": ["get", "list", "patch", "update", "watch"], "shortNames": ["no"]},
                     {"name": "events", "singularName": "event", "namespaced": true, "kind": "Event",
-                     "verbs": ["create", "get", "list"], "shortNames": ["ev"]}]}),
+                     "verbs": ["create", "get", "list"], "shortNames": ["ev"]},
+                    {"name": "pods", "singularName": "pod", "namespaced": true, "kind": "Pod",
+                     "verbs": ["list"], "shortNames": ["po"]}]}),
             ),
             ("GET", ["apis", "nfd.k8s-sigs.io", "v1alpha1"]) => respond(
                 200,
                 json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "nfd.k8s-sigs.io/v1alpha1",
                        "resources": [{"name": "nodefeatures", "singularName": "nodefeature", "namespaced": true,
-                                      "kind": "NodeFeature", "verbs": ["create", "get", "list", "patch", "update", "watch"]}]}),
+                                      "kind": "NodeFeature", "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]}]}),
             ),
             ("GET", ["api", "v1", "nodes"]) => {
                 let name = match name_selector(q) {
@@ -237,6 +260,71 @@ impl StandIn {
             },
             ("PATCH", ["api", "v1", "nodes", name]) => {
                 self.patch_node(name, q, ctype, body, meta_only)
+            }
+            ("GET", ["api", "v1", "namespaces", ns, "pods"]) => {
+                let sel = match label_selector(q) {
+                    Ok(s) => s,
+                    Err(m) => return status(400, "BadRequest", &m),
+                };
+                let st = self.st();
+                let items: Vec<Value> = st
+                    .pods
+                    .iter()
+                    .filter(|((pns, _), labels)| {
+                        pns == ns && sel.iter().all(|(k, v)| labels.get(k) == Some(v))
+                    })
+                    .map(|((pns, name), labels)| {
+                        let meta = json!({"name": name, "namespace": pns, "labels": labels,
+                                          "uid": format!("pod-{name}"), "resourceVersion": st.rv.to_string()});
+                        if meta_only {
+                            json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta})
+                        } else {
+                            json!({"kind": "Pod", "apiVersion": "v1", "metadata": meta, "spec": {"containers": []}})
+                        }
+                    })
+                    .collect();
+                let (kind, api) = if meta_only {
+                    ("PartialObjectMetadataList", "meta.k8s.io/v1")
+                } else {
+                    ("PodList", "v1")
+                };
+                respond(
+                    200,
+                    json!({"kind": kind, "apiVersion": api,
+                           "metadata": {"resourceVersion": st.rv.to_string()}, "items": items}),
+                )
+            }
+            (
+                "DELETE",
+                [
+                    "apis",
+                    "nfd.k8s-sigs.io",
+                    "v1alpha1",
+                    "namespaces",
+                    ns,
+                    "nodefeatures",
+                    name,
+                ],
+            ) => {
+                let mut st = self.st();
+                match st
+                    .nodefeatures
+                    .remove(&((*ns).to_owned(), (*name).to_owned()))
+                {
+                    Some(_) => {
+                        st.rv += 1;
+                        respond(
+                            200,
+                            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                                   "details": {"name": name, "group": "nfd.k8s-sigs.io", "kind": "nodefeatures"}}),
+                        )
+                    }
+                    None => status(
+                        404,
+                        "NotFound",
+                        &format!("nodefeatures.nfd.k8s-sigs.io \"{name}\" not found"),
+                    ),
+                }
             }
             ("POST", ["apis", "authentication.k8s.io", "v1", "tokenreviews"]) => {
                 let Ok(mut tr) = serde_json::from_slice::<Value>(body) else {
@@ -592,6 +680,7 @@ fn apply_node(
             rv: st.rv,
             owned: Default::default(),
             annotations: BTreeMap::new(),
+            node_info: NodeInfo::default(),
         };
         let _ = n.owned.apply(&manager, &labels, true);
         st.nodes.insert(name.to_owned(), n.clone());

@@ -16,7 +16,9 @@
 //!   (`add`/`replace`/`remove`/`test` on labels and annotations); resourceVersion bumps only on
 //!   real changes, so a no-op write emits no watch event;
 //! - core/v1 Events (create, list) and `nfd.k8s-sigs.io/v1alpha1` NodeFeatures (get, list,
-//!   apply);
+//!   apply, delete);
+//! - Pods: LIST in a namespace with an equality-based `labelSelector` (`a=b,c==d`), full
+//!   objects or `PartialObjectMetadata`; pods exist only as tests add them ([`StandIn::add_pod`]);
 //! - `TokenReview` and `SubjectAccessReview` (create) with scripted answers: tokens registered
 //!   with [`StandIn::add_token`] authenticate as their user, every other token does not; a SAR
 //!   for `get` on the non-resource URL `/metrics` is allowed for users given to
@@ -164,6 +166,24 @@ pub struct NodeObj {
     pub rv: u64,
     pub owned: Owned,
     pub annotations: BTreeMap<String, String>,
+    pub node_info: NodeInfo,
+}
+
+/// `status.nodeInfo` fields the kubelet reports from the host (`osImage` is os-release's
+/// `PRETTY_NAME`, `kernelVersion` the kernel release).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub os_image: String,
+    pub kernel_version: String,
+}
+
+impl Default for NodeInfo {
+    fn default() -> Self {
+        Self {
+            os_image: "Debian GNU/Linux 12 (bookworm)".to_owned(),
+            kernel_version: "6.1.0-28-amd64".to_owned(),
+        }
+    }
 }
 
 struct Watcher {
@@ -184,6 +204,8 @@ struct State {
     watchers: Vec<Watcher>,
     next_watcher: u64,
     nodefeatures: BTreeMap<(String, String), Value>,
+    /// (namespace, name) → labels.
+    pods: BTreeMap<(String, String), BTreeMap<String, String>>,
     events: Vec<Value>,
     faults: Vec<Fault>,
     log: Vec<Logged>,
@@ -238,6 +260,7 @@ impl StandIn {
             rv: st.rv,
             owned,
             annotations: BTreeMap::new(),
+            node_info: NodeInfo::default(),
         };
         st.nodes.insert(name.to_owned(), node.clone());
         st.emit("ADDED", node);
@@ -273,6 +296,19 @@ impl StandIn {
         });
     }
 
+    /// Set `status.nodeInfo.osImage` and `kernelVersion`, as the kubelet reports them.
+    pub fn set_node_info(&self, node: &str, os_image: &str, kernel_version: &str) {
+        let info = NodeInfo {
+            os_image: os_image.to_owned(),
+            kernel_version: kernel_version.to_owned(),
+        };
+        self.st().mutate_node(node, |n| {
+            let changed = n.node_info != info;
+            n.node_info = info.clone();
+            changed
+        });
+    }
+
     /// Modify nothing of interest but bump the resourceVersion (a status heartbeat).
     pub fn touch(&self, node: &str) {
         self.st().mutate_node(node, |_| true);
@@ -295,6 +331,46 @@ impl StandIn {
             .nodefeatures
             .get(&(ns.to_owned(), name.to_owned()))
             .cloned()
+    }
+
+    /// Names of the NodeFeatures in `ns`.
+    pub fn nodefeature_names(&self, ns: &str) -> Vec<String> {
+        self.st()
+            .nodefeatures
+            .keys()
+            .filter(|(n, _)| n == ns)
+            .map(|(_, name)| name.clone())
+            .collect()
+    }
+
+    /// Store a NodeFeature as another client would have created it.
+    pub fn put_nodefeature(&self, ns: &str, name: &str, labels: &[(&str, &str)]) {
+        let mut st = self.st();
+        st.rv += 1;
+        let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
+        let obj = json!({
+            "apiVersion": "nfd.k8s-sigs.io/v1alpha1", "kind": "NodeFeature",
+            "metadata": {"name": name, "namespace": ns, "labels": labels,
+                         "resourceVersion": st.rv.to_string(), "uid": format!("nf-{}", st.rv)},
+            "spec": {"labels": {}},
+        });
+        st.nodefeatures
+            .insert((ns.to_owned(), name.to_owned()), obj);
+    }
+
+    /// A pod with these labels exists in `ns` (for label-selector LISTs).
+    pub fn add_pod(&self, ns: &str, name: &str, labels: &[(&str, &str)]) {
+        self.st().pods.insert(
+            (ns.to_owned(), name.to_owned()),
+            labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        );
+    }
+
+    pub fn remove_pod(&self, ns: &str, name: &str) {
+        self.st().pods.remove(&(ns.to_owned(), name.to_owned()));
     }
 
     pub fn events(&self) -> Vec<Value> {
@@ -510,7 +586,8 @@ pub fn node_json(n: &NodeObj, meta_only: bool) -> Value {
             "kind": "Node", "apiVersion": "v1", "metadata": meta_json(n),
             "spec": {},
             "status": {"conditions": [{"type": "Ready", "status": "True"}],
-                       "nodeInfo": {"kubeletVersion": "v1.32.0", "operatingSystem": "linux", "architecture": "amd64"}},
+                       "nodeInfo": {"kubeletVersion": "v1.32.0", "operatingSystem": "linux", "architecture": "amd64",
+                                    "osImage": n.node_info.os_image, "kernelVersion": n.node_info.kernel_version}},
         })
     }
 }
