@@ -23,6 +23,7 @@ pub mod cause;
 pub mod cli;
 pub mod discover;
 pub mod host;
+pub mod hostpaths;
 pub mod hostroot;
 pub mod k8s;
 pub mod labels;
