@@ -620,7 +620,11 @@ mod tests {
         assert!(root.symlink_metadata(l).unwrap().file_type().is_symlink());
         assert_eq!(root.read_link(l).unwrap(), Path::new("/etc/shadow"));
         assert!(root.symlink_metadata("sys/devices/x").unwrap().is_dir());
-        assert!(root.read_link("sys/devices/x/none").unwrap_err().is_not_found());
+        assert!(
+            root.read_link("sys/devices/x/none")
+                .unwrap_err()
+                .is_not_found()
+        );
     }
 
     #[test]

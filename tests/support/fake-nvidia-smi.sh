@@ -24,7 +24,8 @@ awk -v mode="$mode" -v query="$query" -v skew="${FAKE_SMI_SKEW:-}" '
     else if (q == "name") x = c[i, "name"]
     else if (q == "driver_version") x = top["driver_version"]
     else if (q == "memory.total") x = has(i, "mem_total") ? int(c[i, "mem_total"] / 1048576) : ""
-    else if (q == "memory.used") x = has(i, "mem_used") ? int(c[i, "mem_used"] / 1048576) : ""
+    # one NVML call gives total and used, as in the double: used is 0 when only total is set
+    else if (q == "memory.used") x = has(i, "mem_total") ? int(c[i, "mem_used"] / 1048576) : ""
     else if (q == "temperature.gpu") x = c[i, "temp"]
     else if (q == "power.draw") x = has(i, "power_mw") ? sprintf("%.2f", c[i, "power_mw"] / 1000) : ""
     else if (q == "enforced.power.limit") x = has(i, "enforced_limit_mw") ? sprintf("%.2f", c[i, "enforced_limit_mw"] / 1000) : ""
