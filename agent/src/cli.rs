@@ -99,11 +99,11 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct CaptureArgs {
     /// The archive to write (zstd-compressed tar; unpack with `tar --zstd -xf`).
-    #[arg(short = 'o', long)]
+    #[arg(short = 'o', long, env = "GPUSCOUT_CAPTURE_OUTPUT")]
     pub output: PathBuf,
 
     /// Keep serial numbers and UUIDs as they are instead of replacing them with fakes.
-    #[arg(long)]
+    #[arg(long, env = "GPUSCOUT_CAPTURE_KEEP_IDS")]
     pub keep_ids: bool,
 
     /// Key of the fake ids: the same key gives the same fakes in every capture (default: a

@@ -221,6 +221,7 @@ fn the_cli_writes_the_archive_and_discover_reads_it_back() {
             .args(extra)
             .env_remove("GPUSCOUT_ROOT")
             .env_remove("GPUSCOUT_CAPTURE_ID_KEY")
+            .env_remove("GPUSCOUT_CAPTURE_KEEP_IDS")
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
