@@ -20,6 +20,7 @@
 
 pub mod authn;
 pub mod cli;
+pub mod clidoc;
 pub mod discover;
 pub mod host;
 pub mod hostroot;

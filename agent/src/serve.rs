@@ -174,8 +174,8 @@ impl std::fmt::Debug for Daemon {
 
 /// The report the channel holds until the first discovery pass has finished.
 fn placeholder() -> Report {
-    Report {
-        host: Host {
+    Report::new(
+        Host {
             kernel: None,
             os: None,
             talos: None,
@@ -183,9 +183,9 @@ fn placeholder() -> Report {
             unread: Vec::new(),
             disagreements: Vec::new(),
         },
-        gpus: Vec::new(),
-        labels: BTreeMap::new(),
-    }
+        Vec::new(),
+        BTreeMap::new(),
+    )
 }
 
 impl Daemon {
@@ -248,6 +248,19 @@ impl Daemon {
     /// Add a metrics source (NVML, ROCm SMI). See [`metrics::Source`] for the contract.
     pub fn add_source(&mut self, source: Arc<dyn Source>) {
         self.sources.push(source);
+    }
+
+    /// Drop the sources named in `names` (`--disable-source`): they are not read at scrape
+    /// time and report no `gpuscout_scrape_source_*` series. Call it after the last
+    /// [`add_source`](Self::add_source).
+    pub fn disable_sources(&mut self, names: &[String]) {
+        self.sources
+            .retain(|s| !names.iter().any(|n| n.as_str() == s.name()));
+    }
+
+    /// Names of the sources a scrape reads, in order.
+    pub fn source_names(&self) -> Vec<&'static str> {
+        self.sources.iter().map(|s| s.name()).collect()
     }
 
     /// A registry served on `/metrics` after the scrape-time series, encoded on every request
@@ -543,7 +556,14 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<u8, Error> {
     // NVML: readings as a metrics source, versions for the verdicts in every discovery pass.
     let nvml = crate::nvml::Nvml::start(global.nvml_config(&root));
     daemon.add_source(Arc::new(crate::nvml::source::NvmlSource::new(nvml.clone())));
-    let node_extensions = wire_label_sync(&mut daemon, &args.k8s, &prefix).await?;
+    if !args.disable_source.is_empty() {
+        daemon.disable_sources(&args.disable_source);
+        info!(disabled = ?args.disable_source, sources = ?daemon.source_names(),
+            "metrics sources disabled by --disable-source");
+    }
+    let node_name = global.node_name.clone();
+    let node_extensions =
+        wire_label_sync(&mut daemon, &args.k8s, node_name.as_deref(), &prefix).await?;
     let talos = wire_talos_api(&mut daemon, &global.talos_api, args.discovery_interval);
     daemon.set_discovery(move |root, opts| {
         let extras = discover::Extras {
@@ -586,6 +606,7 @@ pub async fn secure(
 async fn wire_label_sync(
     daemon: &mut Daemon,
     args: &crate::k8s::K8sArgs,
+    node_name: Option<&str>,
     prefix: &str,
 ) -> Result<Option<watch::Receiver<Option<Vec<crate::model::Extension>>>>, Error> {
     use crate::k8s::{self, LabelMode};
@@ -601,7 +622,11 @@ async fn wire_label_sync(
     if client.is_none() && args.labels != LabelMode::NfdFile {
         return Ok(None);
     }
-    let sync = k8s::LabelSync::new(args.sync_config(prefix), client, daemon.registry());
+    let sync = k8s::LabelSync::new(
+        args.sync_config(node_name, prefix),
+        client,
+        daemon.registry(),
+    );
     let extensions = sync.extensions();
     let mut reports = daemon.reports();
     let mut stop = daemon.shutdown_signal();
