@@ -717,3 +717,180 @@ fn rust_version_covers_every_dependency() {
         max.1
     );
 }
+
+/// A scratch git repository holding what `scripts/release.sh` touches, committed.
+fn release_sandbox() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for f in ["Cargo.toml", "Cargo.lock", "CHANGELOG.md"] {
+        std::fs::copy(repo().join(f), d.join(f)).unwrap();
+    }
+    std::fs::create_dir_all(d.join("scripts")).unwrap();
+    std::fs::create_dir_all(d.join("charts")).unwrap();
+    std::fs::copy(
+        repo().join("scripts/release.sh"),
+        d.join("scripts/release.sh"),
+    )
+    .unwrap();
+    let cp = Command::new("cp")
+        .arg("-r")
+        .arg(repo().join("charts/gpuscout"))
+        .arg(d.join("charts/"))
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    std::fs::write(d.join(".gitignore"), "/dist\n").unwrap();
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "-A"],
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.invalid",
+            "commit",
+            "-qm",
+            "base",
+        ],
+    ] {
+        let st = Command::new("git")
+            .args(args)
+            .current_dir(d)
+            .status()
+            .unwrap();
+        assert!(st.success(), "git {args:?}");
+    }
+    dir
+}
+
+fn release(dir: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new("bash")
+        .arg("scripts/release.sh")
+        .args(args)
+        .current_dir(dir)
+        .env("GPUSCOUT_DEPLOY_PYTHON", deploy_python())
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// `scripts/release.sh` up to the push: versions, CHANGELOG, commit and tag, image tags, chart
+/// package; its refusals; and `--dry-run` leaving the checkout alone.
+#[test]
+fn release_script_runs_up_to_the_push() {
+    let sb = release_sandbox();
+    let d = sb.path();
+    let changelog_before = std::fs::read_to_string(d.join("CHANGELOG.md")).unwrap();
+    let (rc, out) = release(d, &["9.8.7", "--no-image", "--date", "2030-01-02"]);
+    assert_eq!(rc, 0, "{out}");
+    let cargo = std::fs::read_to_string(d.join("Cargo.toml")).unwrap();
+    assert!(cargo.contains("\nversion = \"9.8.7\"\n"), "{cargo}");
+    let lock = std::fs::read_to_string(d.join("Cargo.lock")).unwrap();
+    assert!(lock.contains("name = \"gpuscout\"\nversion = \"9.8.7\"\n"));
+    let chart = std::fs::read_to_string(d.join("charts/gpuscout/Chart.yaml")).unwrap();
+    assert!(
+        chart.contains("\nversion: 9.8.7\n") && chart.contains("\nappVersion: \"9.8.7\"\n"),
+        "{chart}"
+    );
+    let changelog = std::fs::read_to_string(d.join("CHANGELOG.md")).unwrap();
+    assert!(
+        changelog.contains("## [Unreleased]\n\n## [9.8.7] - 2030-01-02\n"),
+        "{changelog}"
+    );
+    // The old Unreleased entries now sit under the release heading, unchanged.
+    let old_entries = changelog_before.split("## [Unreleased]").nth(1).unwrap();
+    assert!(changelog.contains(&format!("## [9.8.7] - 2030-01-02{old_entries}")));
+    let notes = std::fs::read_to_string(d.join("dist/release-notes-9.8.7.md")).unwrap();
+    assert!(
+        notes.starts_with("# gpuscout 9.8.7 (2030-01-02)") && notes.contains("### Added"),
+        "{notes}"
+    );
+    let tag = Command::new("git")
+        .args(["tag", "-l", "v9.8.7"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&tag.stdout).trim(), "v9.8.7");
+    let status = Command::new("git")
+        .args(["status", "--porcelain"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(status.stdout.is_empty(), "release left changes uncommitted");
+    let tgz = d.join("dist/gpuscout-9.8.7.tgz");
+    let packaged = Command::new("tar")
+        .arg("-xzOf")
+        .arg(&tgz)
+        .arg("gpuscout/Chart.yaml")
+        .output()
+        .unwrap();
+    let packaged = String::from_utf8_lossy(&packaged.stdout);
+    // Helm writes Chart.yaml anew in the archive (unquoted appVersion).
+    assert!(
+        packaged.contains("\nversion: 9.8.7")
+            && (packaged.contains("appVersion: 9.8.7")
+                || packaged.contains("appVersion: \"9.8.7\"")),
+        "{packaged}"
+    );
+    for line in [
+        "image:  ghcr.io/gpuscout/gpuscout:9.8.7 (not built: --no-image)",
+        "image:  ghcr.io/gpuscout/gpuscout:9.8 (not built: --no-image)",
+        "buildah push ghcr.io/gpuscout/gpuscout:9.8.7",
+        "helm push",
+        "git push origin v9.8.7",
+        "not pushed",
+    ] {
+        assert!(out.contains(line), "{line:?} missing:\n{out}");
+    }
+    // Refusals: the same version again, a version below, a dirty tree, bad input.
+    let (rc, out) = release(d, &["9.8.7", "--no-image"]);
+    assert_eq!(rc, 1, "{out}");
+    let (rc, out) = release(d, &["1.0.0", "--no-image"]);
+    assert!(rc == 1 && out.contains("not above"), "{out}");
+    let (rc, _) = release(d, &["v10.0.0"]);
+    assert_eq!(rc, 1);
+    std::fs::write(d.join("Cargo.toml"), format!("{cargo}\n# edit\n")).unwrap();
+    let (rc, out) = release(d, &["10.0.0", "--no-image"]);
+    assert!(rc == 1 && out.contains("uncommitted"), "{out}");
+
+    // --dry-run: a fresh sandbox stays as it was; the package still lands in dist/.
+    let sb = release_sandbox();
+    let d = sb.path();
+    let head = |d: &Path| {
+        Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(d)
+            .output()
+            .unwrap()
+            .stdout
+    };
+    let before = head(d);
+    let (rc, out) = release(d, &["0.9.0", "--no-image", "--dry-run"]);
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("dry run"), "{out}");
+    assert_eq!(head(d), before);
+    assert_eq!(
+        std::fs::read_to_string(d.join("Cargo.toml")).unwrap(),
+        std::fs::read_to_string(repo().join("Cargo.toml")).unwrap()
+    );
+    let tags = Command::new("git")
+        .args(["tag"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(tags.stdout.is_empty(), "dry run left a tag");
+    assert!(
+        d.join("dist")
+            .read_dir()
+            .unwrap()
+            .any(|e| { e.unwrap().file_name().to_string_lossy().ends_with(".tgz") })
+    );
+}
