@@ -576,7 +576,7 @@ fn metrics_reference_matches_the_code() {
     sync_section("docs/reference/metrics.md", "metric-families", &out);
 }
 
-fn deploy_python() -> PathBuf {
+pub(crate) fn deploy_python() -> PathBuf {
     if let Some(p) = std::env::var_os("GPUSCOUT_DEPLOY_PYTHON") {
         return PathBuf::from(p);
     }
@@ -719,7 +719,7 @@ fn rust_version_covers_every_dependency() {
 }
 
 /// A scratch git repository holding what `scripts/release.sh` touches, committed.
-fn release_sandbox() -> tempfile::TempDir {
+pub(crate) fn release_sandbox() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     for f in ["Cargo.toml", "Cargo.lock", "CHANGELOG.md"] {
