@@ -2,7 +2,7 @@
 //! modules and firmware files a GPU needs, and where Talos keeps modules and firmware.
 //!
 //! Pure data and pure functions, no I/O; [`crate::verdict`] compares this table with what the
-//! host shows. Facts and sources are in `shared/research/talos-extensions.md`:
+//! host shows. Facts and sources are in `docs/research/talos-extensions.md`:
 //! - NVIDIA: one kernel-module extension (`nonfree-kmod-nvidia-{lts,production}` or
 //!   `nvidia-open-gpu-kernel-modules-{lts,production}`; before ext v1.8 the names had no suffix,
 //!   and those legacy names are still accepted) plus the matching
@@ -389,7 +389,7 @@ fn nvidia(talos: Option<TalosVersion>, device_id: u16) -> Need {
 /// id. Needed because an amdgpu device that failed to probe has no `ip_discovery` in sysfs and
 /// no KFD node, so its GC version cannot be read. From GFX11 on the gfx target names the GC
 /// version: 0x1586 Strix Halo is gfx1151 (GC 11.5.1), 0x150e Strix Point gfx1150, 0x744c Navi 31
-/// gfx1100, 0x7550 Navi 48 gfx1201 (research/sysfs-and-vendor-libs.md §3). Other ids: `None`.
+/// gfx1100, 0x7550 Navi 48 gfx1201 (docs/research/sysfs-and-vendor-libs.md §3). Other ids: `None`.
 pub fn amd_gc_by_device_id(device_id: u16) -> Option<&'static str> {
     match device_id {
         0x1586 => Some("11.5.1"),

@@ -894,3 +894,97 @@ fn release_script_runs_up_to_the_push() {
             .any(|e| { e.unwrap().file_name().to_string_lossy().ends_with(".tgz") })
     );
 }
+
+fn tracked_files() -> Vec<PathBuf> {
+    let out = Command::new("git")
+        .args([
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ])
+        .current_dir(repo())
+        .output()
+        .expect("git (the docs checks list the repository's files with git ls-files)");
+    assert!(out.status.success(), "git ls-files failed");
+    out.stdout
+        .split(|b| *b == 0)
+        .filter(|p| !p.is_empty())
+        .map(|p| repo().join(String::from_utf8_lossy(p).as_ref()))
+        .filter(|p| p.is_file())
+        .collect()
+}
+
+/// The repository is complete on its own: no file points into the old shared folder or cites
+/// the old contract's sections.
+#[test]
+fn no_file_points_outside_the_repository() {
+    let needles = [
+        concat!("../", "shared"),
+        concat!("/work/", "shared"),
+        concat!("shared/", "research"),
+        concat!("shared/", "data"),
+        concat!("shared/", "design"),
+        concat!("SPEC ", "§"),
+        concat!("SPEC ", "\\u00a7"),
+        concat!("SPEC", ".md"),
+    ];
+    let mut hits = Vec::new();
+    for p in tracked_files() {
+        let Ok(text) = std::fs::read_to_string(&p) else {
+            continue; // binary
+        };
+        for n in needles {
+            if let Some(i) = text.find(n) {
+                let line = text[..i].lines().count();
+                hits.push(format!(
+                    "{}:{line}: {n}",
+                    p.strip_prefix(repo()).unwrap().display()
+                ));
+            }
+        }
+    }
+    assert!(
+        hits.is_empty(),
+        "files point outside the repository:\n{}",
+        hits.join("\n")
+    );
+}
+
+/// Every relative link in the Markdown files leads to a file or directory of the repository.
+#[test]
+fn markdown_links_resolve() {
+    let mut broken = Vec::new();
+    for p in tracked_files()
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .filter(|p| !p.starts_with(repo().join("fuzz")))
+    {
+        let text = std::fs::read_to_string(&p).unwrap();
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("](") {
+            rest = &rest[i + 2..];
+            let Some(end) = rest.find(')') else { break };
+            let target = &rest[..end];
+            rest = &rest[end..];
+            if target.is_empty()
+                || target.contains("://")
+                || target.starts_with('#')
+                || target.starts_with("mailto:")
+                || target.contains(' ')
+                || target.contains(['[', '*'])
+            {
+                continue;
+            }
+            let path = target.split('#').next().unwrap();
+            if !p.parent().unwrap().join(path).exists() {
+                broken.push(format!(
+                    "{}: {target}",
+                    p.strip_prefix(repo()).unwrap().display()
+                ));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}

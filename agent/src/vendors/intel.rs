@@ -1,7 +1,7 @@
 //! Intel: architecture, platform and the driver a device needs, from its PCI device id.
 //!
 //! Pure table lookup (sources: the kernel's `i915_pciids.h` / `xe_pciids.h` ranges and
-//! `research/sysfs-and-vendor-libs.md` §5). The driver that is actually bound comes from the PCI
+//! `docs/research/sysfs-and-vendor-libs.md` §5). The driver that is actually bound comes from the PCI
 //! `driver` link, never from this table: DG2 and Meteor Lake can run on either driver. Unknown
 //! ids give `None` fields, not a guess.
 
