@@ -158,3 +158,52 @@ fn install_md_shell_blocks_run() {
     let (ran, skipped) = run_file("docs/install.md");
     assert!(ran >= 2 && skipped >= 5, "ran {ran}, skipped {skipped}");
 }
+
+/// The Kubernetes manifests shown in `docs/install.md` (```yaml blocks with `apiVersion` and
+/// `kind`) pass the real `kubernetes-validate --strict` of the test venv.
+#[test]
+fn install_md_manifests_validate() {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/install.md"))
+            .unwrap();
+    let mut manifests = Vec::new();
+    let mut cur: Option<String> = None;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            match cur.take() {
+                Some(m) => manifests.push(m),
+                None if line.trim() == "```yaml" => cur = Some(String::new()),
+                None => cur = Some(String::from("\0")),
+            }
+        } else if let Some(m) = cur.as_mut() {
+            m.push_str(line);
+            m.push('\n');
+        }
+    }
+    let manifests: Vec<String> = manifests
+        .into_iter()
+        .filter(|m| !m.starts_with('\0') && m.contains("apiVersion:") && m.contains("\nkind:"))
+        .collect();
+    assert!(
+        manifests.len() >= 2,
+        "manifests in install.md: {}",
+        manifests.len()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let validate = crate::docs::deploy_python().with_file_name("kubernetes-validate");
+    for (i, m) in manifests.iter().enumerate() {
+        let p = dir.path().join(format!("m{i}.yaml"));
+        std::fs::write(&p, m).unwrap();
+        let out = Command::new(&validate)
+            .args(["-k", "1.32.0", "--strict", "--quiet"])
+            .arg(&p)
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", validate.display()));
+        assert!(
+            out.status.success(),
+            "install.md manifest {i} does not validate:\n{m}\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
