@@ -19,7 +19,7 @@ use crate::nvml::nvml_double::{Double, full_gpu};
 use gpuscout::discover::{self, Options};
 use gpuscout::hostroot::HostRoot;
 use gpuscout::labels::{CompatProfiles, LabelConfig};
-use gpuscout::metrics::{self, ScrapeContext, Sink, Source};
+use gpuscout::metrics::{self, ScrapeContext, Sink};
 use gpuscout::model::{Report, Status};
 use gpuscout::nvml::{Nvml, NvmlConfig, NvmlHandle};
 use std::collections::{BTreeMap, BTreeSet};
