@@ -258,3 +258,29 @@ fn help_groups_flags_under_headings() {
         "{text}"
     );
 }
+
+/// Without a Node name the report names the host by the hostname under --root.
+#[test]
+fn report_node_falls_back_to_the_hostname() {
+    #![allow(clippy::disallowed_methods)]
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("proc/sys/kernel")).unwrap();
+    std::fs::write(dir.path().join("proc/sys/kernel/hostname"), "gpu-host-3\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gpuscout"))
+        .args(["discover", "--format", "json", "--root"])
+        .arg(dir.path())
+        .env_remove("NODE_NAME")
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["node"], "gpu-host-3");
+    // NODE_NAME wins over the hostname.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gpuscout"))
+        .args(["discover", "--format", "json", "--root"])
+        .arg(dir.path())
+        .env("NODE_NAME", "k8s-node-3")
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["node"], "k8s-node-3");
+}
