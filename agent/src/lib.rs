@@ -21,6 +21,7 @@
 pub mod authn;
 pub mod cause;
 pub mod cli;
+pub mod clidoc;
 pub mod discover;
 pub mod host;
 pub mod hostpaths;
