@@ -266,11 +266,13 @@ if tar --zstd --version >/dev/null 2>&1 && command -v zstd >/dev/null; then
   rt="$RAW/roundtrip"; rm -rf "$rt"; mkdir -p "$rt/root"
   # Links retrain and hwmon moves while it runs: the host is read just before and just after.
   nolib=--nvml-lib=/nonexistent/libnvidia-ml.so.1
-  timeout 60 "$GPUSCOUT" --root "$ROOT" "$nolib" discover --format json >"$rt/host-before.json" 2>/dev/null
+  # The reports without the time they were made (`generated_at`).
+  untimed() { grep -v '"generated_at":'; }
+  timeout 60 "$GPUSCOUT" --root "$ROOT" "$nolib" discover --format json 2>/dev/null | untimed >"$rt/host-before.json"
   timeout 120 "$GPUSCOUT" --root "$ROOT" "$nolib" capture --keep-ids -o "$rt/keep.tar.zst" >/dev/null 2>&1 &&
     tar --zstd -xf "$rt/keep.tar.zst" -C "$rt/root" 2>"$rt/tar.err"
-  timeout 60 "$GPUSCOUT" --root "$ROOT" "$nolib" discover --format json >"$rt/host-after.json" 2>/dev/null
-  timeout 60 "$GPUSCOUT" --root "$rt/root" "$nolib" discover --format json >"$rt/capture.json" 2>/dev/null
+  timeout 60 "$GPUSCOUT" --root "$ROOT" "$nolib" discover --format json 2>/dev/null | untimed >"$rt/host-after.json"
+  timeout 60 "$GPUSCOUT" --root "$rt/root" "$nolib" discover --format json 2>/dev/null | untimed >"$rt/capture.json"
   res=FAIL
   for h in before after; do
     [ -s "$rt/host-$h.json" ] && cmp -s "$rt/host-$h.json" "$rt/capture.json" && res=PASS

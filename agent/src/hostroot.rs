@@ -1,4 +1,4 @@
-//! The one door to the host filesystem (SPEC §2).
+//! The one door to the host filesystem (`docs/development.md`, "How it reads the host").
 //!
 //! Every read of `sys/`, `proc/`, `dev/`, `etc/`, `usr/` and `lib/` goes through [`HostRoot`],
 //! which is built from `--root DIR` (env `GPUSCOUT_ROOT`, default `/`). No other module spells

@@ -24,6 +24,7 @@ pub mod authn;
 pub mod capture;
 pub mod cause;
 pub mod cli;
+pub mod clidoc;
 pub mod discover;
 pub mod host;
 pub mod hostpaths;
@@ -36,6 +37,7 @@ pub mod names;
 pub mod nvml;
 pub mod parse;
 pub mod pci;
+pub mod readaudit;
 pub mod render;
 #[cfg(feature = "rocm-smi")]
 pub mod rocm;

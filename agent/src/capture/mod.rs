@@ -2,7 +2,8 @@
 //! accepts once unpacked: for bug reports and new fixtures.
 //!
 //! ```text
-//!  HostRoot::recording ──► discover (NVML included) + one scrape of every metrics source
+//!  readaudit::record (HostRoot::recording) ──► discover (NVML included) + one scrape of every
+//!  metrics source
 //!        │ ReadLog: every path asked for, every symlink followed, every path resolved to,
 //!        │          every directory listed
 //!        ▼
@@ -27,18 +28,15 @@ pub mod archive;
 pub mod nvml_json;
 pub mod sanitise;
 
-use crate::discover::{self, Extras, Options};
+use crate::discover::Options;
 use crate::hostroot::{HostRoot, READ_CAP};
-use crate::metrics::{self, Exporter, ExporterConfig};
-use crate::nvml::{Nvml, NvmlConfig, NvmlState, source::NvmlSource};
+use crate::nvml::{NvmlConfig, NvmlState};
 use archive::ArchiveWriter;
 use sanitise::Sanitiser;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::sync::Arc;
-use tokio::sync::watch;
 
 /// Directory of the side files in the archive (not a host path; `--root` ignores it).
 pub const SIDE_DIR: &str = "gpuscout-capture";
@@ -118,27 +116,15 @@ pub async fn capture<W: Write>(
     opts: CaptureOptions,
     out: W,
 ) -> Result<(W, Manifest), Error> {
-    let (rec, log) = root.clone().recording();
-    let mut nvml_cfg = opts.nvml.clone();
-    nvml_cfg.root = rec.clone();
-    let nvml = Nvml::start(nvml_cfg);
-    let extras = Extras {
-        nvml: Some(nvml.clone()),
-        ..Default::default()
-    };
-    let (r, o) = (rec.clone(), opts.discover.clone());
-    let report = tokio::task::spawn_blocking(move || discover::discover_with(&r, &o, &extras))
-        .await
-        .map_err(|e| Error::Discovery(e.to_string()))?;
-    let report = Arc::new(report);
-    let (_tx, rx) = watch::channel(report.clone());
-    let mut sources = metrics::default_sources();
-    sources.push(Arc::new(NvmlSource::new(nvml.clone())));
-    let exporter = Exporter::new(rec, rx, sources, ExporterConfig::default());
-    let metrics_text = match exporter.scrape().await {
-        Some(snap) => snap.text().to_string(),
-        None => String::new(),
-    };
+    let pass = crate::readaudit::record(root, &opts.discover, opts.nvml.clone()).await;
+    let report = pass
+        .report
+        .ok_or_else(|| Error::Discovery("discovery panicked".into()))?;
+    let metrics_text = pass
+        .metrics
+        .map(|snap| snap.text().to_string())
+        .unwrap_or_default();
+    let (nvml, log) = (pass.nvml, pass.log);
     let nvml_state = match nvml.state() {
         NvmlState::NotStarted => "not-started".to_owned(),
         NvmlState::Ready => "ready".to_owned(),
