@@ -18,10 +18,12 @@
 //! Opt-in read recording ([`HostRoot::recording`], off by default): every host path a root is
 //! asked for, every symlink it follows on the way and every path it ends up at goes into a
 //! [`ReadLog`]. [`crate::readaudit`] uses it (the mount-table test, `gpuscout host-paths
-//! --audit`) to learn what the agent touches; a host capture can too. Every internal operation
-//! that stats, opens, lists or readlinks calls the one hook, `note`; a rewrite of the internals
-//! must keep calling it (`recording_sees_every_kind_of_access` fails otherwise). When off it
-//! costs one `Option` check.
+//! --audit`) to learn what the agent touches, and `gpuscout capture` to copy it. Every internal
+//! operation that stats, opens, lists or readlinks calls the one hook, `note`; a rewrite of the
+//! internals must keep calling it (`recording_sees_every_kind_of_access` fails otherwise). A
+//! listing also calls `note_listed`, so capture can keep the entry names of exactly the
+//! directories the agent listed (`listings_are_recorded_and_links_read_without_following`).
+//! When off it costs one `Option` check.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
