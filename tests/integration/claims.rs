@@ -1,7 +1,7 @@
 //! The README's and docs' claims name the tests that back them, and those tests exist.
 //!
 //! A claims table is a Markdown table between `<!-- claims -->` and `<!-- /claims -->` in
-//! `README.md` or any `docs/*.md`. Its last column names one or more tests in backticks as
+//! `README.md` or any Markdown file under `docs/`. Its last column names one or more tests in backticks as
 //! `path::name`, where `path` is relative to the repository root:
 //! - a Rust file (`tests/integration/*.rs`, `agent/src/**.rs`): `fn name` with `#[test]` or
 //!   `#[tokio::test]` right above it, not `#[ignore]`d, in a module that is compiled into a test
@@ -170,15 +170,22 @@ fn rust_test_missing(root: &Path, path: &str, src: &str, name: &str) -> Option<S
 
 /// Every claim of every claims table in README.md and docs/*.md, and what is wrong with them.
 fn all_claims(root: &Path) -> (Vec<Claim>, Vec<String>) {
+    fn markdown(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                markdown(&e.path(), out);
+            } else if t.is_file() && e.path().extension().is_some_and(|x| x == "md") {
+                out.push(e.path());
+            }
+        }
+    }
     let mut files: Vec<PathBuf> = vec![root.join("README.md")];
-    let mut docs: Vec<PathBuf> = std::fs::read_dir(root.join("docs"))
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "md"))
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut docs = Vec::new();
+    markdown(&root.join("docs"), &mut docs);
     docs.sort();
     files.extend(docs);
     let mut claims = Vec::new();
