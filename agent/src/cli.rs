@@ -1,16 +1,40 @@
 //! Command-line interface: flags (each with a `GPUSCOUT_*` env var) and the commands.
 //!
 //! Precedence for every setting: command-line flag, then environment variable, then default.
+//! Flags are grouped under help headings (Host, Discovery, Labels, Kubernetes, Metrics,
+//! Security, Talos API, Logging); `docs/reference/cli.md` is generated from this command tree
+//! ([`crate::clidoc`]).
 
 use crate::discover::{self, Options};
 use crate::hostroot::HostRoot;
 use crate::labels::{CompatProfiles, LabelConfig};
-use crate::model::Status;
+use crate::model::{Report, Status, Vendor};
 use crate::render::{self, Format};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// `--version`: the package version and the commit it was built from (`build.rs`; `unknown`
+/// when built outside a git checkout without `GPUSCOUT_GIT_COMMIT`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("GPUSCOUT_GIT_COMMIT"),
+    ")"
+);
+
+/// Help headings, in the order `--help` shows them.
+pub const HEADINGS: &[&str] = &[
+    "Host",
+    "Discovery",
+    "Labels",
+    "Kubernetes",
+    "Metrics",
+    "Security",
+    "Talos API",
+    "Logging",
+];
 
 /// GPU node agent: discovers AMD, NVIDIA and Intel GPUs, verifies their driver stack (Talos
 /// extensions, modules, binding, firmware), labels the Node and exports Prometheus metrics.
@@ -18,7 +42,7 @@ use std::time::Duration;
 /// Every flag can also be set with the environment variable named in its help; a flag given on
 /// the command line wins over the environment, which wins over the default.
 #[derive(Debug, Parser)]
-#[command(name = "gpuscout", version, propagate_version = true)]
+#[command(name = "gpuscout", version = VERSION, propagate_version = true)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -30,37 +54,70 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
     /// Host filesystem root: sys/, proc/, dev/, etc/, usr/ and lib/ are read below it.
-    #[arg(long, env = "GPUSCOUT_ROOT", default_value = "/", global = true)]
+    #[arg(
+        long,
+        env = "GPUSCOUT_ROOT",
+        default_value = "/",
+        global = true,
+        help_heading = "Host"
+    )]
     pub root: PathBuf,
 
+    /// Name of this Node: the report's `node`, and the Node whose labels `serve` keeps in sync.
+    /// In the DaemonSet set NODE_NAME from the downward API (spec.nodeName). Without it the
+    /// report names the host by its hostname.
+    #[arg(long, env = "NODE_NAME", global = true, help_heading = "Host")]
+    pub node_name: Option<String>,
+
     /// Prefix of the label keys gpuscout owns.
-    #[arg(long, env = "GPUSCOUT_LABEL_PREFIX", default_value = crate::labels::DEFAULT_PREFIX, global = true)]
+    #[arg(long, env = "GPUSCOUT_LABEL_PREFIX", default_value = crate::labels::DEFAULT_PREFIX, global = true, help_heading = "Labels")]
     pub label_prefix: String,
 
     /// Also write the `nvidia.com/gpu.*` / `nvidia.com/cuda.*` keys of NVIDIA GPU Feature Discovery.
-    #[arg(long, env = "GPUSCOUT_COMPAT_NVIDIA_GFD", global = true)]
+    #[arg(
+        long,
+        env = "GPUSCOUT_COMPAT_NVIDIA_GFD",
+        global = true,
+        help_heading = "Labels"
+    )]
     pub compat_nvidia_gfd: bool,
 
     /// Also write the `amd.com/gpu.*` keys of AMD's node labeller.
-    #[arg(long, env = "GPUSCOUT_COMPAT_AMD_LABELLER", global = true)]
+    #[arg(
+        long,
+        env = "GPUSCOUT_COMPAT_AMD_LABELLER",
+        global = true,
+        help_heading = "Labels"
+    )]
     pub compat_amd_labeller: bool,
 
     /// Also write the Intel NFD rule keys (`intel.feature.node.kubernetes.io/gpu`, ...).
-    #[arg(long, env = "GPUSCOUT_COMPAT_INTEL_NFD", global = true)]
+    #[arg(
+        long,
+        env = "GPUSCOUT_COMPAT_INTEL_NFD",
+        global = true,
+        help_heading = "Labels"
+    )]
     pub compat_intel_nfd: bool,
 
     /// NVML library to load instead of the Talos paths under --root
     /// (`usr/local/glibc/usr/lib/libnvidia-ml.so.1`, `usr/local/lib/libnvidia-ml.so.1`) and the
     /// loader's `libnvidia-ml.so.1`.
-    #[arg(long, env = "GPUSCOUT_NVML_LIB", global = true)]
+    #[arg(
+        long,
+        env = "GPUSCOUT_NVML_LIB",
+        global = true,
+        help_heading = "Discovery"
+    )]
     pub nvml_lib: Option<PathBuf>,
 
     /// Deadline of one NVML call in milliseconds; a call past it marks NVML failed.
-    #[arg(long, env = "GPUSCOUT_NVML_CALL_TIMEOUT_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=60_000), global = true)]
+    #[arg(long, env = "GPUSCOUT_NVML_CALL_TIMEOUT_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=60_000), global = true, help_heading = "Discovery")]
     pub nvml_call_timeout_ms: u64,
 
-    /// Log format: `plain` or `json`. The level comes from `RUST_LOG` (default `info`).
-    #[arg(long, env = "GPUSCOUT_LOG_FORMAT", default_value = "plain", value_parser = ["plain", "json"], global = true)]
+    /// Log format: `plain` or `json`. The level comes from `RUST_LOG` (default `info`). Plain
+    /// logs are coloured only when stderr is a terminal and `NO_COLOR` is unset; JSON never.
+    #[arg(long, env = "GPUSCOUT_LOG_FORMAT", default_value = "plain", value_parser = ["plain", "json"], global = true, help_heading = "Logging")]
     pub log_format: String,
 
     #[command(flatten)]
@@ -78,8 +135,9 @@ pub enum Command {
         #[arg(long, env = "GPUSCOUT_FORMAT", value_enum, default_value = "table")]
         format: Format,
     },
-    /// Exit 0 when every GPU's driver stack is `ok`, 1 otherwise (one line per problem on
-    /// stderr, with its fix), 2 on a usage or configuration error.
+    /// Exit 0 when every GPU's driver stack is `ok` (with a one-line summary on stdout), 1
+    /// otherwise (one line per problem on stderr, with its fix), 2 on a usage or configuration
+    /// error.
     Check {
         /// Also exit 1 when fewer than N GPUs are found (every GPU PCI function `discover`
         /// lists counts, SR-IOV virtual functions included).
@@ -89,6 +147,10 @@ pub enum Command {
     /// Run as a daemon: rediscover periodically and serve Prometheus `/metrics` (read from
     /// sysfs at scrape time), `/healthz` and `/readyz`. Standalone unless label sync is on.
     Serve(ServeArgs),
+    /// Write everything the agent reads on this host (discovery and one scrape, NVML
+    /// included) into a `.tar.zst` laid out as a host root for --root: for bug reports and
+    /// fixtures. Serial numbers and UUIDs are replaced by stable fakes unless --keep-ids.
+    Capture(CaptureArgs),
     /// Remove what gpuscout wrote to the cluster, for an uninstall: on the Nodes every label
     /// under --label-prefix and every label field manager `gpuscout` applied (compat keys),
     /// never another label; with --nodefeature-namespace its NodeFeature objects; with
@@ -104,47 +166,89 @@ pub enum Command {
         #[arg(long)]
         audit: bool,
     },
+    /// Print a shell completion script (bash, elvish, fish, powershell, zsh) to stdout.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout, or write one page per command into a directory.
+    Man {
+        /// Write `gpuscout.1`, `gpuscout-discover.1`, ... into this directory instead.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// Flags of `capture`.
+#[derive(Debug, Clone, Args)]
+pub struct CaptureArgs {
+    /// The archive to write (zstd-compressed tar; unpack with `tar --zstd -xf`).
+    #[arg(short = 'o', long, env = "GPUSCOUT_CAPTURE_OUTPUT")]
+    pub output: PathBuf,
+
+    /// Keep serial numbers and UUIDs as they are instead of replacing them with fakes.
+    #[arg(long, env = "GPUSCOUT_CAPTURE_KEEP_IDS")]
+    pub keep_ids: bool,
+
+    /// Key of the fake ids: the same key gives the same fakes in every capture (default: a
+    /// random key, so fakes are stable within one capture only).
+    #[arg(
+        long,
+        env = "GPUSCOUT_CAPTURE_ID_KEY",
+        conflicts_with = "keep_ids",
+        hide_env_values = true
+    )]
+    pub id_key: Option<String>,
 }
 
 /// Flags of `serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address to serve on, `host:port` (`[::]:10106` for IPv6).
-    #[arg(long, env = "GPUSCOUT_LISTEN", default_value = crate::serve::DEFAULT_LISTEN)]
+    #[arg(long, env = "GPUSCOUT_LISTEN", default_value = crate::serve::DEFAULT_LISTEN, help_heading = "Metrics")]
     pub listen: String,
 
     /// How often discovery runs again (`30s`, `2m`, `500ms`).
-    #[arg(long, env = "GPUSCOUT_DISCOVERY_INTERVAL", default_value = "30s", value_parser = crate::serve::parse_positive_duration)]
+    #[arg(long, env = "GPUSCOUT_DISCOVERY_INTERVAL", default_value = "30s", value_parser = crate::serve::parse_positive_duration, help_heading = "Discovery")]
     pub discovery_interval: Duration,
 
     /// Deadline of one scrape: sources still reading then are reported failed
     /// (`gpuscout_scrape_source_success 0`) and the rest is served.
-    #[arg(long, env = "GPUSCOUT_SCRAPE_TIMEOUT", default_value = "4s", value_parser = crate::serve::parse_positive_duration)]
+    #[arg(long, env = "GPUSCOUT_SCRAPE_TIMEOUT", default_value = "4s", value_parser = crate::serve::parse_positive_duration, help_heading = "Metrics")]
     pub scrape_timeout: Duration,
 
     /// How long one scrape's readings are reused for back-to-back scrapes (`0` turns the cache
     /// off; scrapes that arrive while a pass runs still share it).
-    #[arg(long, env = "GPUSCOUT_SCRAPE_CACHE", default_value = "500ms", value_parser = crate::serve::parse_duration)]
+    #[arg(long, env = "GPUSCOUT_SCRAPE_CACHE", default_value = "500ms", value_parser = crate::serve::parse_duration, help_heading = "Metrics")]
     pub scrape_cache: Duration,
+
+    /// Metrics sources not to read at scrape time (repeat it, or separate with commas), e.g.
+    /// `nvml` beside DCGM exporter so NVML is not polled twice. Their series and
+    /// `gpuscout_scrape_source_*{source}` disappear; discovery still asks NVML once per
+    /// --discovery-interval for the GPU identity and driver versions.
+    #[arg(long, env = "GPUSCOUT_DISABLE_SOURCE", value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(crate::metrics::SOURCE_NAMES), help_heading = "Metrics")]
+    pub disable_source: Vec<String>,
 
     /// How long a GPU's last good Node labels are kept while a read of it fails (an unreadable
     /// sysfs file, a device that could not be classified); `0` turns holding off. A GPU absent
     /// from sys/bus/pci/devices for two passes loses its labels at once.
-    #[arg(long, env = "GPUSCOUT_LABEL_HOLD", default_value = "10m", value_parser = crate::serve::parse_duration)]
+    #[arg(long, env = "GPUSCOUT_LABEL_HOLD", default_value = "10m", value_parser = crate::serve::parse_duration, help_heading = "Labels")]
     pub label_hold: Duration,
 
-    /// Most HTTP connections open at once; over it, `/healthz` and `/readyz` are still
-    /// answered (then closed) and everything else gets 503.
-    #[arg(long, env = "GPUSCOUT_HTTP_MAX_CONNECTIONS", default_value_t = crate::httpconn::DEFAULT_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536))]
+    /// Most HTTP connections open at once. At the cap the longest-idle connection is closed for
+    /// a newcomer; when none is idle, `/healthz` and `/readyz` are still answered (then closed)
+    /// and everything else gets 503.
+    #[arg(long, env = "GPUSCOUT_HTTP_MAX_CONNECTIONS", default_value_t = crate::httpconn::DEFAULT_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536), help_heading = "Metrics")]
     pub http_max_connections: usize,
 
     /// Longest time from the first byte of a request to the end of its header (slow clients
     /// are disconnected).
-    #[arg(long, env = "GPUSCOUT_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = crate::serve::parse_positive_duration)]
+    #[arg(long, env = "GPUSCOUT_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = crate::serve::parse_positive_duration, help_heading = "Metrics")]
     pub http_header_timeout: Duration,
 
     /// How long a keep-alive connection may sit idle between requests.
-    #[arg(long, env = "GPUSCOUT_HTTP_IDLE_TIMEOUT", default_value = "90s", value_parser = crate::serve::parse_positive_duration)]
+    #[arg(long, env = "GPUSCOUT_HTTP_IDLE_TIMEOUT", default_value = "90s", value_parser = crate::serve::parse_positive_duration, help_heading = "Metrics")]
     pub http_idle_timeout: Duration,
 
     #[command(flatten)]
@@ -241,6 +345,12 @@ pub enum ConfigError {
     NoPciBus { path: String },
     #[error("--root {path}: sys/bus/pci cannot be read: {error}")]
     PciBusUnreadable { path: String, error: String },
+    #[error("capture {path}: {source}")]
+    Capture {
+        path: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl GlobalArgs {
@@ -273,6 +383,12 @@ impl GlobalArgs {
             evidence: Default::default(),
             nvml: None,
             nvml_source: None,
+            node_name: self
+                .node_name
+                .as_deref()
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned),
         })
     }
 
@@ -331,11 +447,30 @@ pub async fn run_audit(global: &GlobalArgs) -> Result<u8, ConfigError> {
 
 /// Run a one-shot command; returns the process exit status.
 pub fn run_oneshot(cli: &Cli) -> Result<u8, ConfigError> {
-    if let Command::HostPaths { audit: false } = cli.command {
-        std::io::stdout()
-            .write_all(crate::hostpaths::chart_file().as_bytes())
-            .map_err(ConfigError::Output)?;
-        return Ok(0);
+    match &cli.command {
+        Command::HostPaths { audit: false } => {
+            return write_stdout(crate::hostpaths::chart_file().as_bytes()).map(|()| 0);
+        }
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "gpuscout", &mut out);
+            return write_stdout(&out).map(|()| 0);
+        }
+        Command::Man { dir: None } => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut out)
+                .map_err(ConfigError::Output)?;
+            return write_stdout(&out).map(|()| 0);
+        }
+        Command::Man { dir: Some(dir) } => {
+            // Writing files the user asked for, not host reads: HostRoot does not apply.
+            #[allow(clippy::disallowed_methods)]
+            std::fs::create_dir_all(dir).map_err(ConfigError::Output)?;
+            clap_mangen::generate_to(Cli::command(), dir).map_err(ConfigError::Output)?;
+            return Ok(0);
+        }
+        _ => {}
     }
     let root = cli.global.host_root()?;
     require_pci_bus(&root)?;
@@ -352,14 +487,21 @@ pub fn run_oneshot(cli: &Cli) -> Result<u8, ConfigError> {
     match &cli.command {
         Command::Discover { format } => {
             let text = render::render(&report, *format)?;
-            std::io::stdout()
-                .write_all(text.as_bytes())
-                .map_err(ConfigError::Output)?;
+            write_stdout(text.as_bytes())?;
             Ok(0)
         }
         Command::Check { min_gpus } => {
             let mut err = std::io::stderr().lock();
             let mut bad = false;
+            // GPUs that cannot be listed are unknown, never "all ok".
+            if let Some(u) = crate::pci::device_list_unread(&report.host.unread) {
+                bad = true;
+                let _ = writeln!(
+                    err,
+                    "cannot list the PCI devices ({}: {}): which GPUs this host has is unknown",
+                    u.path, u.error
+                );
+            }
             if let Some(line) = min_gpus.and_then(|m| min_gpus_line(report.gpus.len(), m)) {
                 bad = true;
                 let _ = writeln!(err, "{line}");
@@ -373,10 +515,108 @@ pub fn run_oneshot(cli: &Cli) -> Result<u8, ConfigError> {
                     let _ = writeln!(err, "{}", crate::verdict::problem_line(g, p));
                 }
             }
+            if !bad {
+                write_stdout(format!("{}\n", check_summary(&report)).as_bytes())?;
+            }
             Ok(u8::from(bad))
         }
-        Command::Serve(_) | Command::HostPaths { .. } | Command::PruneLabels(_) => {
-            Err(ConfigError::NotOneShot)
-        }
+        Command::Serve(_)
+        | Command::Capture(_)
+        | Command::HostPaths { .. }
+        | Command::PruneLabels(_)
+        | Command::Completions { .. }
+        | Command::Man { .. } => Err(ConfigError::NotOneShot),
     }
+}
+
+fn write_stdout(bytes: &[u8]) -> Result<(), ConfigError> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(ConfigError::Output)
+}
+
+/// The line `check` prints on success, e.g.
+/// `ok: 2 GPUs (amd 1, nvidia 1), every driver stack ok, node gpu-7`.
+pub fn check_summary(report: &Report) -> String {
+    let n = report.gpus.len();
+    let node = report
+        .node
+        .as_deref()
+        .map(|n| format!(", node {n}"))
+        .unwrap_or_default();
+    if n == 0 {
+        return format!("ok: no GPUs found{node}");
+    }
+    let per_vendor: Vec<String> = Vendor::ALL
+        .iter()
+        .filter_map(|v| {
+            let c = report.gpus.iter().filter(|g| g.vendor == *v).count();
+            (c > 0).then(|| format!("{v} {c}"))
+        })
+        .collect();
+    let noun = if n == 1 { "GPU" } else { "GPUs" };
+    format!(
+        "ok: {n} {noun} ({}), every driver stack ok{node}",
+        per_vendor.join(", ")
+    )
+}
+
+/// `capture`: write the archive next to its final name, then rename it into place; print one
+/// summary line. Needs a multi-threaded Tokio runtime.
+pub async fn run_capture(global: &GlobalArgs, args: &CaptureArgs) -> Result<u8, ConfigError> {
+    use crate::capture::{self, CaptureOptions, sanitise::Sanitiser};
+    let root = global.host_root()?;
+    require_pci_bus(&root)?;
+    let mut nvml = global.nvml_config(&root);
+    nvml.quiet = true;
+    let opts = CaptureOptions {
+        discover: global.discover_options()?,
+        nvml,
+        sanitiser: match (&args.id_key, args.keep_ids) {
+            (_, true) => None,
+            (Some(k), false) => Some(Sanitiser::with_key(k)),
+            (None, false) => Some(Sanitiser::random()),
+        },
+    };
+    let path = args.output.display().to_string();
+    let err = |source: Box<dyn std::error::Error + Send + Sync>| ConfigError::Capture {
+        path: path.clone(),
+        source,
+    };
+    let mut tmp_name = args.output.clone().into_os_string();
+    tmp_name.push(".partial");
+    let tmp = PathBuf::from(tmp_name);
+    let file = std::fs::File::create(&tmp).map_err(|e| err(e.into()))?;
+    let result = capture::capture(&root, opts, std::io::BufWriter::new(file)).await;
+    let (buf, m) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(err(e.into()));
+        }
+    };
+    let done = buf
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(|f| f.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, &args.output));
+    if let Err(e) = done {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err(e.into()));
+    }
+    let line = format!(
+        "{path}: {} files ({} names only), {} directories, {} symlinks; ids {}; {} skipped; NVML {}\n",
+        m.files,
+        m.name_only_files,
+        m.directories,
+        m.symlinks,
+        m.ids,
+        m.skipped.len(),
+        m.nvml
+    );
+    std::io::stdout()
+        .write_all(line.as_bytes())
+        .map_err(ConfigError::Output)?;
+    Ok(0)
 }

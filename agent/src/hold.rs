@@ -275,7 +275,7 @@ mod tests {
     fn report(gpus: Vec<Gpu>, cfg: &LabelConfig) -> Report {
         let host = Host::default();
         let labels = labels::compute(&host, &gpus, cfg);
-        Report { host, gpus, labels }
+        Report::new(host, gpus, labels)
     }
 
     fn listed(a: &[&str]) -> Listing {

@@ -118,6 +118,15 @@ pub const MOUNTS: &[Mount] = &[
         why: "kernel release",
     },
     Mount {
+        name: "proc-hostname",
+        path: "/proc/sys/kernel/hostname",
+        kind: Kind::File,
+        reads: &[""],
+        talos_only: false,
+        type_check: true,
+        why: "the report's node name when --node-name / NODE_NAME is not set",
+    },
+    Mount {
         name: "proc-driver",
         path: "/proc/driver",
         kind: Kind::Directory,

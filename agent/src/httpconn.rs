@@ -102,12 +102,12 @@ impl ConnMetrics {
         );
         registry.register(
             "gpuscout_http_connections_refused",
-            "Connections refused because --http-max-connections were open",
+            "Connections refused at --http-max-connections because none of the open ones was idle",
             self.refused.clone(),
         );
         registry.register(
             "gpuscout_http_connections_closed",
-            "Connections closed by the server for a timeout, by reason",
+            "Connections the server closed, by reason (header_timeout, idle_timeout, evicted)",
             self.closed.clone(),
         );
     }

@@ -90,6 +90,20 @@ pub fn link_speed_gts(s: &str) -> Result<Option<f64>, ParseError> {
     }
 }
 
+/// PCIe link width in lanes from `current_link_width` / `max_link_width` (`%u`). The kernel
+/// prints the raw register field: `0` when the Link Status register reads 0 (no trained link,
+/// a root-complex integrated GPU, an SR-IOV VF) and `255` (`PCIE_LNK_WIDTH_UNKNOWN`) from
+/// `pcie_get_width_cap()` when the Link Capabilities register reads 0 (see
+/// `drivers/pci/pci-sysfs.c` and `drivers/pci/pci.c`). Both mean "unknown": `None`, never a
+/// width of 0. Real widths are 1 to 32 lanes; anything else is malformed.
+pub fn link_width(s: &str) -> Result<Option<u32>, ParseError> {
+    match int::<u32>(s) {
+        Ok(0 | 255) => Ok(None),
+        Ok(w @ 1..=32) => Ok(Some(w)),
+        _ => Err(ParseError::new(s, "a link width of 1 to 32 lanes")),
+    }
+}
+
 /// `key value` lines (KFD `properties`): decimal values, single space. Lines that do not
 /// parse are skipped; callers check for the keys they need.
 pub fn key_values(s: &str) -> Vec<(&str, u64)> {
@@ -250,6 +264,19 @@ mod tests {
         assert_eq!(link_speed_gts("Unknown\n").unwrap(), None);
         assert!(link_speed_gts("garbage").is_err());
         assert!(link_speed_gts("NaN GT/s").is_err());
+    }
+
+    #[test]
+    fn link_widths_zero_and_255_are_unknown() {
+        assert_eq!(link_width("16\n").unwrap(), Some(16));
+        assert_eq!(link_width("1").unwrap(), Some(1));
+        // LNKSTA reads 0 (no link): the kernel prints 0, which is not a width.
+        assert_eq!(link_width("0\n").unwrap(), None);
+        // LNKCAP reads 0: pcie_get_width_cap() gives PCIE_LNK_WIDTH_UNKNOWN.
+        assert_eq!(link_width("255\n").unwrap(), None);
+        assert!(link_width("-16").is_err());
+        assert!(link_width("64").is_err());
+        assert!(link_width("x16").is_err());
     }
 
     #[test]

@@ -159,6 +159,17 @@ pub fn scan(root: &HostRoot) -> (Vec<PciGpu>, Vec<Unread>) {
     (gpus, unread)
 }
 
+/// The entry of `unread` (a report's `host.unread`) that says the PCI device list itself, or a directory
+/// above it, could not be read (permission denied, I/O error; a missing list is not recorded):
+/// then which GPUs the host has is unknown, not "none".
+pub fn device_list_unread(unread: &[Unread]) -> Option<&Unread> {
+    let list = format!("/{DEVICES}");
+    unread.iter().find(|u| {
+        list.strip_prefix(u.path.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    })
+}
+
 /// Convert a read error into a report entry.
 pub fn unread_of(e: &crate::hostroot::Error) -> Unread {
     Unread {
@@ -213,9 +224,9 @@ fn probe(
     let numa_node = r.opt("numa_node", parse::int::<i32>);
     let link = PcieLink {
         current_gts: r.opt("current_link_speed", parse::link_speed_gts).flatten(),
-        current_width: r.opt("current_link_width", parse::int::<u32>),
+        current_width: r.opt("current_link_width", parse::link_width).flatten(),
         max_gts: r.opt("max_link_speed", parse::link_speed_gts).flatten(),
-        max_width: r.opt("max_link_width", parse::int::<u32>),
+        max_width: r.opt("max_link_width", parse::link_width).flatten(),
     };
     let sriov = read_sriov(&mut r);
     let mut driver_error = None;
@@ -343,6 +354,19 @@ fn drm_nodes(r: &mut Reader<'_>) -> (Option<String>, Option<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreadable_device_list_is_recognised() {
+        let u = |p: &str| Unread {
+            path: p.into(),
+            error: "permission denied".into(),
+        };
+        assert!(device_list_unread(&[u("/sys/bus/pci/devices")]).is_some());
+        assert!(device_list_unread(&[u("/etc/os-release"), u("/sys/bus")]).is_some());
+        assert!(device_list_unread(&[u("/sys/bus/pci/devices/0000:01:00.0")]).is_none());
+        assert!(device_list_unread(&[u("/sys/bus/pc")]).is_none());
+        assert!(device_list_unread(&[]).is_none());
+    }
 
     #[test]
     fn parses_sysfs_nvml_and_short_addresses() {

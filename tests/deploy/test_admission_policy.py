@@ -6,6 +6,11 @@ match condition and every validation are evaluated as the API server would, with
 `oldObject`, `request` and `variables`. That library has no optional syntax (`[?key].orValue()`),
 so the `claim` variable's value is computed here with the same meaning (first node-name claim, or
 '') and its expression text is checked instead.
+
+A denial counts only when a validation evaluates to `false`. An expression that raises (a missing
+field, a type error) would also deny under `failurePolicy: Fail`, but for the wrong reason: the
+policy would refuse everything, the agent's own labels included. Such errors are collected apart
+and fail every test that sees them, "denied" cases included.
 """
 
 from __future__ import annotations
@@ -49,26 +54,56 @@ def request(user=SA_USER, claim="gpu-a") -> dict:
     return {"userInfo": {"username": user, "extra": extra}}
 
 
-def admit(spec: dict, old: dict, new: dict, req: dict) -> tuple[bool, list[str]]:
-    """(allowed, failed messages) as the API server would decide for an UPDATE of a Node."""
+class Decision:
+    """What the API server decides for one request, and why."""
+
+    def __init__(self):
+        self.denied_by: list[str] = []  # messages of validations that evaluated to false
+        self.errors: list[str] = []  # validations whose evaluation raised (not a denial)
+
+    @property
+    def allowed(self) -> bool:
+        return not self.denied_by and not self.errors
+
+    def __iter__(self):  # `ok, failed = admit(...)` for the allowed cases
+        return iter((self.allowed, self.denied_by + self.errors))
+
+    def __repr__(self):
+        return f"Decision(denied_by={self.denied_by}, errors={self.errors})"
+
+
+def admit(spec: dict, old: dict, new: dict, req: dict) -> Decision:
+    """The decision the API server would take for an UPDATE of a Node."""
     c = cel()
+    d = Decision()
     base = {"object": new, "oldObject": old, "request": req}
     if not all(c.evaluate(m["expression"], base) for m in spec["matchConditions"]):
-        return True, []  # not the agent: the policy does not apply
+        return d  # not the agent: the policy does not apply
     exprs = {v["name"]: v["expression"] for v in spec["variables"]}
     assert exprs["claim"] == f"request.userInfo.extra[?'{CLAIM_KEY}'].orValue([''])[0]"
     claims = req["userInfo"]["extra"].get(CLAIM_KEY, [""])
     variables = {"claim": claims[0], "prefixes": c.evaluate(exprs["prefixes"], {})}
-    failed = []
     for v in spec["validations"]:
+        message = v.get("message") or v.get("messageExpression")
         try:
             ok = c.evaluate(v["expression"], {**base, "variables": variables})
-        except Exception as e:  # an evaluation error is a denial under failurePolicy Fail
-            ok = False
-            assert spec["failurePolicy"] == "Fail", e
-        if ok is not True:
-            failed.append(v.get("message") or v.get("messageExpression"))
-    return not failed, failed
+        except Exception as e:  # denies under failurePolicy Fail, but is not the policy's verdict
+            d.errors.append(f"{message}: evaluation error: {e}")
+            continue
+        if ok is False:
+            d.denied_by.append(message)
+        elif ok is not True:
+            d.errors.append(f"{message}: evaluated to {ok!r}, not a bool")
+    return d
+
+
+def assert_denied(d: Decision, because: str | None = None):
+    """Denied by a validation that evaluated to false (with `because` in its message), and no
+    evaluation error on the way."""
+    assert not d.errors, f"evaluation errors are not denials: {d.errors}"
+    assert d.denied_by, "allowed"
+    if because is not None:
+        assert any(because in m for m in d.denied_by), d.denied_by
 
 
 def changed(old: dict, fn) -> dict:
@@ -97,6 +132,17 @@ DENIED = {
     "add annotation": lambda n: n["metadata"].update({"annotations": {"a": "b"}}),
     "compat key while compat is off": lambda n: labels(n).update({"nvidia.com/gpu.product": "H100"}),
 }
+# The validation that must deny each case (a part of its message).
+DENIED_BY = {
+    "add foreign label": "only add or change labels under its own prefix",
+    "prefix lookalike": "only add or change labels under its own prefix",
+    "change kubelet label": "only add or change labels under its own prefix",
+    "remove kubelet label": "only remove labels under its own prefix",
+    "add taint": "may not change a Node's spec",
+    "cordon": "may not change a Node's spec",
+    "add annotation": "may not change a Node's annotations",
+    "compat key while compat is off": "only add or change labels under its own prefix",
+}
 
 
 @pytest.mark.parametrize("case", ALLOWED, ids=list(ALLOWED))
@@ -109,20 +155,34 @@ def test_agent_may_change_its_own_labels(case):
 @pytest.mark.parametrize("case", DENIED, ids=list(DENIED))
 def test_agent_may_not_change_anything_else(case):
     old = node()
-    ok, failed = admit(policy(), old, changed(old, DENIED[case]), request())
-    assert not ok
+    assert_denied(admit(policy(), old, changed(old, DENIED[case]), request()), DENIED_BY[case])
 
 
 def test_agent_may_not_touch_another_node():
     old = node("gpu-b")
-    ok, failed = admit(policy(), old, changed(old, ALLOWED["add own label"]), request(claim="gpu-a"))
-    assert not ok and any("may not modify" in m for m in failed), failed
+    d = admit(policy(), old, changed(old, ALLOWED["add own label"]), request(claim="gpu-a"))
+    assert_denied(d, "may not modify")
 
 
 def test_token_without_node_claim_is_refused():
     old = node()
-    ok, failed = admit(policy(), old, changed(old, ALLOWED["add own label"]), request(claim=None))
-    assert not ok and any("no node-name claim" in m for m in failed), failed
+    d = admit(policy(), old, changed(old, ALLOWED["add own label"]), request(claim=None))
+    assert_denied(d, "no node-name claim")
+
+
+def test_evaluation_errors_are_not_denials():
+    """A policy whose expressions cannot be evaluated refuses every update under failurePolicy
+    Fail, the agent's own labels included. The denied cases must not pass because of that: a
+    policy with a broken expression fails them."""
+    spec = copy.deepcopy(policy())
+    for v in spec["validations"]:
+        if "annotations" in v["expression"]:
+            v["expression"] = "object.metadata.no_such_field == oldObject.metadata.no_such_field"
+    old = node()
+    d = admit(spec, old, changed(old, DENIED["add annotation"]), request())
+    assert d.errors and not d.denied_by, d
+    with pytest.raises(AssertionError, match="evaluation errors are not denials"):
+        assert_denied(d, DENIED_BY["add annotation"])
 
 
 def test_other_users_are_not_matched():
@@ -136,8 +196,8 @@ def test_annotations_unchanged_are_fine():
     old = node(annotations={"node.alpha.kubernetes.io/ttl": "0"})
     ok, failed = admit(policy(), old, changed(old, ALLOWED["add own label"]), request())
     assert ok, failed
-    ok, _ = admit(policy(), old, changed(old, lambda n: n["metadata"]["annotations"].clear()), request())
-    assert not ok
+    d = admit(policy(), old, changed(old, lambda n: n["metadata"]["annotations"].clear()), request())
+    assert_denied(d, "may not change a Node's annotations")
 
 
 def test_compat_profile_widens_the_prefixes():
@@ -145,8 +205,8 @@ def test_compat_profile_widens_the_prefixes():
     old = node()
     ok, failed = admit(spec, old, changed(old, DENIED["compat key while compat is off"]), request())
     assert ok, failed
-    ok, _ = admit(spec, old, changed(old, DENIED["add foreign label"]), request())
-    assert not ok
+    assert_denied(admit(spec, old, changed(old, DENIED["add foreign label"]), request()),
+                  DENIED_BY["add foreign label"])
 
 
 def test_custom_prefix():
@@ -155,8 +215,8 @@ def test_custom_prefix():
     ok, failed = admit(spec, old, changed(old, lambda n: labels(n).update({"gpu.example.com/x": "1"})), request())
     assert ok, failed
     # the default prefix is foreign now
-    ok, _ = admit(spec, old, changed(old, ALLOWED["add own label"]), request())
-    assert not ok
+    assert_denied(admit(spec, old, changed(old, ALLOWED["add own label"]), request()),
+                  "only add or change labels under its own prefix")
 
 
 def agent_label_sets(*flags: str) -> dict[str, dict[str, str]]:
@@ -196,8 +256,8 @@ def test_policy_admits_every_label_the_agent_writes():
         assert ok, (host, failed)
         compat = {k for k in desired if not k.startswith("gpuscout.io/")}
         if compat:
-            ok, _ = admit(off, old, new, request())
-            assert not ok, host
+            assert_denied(admit(off, old, new, request()),
+                          "only add or change labels under its own prefix")
         # and removing all of them again (SSA dropping the keys) is allowed too
         ok, failed = admit(on, new, old, request())
         assert ok, (host, failed)

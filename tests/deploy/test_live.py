@@ -7,7 +7,10 @@ file. Then:
 - every panel query and every template-variable query of dashboards/*.json is sent to
   /api/v1/query and must return data;
 - the alerts Prometheus holds (pending: their `for:` has not elapsed) are exactly the ones the
-  agents' own `gpuscout discover` verdicts call for, with the real label names and values.
+  agents' own `gpuscout discover` verdicts call for, with the real label names and values;
+- XIDs reach the H100 agent while it runs (the NVML double delivers them only once the test
+  opens its gate, after Prometheus has scraped the agent), and GpuscoutGpuXidErrors fires for
+  exactly the hardware XIDs the agent's own /metrics counts.
 
 Queries that cannot return data on fixture hosts are listed in NO_DATA_ON_FIXTURES with the
 reason; the test also fails when one of them does return data (the list must not go stale).
@@ -35,7 +38,8 @@ HOSTS = REPO / "tests" / "fixtures" / "hosts"
 DASHBOARDS = sorted((REPO / "dashboards").glob("*.json"))
 
 # Panel title -> why no fixture host root can feed it. Empty: the H100 agent loads the NVML test
-# double (tests/nvml-double, with ECC counts and queued XIDs) and the Strix Halo agent syncs its
+# double (tests/nvml-double, with ECC counts, and XIDs that arrive while the agent runs) and the
+# Strix Halo agent syncs its
 # labels to an NFD features file, so XID, ECC and label-sync panels have data too.
 NO_DATA_ON_FIXTURES: dict[str, str] = {}
 
@@ -60,13 +64,17 @@ gpu.0.cc=9.0
 gpu.0.arch=9
 gpu.0.mig_current=1
 gpu.0.mig_devices=2
+gpu.0.ecc_mode=1
 gpu.0.ecc_corrected=5
 gpu.0.ecc_uncorrected=2
-gpu.0.xid=79,48
+gpu.0.xid=79,48,13
+xid_gate=xid-now
 """
+# XIDs NVIDIA attributes to applications; the XID alert leaves them out.
+APPLICATION_XIDS = {"13", "31", "43", "45"}
 
 
-def nvml_double(tmp) -> str:
+def nvml_double(tmp) -> Path:
     """Build the NVML test double with the system cc, scripted for the H100 fixture."""
     d = tmp / "nvml"
     d.mkdir()
@@ -76,7 +84,7 @@ def nvml_double(tmp) -> str:
                         capture_output=True, text=True)
     assert cc.returncode == 0, cc.stderr
     (d / "nvml_double.conf").write_text(H100_NVML)
-    return str(lib)
+    return lib
 
 
 def free_port() -> int:
@@ -107,6 +115,7 @@ def prometheus(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("live")
     procs: list[subprocess.Popen] = []
     targets = []
+    agents: dict[str, str] = {}
     try:
         nvml_lib = nvml_double(tmp)
         for host in sorted(p for p in HOSTS.iterdir() if p.is_dir()):
@@ -114,7 +123,7 @@ def prometheus(tmp_path_factory):
             log = open(tmp / f"agent-{host.name}.log", "w")
             extra = []
             if host.name == "nvidia-h100-mig":
-                extra = ["--nvml-lib", nvml_lib]
+                extra = ["--nvml-lib", str(nvml_lib)]
             if host.name == "talos-strixhalo-apu":
                 extra = ["--labels", "nfd-file", "--nfd-file", str(tmp / "nfd-features")]
             procs.append(subprocess.Popen(
@@ -124,6 +133,7 @@ def prometheus(tmp_path_factory):
                 env={**os.environ, "RUST_LOG": "warn", "KUBERNETES_SERVICE_HOST": ""}))
             targets.append({"targets": [f"127.0.0.1:{port}"],
                             "labels": {"node": host.name, "cluster": "test"}})
+            agents[host.name] = f"http://127.0.0.1:{port}"
         cfg = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
                "rule_files": [str(RULES)],
                "scrape_configs": [{"job_name": "gpuscout", "static_configs": targets}]}
@@ -152,7 +162,16 @@ def prometheus(tmp_path_factory):
         else:
             logs = "\n".join(p.read_text()[-2000:] for p in tmp.glob("*.log"))
             pytest.fail(f"not every agent was up in Prometheus within 60 s:\n{logs}")
-        yield {"base": base, "binary": binary}
+        # Prometheus has scraped the H100 agent without XIDs; now they happen (the agent drains
+        # NVML's event sets every second), and the XID panels get data.
+        assert not query(base, "gpuscout_gpu_xid_errors_total"), "XIDs before the gate opened"
+        (nvml_lib.parent / "xid-now").write_text("")
+        deadline = time.monotonic() + 30
+        while not query(base, "gpuscout_gpu_xid_errors_total"):
+            if time.monotonic() > deadline:
+                pytest.fail("the XIDs never reached Prometheus")
+            time.sleep(0.5)
+        yield {"base": base, "binary": binary, "agents": agents}
     finally:
         for p in procs:
             p.terminate()
@@ -215,12 +234,45 @@ def expected_alerts(binary: str) -> set[tuple[str, str, str]]:
     return want
 
 
+def agent_xids(agents: dict[str, str]) -> set[tuple[str, str, str]]:
+    """(node, gpu, xid) of every XID series the agents' own /metrics exports."""
+    out = set()
+    for node, url in agents.items():
+        with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        for line in text.splitlines():
+            if line.startswith("gpuscout_gpu_xid_errors_total{"):
+                labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+                out.add((node, labels["gpu"], labels["xid"]))
+    return out
+
+
+def test_first_xids_after_start_fire_the_xid_alert(prometheus):
+    """The XIDs arrived after the agent had been scraped without them: the agent's first series
+    for each starts at 1. Every hardware XID the agent exports fires GpuscoutGpuXidErrors."""
+    base = prometheus["base"]
+    xids = agent_xids(prometheus["agents"])
+    assert {x for _, _, x in xids} == {"79", "48", "13"}, xids
+    want = {(n, g, x) for n, g, x in xids if x not in APPLICATION_XIDS}
+    deadline = time.monotonic() + 30
+    while True:
+        got = {(a["labels"]["node"], a["labels"]["gpu"], a["labels"]["xid"])
+               for a in get(f"{base}/api/v1/alerts")["data"]["alerts"]
+               if a["labels"]["alertname"] == "GpuscoutGpuXidErrors"}
+        if got == want or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert got == want
+
+
 def test_alerts_follow_the_agents_verdicts(prometheus):
     base = prometheus["base"]
     want = expected_alerts(prometheus["binary"])
-    # the agent-level and hardware alerts that must stay silent on healthy fixture agents
+    # the agent-level and hardware alerts that must stay silent on healthy fixture agents (the
+    # H100's ECC counts are lifetime counts that do not change while the agent runs; its XIDs
+    # are checked by test_first_xids_after_start_fire_the_xid_alert)
     silent = {"GpuscoutAgentDown", "GpuscoutAgentAbsent", "GpuscoutGpuCountDropped",
-              "GpuscoutLabelSyncFailing", "GpuscoutGpuXidErrors", "GpuscoutGpuUncorrectedEccErrors"}
+              "GpuscoutLabelSyncFailing", "GpuscoutGpuUncorrectedEccErrors"}
     deadline = time.monotonic() + 30
     while True:
         alerts = get(f"{base}/api/v1/alerts")["data"]["alerts"]

@@ -13,7 +13,13 @@ fn golden_report_for_every_fixture() {
     );
     for name in names {
         let r = report(&name);
-        insta::with_settings!({snapshot_suffix => name.clone(), prepend_module_to_snapshot => false}, {
+        assert!(r.generated_at.is_some(), "{name}: generated_at");
+        insta::with_settings!({
+            snapshot_suffix => name.clone(),
+            prepend_module_to_snapshot => false,
+            // The time of the pass changes on every run.
+            filters => vec![(r#""generated_at": "[0-9TZ:-]+""#, r#""generated_at": "[time]""#)],
+        }, {
             insta::assert_json_snapshot!("report", r);
         });
     }
@@ -205,10 +211,15 @@ fn no_gpu_host() {
     assert!(r.host.talos.is_none());
 }
 
-/// The machine running the tests: CI machines have no GPU, so this must find none, and must
-/// not fail on whatever the real /sys holds.
+/// The machine running the tests: on a machine without GPUs (CI) discovery of the real `/`
+/// finds none and does not fail on whatever the real /sys holds. On a GPU machine this fact
+/// does not hold: the test says so and skips (see [`host_fact_tests_skip_on_a_gpu_machine`]).
 #[test]
 fn real_sys_of_this_machine_finds_zero_gpus() {
+    if let Some(why) = crate::util::gpus_on_this_machine() {
+        println!("skipped: {why}");
+        return;
+    }
     let r = report_at(std::path::Path::new("/"));
     assert_eq!(
         r.gpus.len(),
@@ -222,4 +233,53 @@ fn real_sys_of_this_machine_finds_zero_gpus() {
 #[test]
 fn fixture_paths_exist() {
     assert!(host("no-gpu").join("sys").is_dir());
+}
+
+/// The two tests that assert facts about the machine they run on skip on a GPU machine and say
+/// why. Shown here by running them in a simulated GPU machine: a private mount namespace with a
+/// fixture's `sys/` (an NVIDIA H100) bind-mounted over `/sys`, and the NVML test double as the
+/// loader's `libnvidia-ml.so.1` (`LD_LIBRARY_PATH`).
+#[test]
+fn host_fact_tests_skip_on_a_gpu_machine() {
+    let double = crate::nvml::nvml_double::Double::new("driver_version=550.127.05\n");
+    let exe = std::env::current_exe().unwrap();
+    let script = r#"set -e
+mount --bind "$1/sys" /sys
+shift
+exec "$@""#;
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let ns: &[&str] = if root { &["-m"] } else { &["-U", "-r", "-m"] };
+    let out = std::process::Command::new("unshare")
+        .args(ns)
+        .args(["--propagation", "private", "sh", "-c", script, "sh"])
+        .arg(host("nvidia-h100-mig"))
+        .arg(&exe)
+        .args([
+            "--exact",
+            "discovery::real_sys_of_this_machine_finds_zero_gpus",
+            "nvml::missing_library_is_absent_not_an_error",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("LD_LIBRARY_PATH", double.dir.path())
+        .output()
+        .expect("this test needs unshare and mount (util-linux) and root or user namespaces");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("2 passed"), "both inner tests ran: {text}");
+    assert!(
+        text.contains("skipped: this machine has GPUs: 0000:1b:00.0 (0x10de, class 0x030200)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("skipped: the dynamic loader finds a libnvidia-ml.so.1"),
+        "{text}"
+    );
 }

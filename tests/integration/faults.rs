@@ -312,6 +312,7 @@ fn hwmon_permission_denied_is_absent_not_zero_and_recovers() {
     let served = Child(child, addr);
     let start = std::time::Instant::now();
     while !matches!(http_get(addr, "/readyz", None), Ok((200, _, _))) {
+        // hang guard: a server that never gets ready fails instead of hanging the suite
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "gpuscout did not get ready"
@@ -340,6 +341,211 @@ fn hwmon_permission_denied_is_absent_not_zero_and_recovers() {
         body.contains("gpuscout_scrape_source_success{source=\"amdgpu\"} 1"),
         "{body}"
     );
+}
+
+/// A command that runs `gpuscout` so that `chmod 000` denies it for real: as root under
+/// `setpriv` without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (checked with `cat`), else as is.
+fn gpuscout_without_dac_override(probe: &Path) -> Command {
+    let is_root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    if !is_root {
+        return Command::new(env!("CARGO_BIN_EXE_gpuscout"));
+    }
+    let caps = [
+        "--inh-caps=-all",
+        "--bounding-set=-dac_override,-dac_read_search",
+    ];
+    let cat = Command::new("setpriv")
+        .args(caps)
+        .arg("cat")
+        .arg(probe)
+        .output()
+        .expect("this test needs setpriv (util-linux) to drop CAP_DAC_OVERRIDE as root");
+    assert!(
+        !cat.status.success() && String::from_utf8_lossy(&cat.stderr).contains("Permission denied"),
+        "setpriv did not produce EACCES: {cat:?}"
+    );
+    let mut c = Command::new("setpriv");
+    c.args(caps).arg(env!("CARGO_BIN_EXE_gpuscout"));
+    c
+}
+
+/// Discovery and a scrape with a real EACCES (as root too): the denied values of a GPU are
+/// `null` with an `unread` entry naming the file and "permission denied", and absent from the
+/// metrics; the GPU itself stays. When the PCI device list itself is denied, the GPUs are
+/// unknown: `check` says so and exits 1, and `gpuscout_gpus` is absent, never 0.
+#[test]
+fn permission_denied_discovery_is_unknown_never_zero() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("host");
+    synth::amd_host(&root, 2);
+    let dev = dev_dir(&root, 1);
+    let denied = [
+        "numa_node",
+        "current_link_width",
+        "mem_info_vram_total",
+        "gpu_busy_percent",
+        "hwmon/hwmon0/temp1_input",
+    ];
+    let mode =
+        |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    for f in denied {
+        mode(&dev.join(f), 0o000);
+    }
+    let run = |args: &[&str]| {
+        gpuscout_without_dac_override(&dev.join("numa_node"))
+            .args(args)
+            .arg("--root")
+            .arg(&root)
+            .env("RUST_LOG", "error")
+            .output()
+            .unwrap()
+    };
+
+    // Discovery: GPU1 is there, its denied values are null and listed as unread.
+    let out = run(&["discover", "--format", "json"]);
+    assert!(out.status.success(), "{out:?}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let gpus = r["gpus"].as_array().unwrap();
+    assert_eq!(gpus.len(), 2, "no GPU vanished: {r}");
+    let (g0, g1) = (&gpus[0], &gpus[1]);
+    assert_eq!(g1["pci_address"], GPU1);
+    assert_eq!(g1["numa_node"], serde_json::Value::Null);
+    assert_eq!(g1["pcie"]["current_width"], serde_json::Value::Null);
+    // (memory_bytes stays known: KFD's memory bank gives it too.)
+    for f in ["numa_node", "current_link_width", "mem_info_vram_total"] {
+        assert!(
+            g1["unread"].as_array().unwrap().iter().any(|u| {
+                u["path"].as_str().unwrap().ends_with(f) && u["error"] == "permission denied"
+            }),
+            "{f} not listed as unread: {}",
+            g1["unread"]
+        );
+    }
+    // The other GPU is read in full.
+    assert_eq!(
+        (
+            g0["numa_node"].as_i64(),
+            g0["pcie"]["current_width"].as_i64()
+        ),
+        (Some(0), Some(16))
+    );
+    assert_eq!(g0["memory_bytes"].as_u64(), Some(21_458_059_264));
+
+    // A scrape: GPU1's denied series are absent (not 0), the sources say they failed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let child = gpuscout_without_dac_override(&dev.join("numa_node"))
+        .arg("--root")
+        .arg(&root)
+        .args([
+            "serve",
+            "--listen",
+            &addr.to_string(),
+            "--scrape-cache",
+            "0",
+            "--discovery-interval",
+            "1s",
+        ])
+        .env("RUST_LOG", "error")
+        .spawn()
+        .unwrap();
+    let served = Child(child, addr);
+    let start = std::time::Instant::now();
+    while !matches!(http_get(addr, "/readyz", None), Ok((200, _, _))) {
+        // hang guard: only turns a server that never gets ready into a failure
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "gpuscout did not get ready"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let metrics = || {
+        let (code, _, body) = http_get(served.addr(), "/metrics", None).unwrap();
+        assert_eq!(code, 200);
+        body
+    };
+    let body = metrics();
+    let series = |body: &str, gpu: &str, name: &str, more: &str| {
+        let head = format!("{name}{{gpu=\"{gpu}\"{more}}} ");
+        body.lines().any(|l| l.starts_with(&head))
+    };
+    assert!(has_gpu(&body, GPU1), "the GPU stays: {body}");
+    for (name, more) in [
+        ("gpuscout_gpu_memory_total_bytes", ",pool=\"vram\""),
+        ("gpuscout_gpu_utilization_ratio", ""),
+        ("gpuscout_gpu_temperature_celsius", ",sensor=\"edge\""),
+    ] {
+        assert!(!series(&body, GPU1, name, more), "{name} of {GPU1}: {body}");
+        assert!(series(&body, GPU0, name, more), "{name} of {GPU0}: {body}");
+    }
+    assert!(
+        !body
+            .lines()
+            .any(|l| l.starts_with("gpuscout_gpu_pcie_link_width{")
+                && l.contains(GPU1)
+                && l.contains("current")),
+        "{body}"
+    );
+    for source in ["amdgpu", "pci"] {
+        assert!(
+            body.contains(&format!(
+                "gpuscout_scrape_source_success{{source=\"{source}\"}} 0"
+            )),
+            "{source}: {body}"
+        );
+    }
+    assert!(body.contains("gpuscout_gpus{vendor=\"amd\"} 2"), "{body}");
+
+    // The PCI device list itself is denied: the GPUs are unknown, not zero.
+    let list = root.join("sys/bus/pci/devices");
+    mode(&list, 0o000);
+    let out = run(&["discover", "--format", "json"]);
+    assert!(out.status.success(), "{out:?}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        r["host"]["unread"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| { u["path"] == "/sys/bus/pci/devices" && u["error"] == "permission denied" }),
+        "{r}"
+    );
+    let out = run(&["check"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "check must not say all is well: {stderr}"
+    );
+    assert!(
+        stderr.contains("cannot list the PCI devices (/sys/bus/pci/devices: permission denied)"),
+        "{stderr}"
+    );
+    // The daemon's next discovery pass cannot list the GPUs either.
+    let mut body = metrics();
+    while has_gpu(&body, GPU0) {
+        // hang guard: waits for the next discovery pass (every second)
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no new discovery pass: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        body = metrics();
+    }
+    assert!(
+        !body.lines().any(|l| l.starts_with("gpuscout_gpus{")),
+        "an unknown GPU count is absent, not 0: {body}"
+    );
+    drop(served);
+    mode(&list, 0o755);
+    for f in denied {
+        mode(&dev.join(f), 0o644);
+    }
 }
 
 /// A child process killed when dropped.

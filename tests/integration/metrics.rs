@@ -128,6 +128,49 @@ async fn golden_metrics_per_fixture_and_promtool_clean() {
     }
 }
 
+/// The kernel prints `current_link_width 0` and `max_link_width 255` where a GPU has no link
+/// registers (an integrated GPU, an SR-IOV VF): both mean "unknown", so the report says `null`
+/// and no width series is exported, while the pci source still succeeds.
+#[tokio::test]
+async fn unknown_pcie_width_is_absent_in_report_and_metrics() {
+    for (fixture, gpu) in [
+        ("meteorlake-nuc-talos-i915", "0000:00:02.0"),
+        ("sriov-flex170", "0000:4d:00.1"),
+    ] {
+        let root = fixtures_dir().join("hosts").join(fixture);
+        let report = discover::discover(&HostRoot::new(&root).unwrap(), &Options::default());
+        let g = report
+            .gpus
+            .iter()
+            .find(|g| g.pci_address == gpu)
+            .unwrap_or_else(|| panic!("{fixture}: no {gpu}"));
+        assert_eq!(
+            (g.pcie.current_width, g.pcie.max_width),
+            (None, None),
+            "{fixture} {gpu}: an unknown width is absent, not 0 or 255"
+        );
+        assert!(
+            !g.unread.iter().any(|u| u.path.contains("link_width")),
+            "{fixture}: the kernel's 'unknown' is not a read failure: {:?}",
+            g.unread
+        );
+        let e = exporter(&root, metrics::default_sources(), ExporterConfig::default());
+        let s = scrape(&e).await;
+        for state in ["current", "max"] {
+            assert_eq!(
+                value(&s, "gpu_pcie_link_width", &[("gpu", gpu), ("state", state)]),
+                None,
+                "{fixture} {gpu} {state}"
+            );
+        }
+        assert_eq!(
+            value(&s, "scrape_source_success", &[("source", "pci")]),
+            Some(1.0),
+            "{fixture}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn amd_values_are_read_in_base_units() {
     let root = fixtures_dir().join("metrics/amd-rx7900xtx-talos");

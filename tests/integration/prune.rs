@@ -56,11 +56,7 @@ async fn labelled_cluster() -> StandIn {
         cfg.seed = Some(7);
         let mut registry = prometheus_client::registry::Registry::default();
         let sync = LabelSync::new(cfg, Some(api.client()), &mut registry);
-        let report = Arc::new(Report {
-            host: Host::default(),
-            gpus: Vec::new(),
-            labels: map(OURS),
-        });
+        let report = Arc::new(Report::new(Host::default(), Vec::new(), map(OURS)));
         let (_tx, rx) = watch::channel(report);
         let (stop, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(sync.run(rx, async move {

@@ -3,7 +3,12 @@
  * system `cc` and loaded by the real nvml-wrapper through `lib_path`.
  *
  * It exports the NVML entry points gpuscout calls (names and struct layouts as in
- * nvml-wrapper-sys 0.10 / nvml.h). Its behaviour comes from `nvml_double.conf` in the directory
+ * nvml-wrapper-sys 0.10 / nvml.h) and answers as strictly as nvml.h documents them (checked
+ * against NVIDIA/go-nvml gen/nvml/nvml.h @ 2f9e261, NVML API 13): a lost GPU answers
+ * NVML_ERROR_GPU_IS_LOST to every call on it, getting its handle and PCI info included; ECC
+ * counters need ECC mode on and honour the counter type; utilisation is not supported on a
+ * MIG-enabled GPU; nvmlEventSetWait_v2 waits up to its timeout for an event.
+ * Its behaviour comes from `nvml_double.conf` in the directory
  * the library itself was loaded from (found with dladdr), so every test copies the library into
  * its own temporary directory and scripts it there; no environment variables, no shared state
  * between tests (each copy is a different inode, so the loader maps it separately).
@@ -13,7 +18,8 @@
  *   init_fail_count=N    fail the first N inits with `init`, then succeed (counted in the file
  *                        `init_attempts` next to the library, which survives dlclose)
  *   driver_version=550.127.05   cuda_version=12040
- *   hang=<symbol>        that call blocks until a file `release` appears next to the library
+ *   hang=<symbol>        that call blocks until a file `release` appears next to the library;
+ *                        when it returns, `<symbol> returned` is appended to calls.log
  *   hang_count=N         only the first N calls of <symbol> block (0 or absent: every call)
  *   gpu.I.<field>=V      per GPU I (0-based, count = highest I + 1). Fields: bus_id, name, uuid,
  *     pci_device_id (hex), pci_subsystem_id (hex), mem_total, mem_used, mem_free, mem_reserved,
@@ -22,8 +28,20 @@
  *     cc (e.g. 8.9), arch (NVML number: 8 = Ada, 9 = Hopper), mig_current, mig_pending,
  *     mig_max, mig_devices, ecc_corrected, ecc_uncorrected, pcie_gen, pcie_width,
  *     pcie_max_gen, pcie_max_width, xid (comma-separated list of XIDs queued as events),
- *     lost=1 (every call except handle/PCI info returns GPU_IS_LOST)
+ *     ecc_mode (1: ECC on; unset or 0: the ECC counters answer NOT_SUPPORTED, as on a GeForce),
+ *     ecc_corrected_volatile, ecc_uncorrected_volatile (NVML_VOLATILE_ECC; the plain
+ *     ecc_corrected / ecc_uncorrected are NVML_AGGREGATE_ECC),
+ *     lost=1        the GPU has fallen off the bus: every call on it, nvmlDeviceGetHandleByIndex_v2
+ *                   and nvmlDeviceGetPciInfo_v3 included, answers NVML_ERROR_GPU_IS_LOST
+ *     lost_at=CALL  the GPU answers normally until the first call of CALL, which (and every call
+ *                   after it) answers GPU_IS_LOST. CALL is a symbol, `handle`
+ *                   (nvmlDeviceGetHandleByIndex_v2), `pci` (nvmlDeviceGetPciInfo_v3) or `xid`
+ *                   (the GPU is lost once its first XID event has been delivered, like XID 79)
+ *     error.CALL=E  CALL (a symbol, `handle` or `pci`) on this GPU answers E: no_permission,
+ *                   not_supported, not_found, insufficient_power, irq_issue or unknown
  *   A field that is not set makes its call return NVML_ERROR_NOT_SUPPORTED.
+ *   xid_gate=NAME   queued XIDs are delivered only once a file NAME exists next to the library
+ *                   (an XID that happens while the agent is running, not before it started)
  *
  * Every call is appended to `calls.log` next to the library (one symbol per line), so tests can
  * see which calls happened; `log_calls=0` turns that off (benchmarks).
@@ -46,13 +64,24 @@ typedef int nvmlReturn_t;
 #define NVML_ERROR_NO_PERMISSION 4
 #define NVML_ERROR_NOT_FOUND 6
 #define NVML_ERROR_INSUFFICIENT_SIZE 7
+#define NVML_ERROR_INSUFFICIENT_POWER 8
 #define NVML_ERROR_DRIVER_NOT_LOADED 9
 #define NVML_ERROR_TIMEOUT 10
+#define NVML_ERROR_IRQ_ISSUE 11
 #define NVML_ERROR_GPU_IS_LOST 15
 #define NVML_ERROR_LIB_RM_VERSION_MISMATCH 18
+#define NVML_ERROR_UNKNOWN 999
+
+/* nvmlMemoryErrorType_t and nvmlEccCounterType_t */
+#define NVML_MEMORY_ERROR_TYPE_CORRECTED 0
+#define NVML_MEMORY_ERROR_TYPE_UNCORRECTED 1
+#define NVML_VOLATILE_ECC 0
+#define NVML_AGGREGATE_ECC 1
 
 #define MAX_GPUS 16
 #define MAX_XIDS 64
+#define MAX_ERRORS 16
+#define SYM_LEN 96
 
 typedef struct {
     char busIdLegacy[16];
@@ -102,7 +131,14 @@ struct gpu {
     opt_t clock_graphics, clock_sm, clock_mem, max_clock_graphics, max_clock_sm, max_clock_mem;
     opt_t cc_major, cc_minor, arch, mig_current, mig_pending, mig_max, mig_devices;
     opt_t ecc_corrected, ecc_uncorrected, pcie_gen, pcie_width, pcie_max_gen, pcie_max_width;
-    int lost;
+    opt_t ecc_mode, ecc_corrected_volatile, ecc_uncorrected_volatile;
+    int lost;              /* fallen off the bus: every call answers GPU_IS_LOST */
+    char lost_at[SYM_LEN]; /* the first call of this symbol makes the GPU lost */
+    struct {
+        char sym[SYM_LEN];
+        nvmlReturn_t code;
+    } errors[MAX_ERRORS];  /* scripted per-call errors */
+    int n_errors;
     unsigned long long xids[MAX_XIDS];
     int n_xids, next_xid;
 };
@@ -117,9 +153,9 @@ static char driver_version[80] = "550.127.05";
 static int cuda_version = 12040;
 static char init_mode[32] = "ok";
 static int init_fail_count;
-static char hang_sym[96];
+static char hang_sym[SYM_LEN];
+static char xid_gate[SYM_LEN];
 static int hang_count;
-static struct eventset the_set;
 static int log_enabled = 1;
 
 static void find_dir(void) {
@@ -169,6 +205,9 @@ static void maybe_hang(const char *sym) {
     path_of(p, sizeof p, "release");
     struct timespec ts = {0, 10 * 1000 * 1000};
     while (access(p, F_OK) != 0) nanosleep(&ts, NULL);
+    char done[SYM_LEN + 16];
+    snprintf(done, sizeof done, "%s returned", sym);
+    log_call(done); /* so a test can tell an answer that came while the call still hung */
 }
 
 #define ENTER(sym)                  \
@@ -176,6 +215,34 @@ static void maybe_hang(const char *sym) {
         log_call(sym);              \
         maybe_hang(sym);            \
     } while (0)
+
+/* Short names for the calls a test most often scripts. */
+static const char *symbol_of(const char *s) {
+    if (!strcmp(s, "handle")) return "nvmlDeviceGetHandleByIndex_v2";
+    if (!strcmp(s, "pci")) return "nvmlDeviceGetPciInfo_v3";
+    return s;
+}
+
+static nvmlReturn_t error_named(const char *v) {
+    if (!strcmp(v, "no_permission")) return NVML_ERROR_NO_PERMISSION;
+    if (!strcmp(v, "not_supported")) return NVML_ERROR_NOT_SUPPORTED;
+    if (!strcmp(v, "not_found")) return NVML_ERROR_NOT_FOUND;
+    if (!strcmp(v, "insufficient_power")) return NVML_ERROR_INSUFFICIENT_POWER;
+    if (!strcmp(v, "irq_issue")) return NVML_ERROR_IRQ_ISSUE;
+    if (strcmp(v, "unknown") != 0)
+        fprintf(stderr, "nvml_double: unknown error name %s, answering NVML_ERROR_UNKNOWN\n", v);
+    return NVML_ERROR_UNKNOWN;
+}
+
+/* What the script says `sym` on GPU `g` answers: GPU_IS_LOST once the GPU is lost (which the
+ * first call of its `lost_at` symbol makes it), a scripted error, or SUCCESS. */
+static nvmlReturn_t scripted(gpu_t *g, const char *sym) {
+    if (!g->lost && g->lost_at[0] && !strcmp(g->lost_at, sym)) g->lost = 1;
+    if (g->lost) return NVML_ERROR_GPU_IS_LOST;
+    for (int i = 0; i < g->n_errors; i++)
+        if (!strcmp(g->errors[i].sym, sym)) return g->errors[i].code;
+    return NVML_SUCCESS;
+}
 
 static void set_opt(opt_t *o, const char *v, int base) {
     o->set = 1;
@@ -195,6 +262,14 @@ static void set_gpu_field(gpu_t *g, const char *k, const char *v) {
         set_opt(&g->cc_minor, dot ? dot + 1 : "0", 10);
     }
     else if (!strcmp(k, "lost")) g->lost = atoi(v);
+    else if (!strcmp(k, "lost_at")) strncpy(g->lost_at, symbol_of(v), sizeof g->lost_at - 1);
+    else if (!strncmp(k, "error.", 6)) {
+        if (g->n_errors < MAX_ERRORS) {
+            strncpy(g->errors[g->n_errors].sym, symbol_of(k + 6), SYM_LEN - 1);
+            g->errors[g->n_errors].code = error_named(v);
+            g->n_errors++;
+        }
+    }
     else if (!strcmp(k, "xid")) {
         const char *s = v;
         while (*s && g->n_xids < MAX_XIDS) {
@@ -211,6 +286,7 @@ static void set_gpu_field(gpu_t *g, const char *k, const char *v) {
     NUM(mig_current); NUM(mig_pending); NUM(mig_max); NUM(mig_devices);
     NUM(ecc_corrected); NUM(ecc_uncorrected); NUM(pcie_gen); NUM(pcie_width);
     NUM(pcie_max_gen); NUM(pcie_max_width);
+    NUM(ecc_mode); NUM(ecc_corrected_volatile); NUM(ecc_uncorrected_volatile);
 #undef NUM
 }
 
@@ -218,9 +294,9 @@ static void load_config(void) {
     char p[PATH_MAX + 32], line[512];
     memset(gpus, 0, sizeof gpus);
     memset(mig_handles, 0, sizeof mig_handles);
-    memset(&the_set, 0, sizeof the_set);
     n_gpus = 0;
     hang_sym[0] = 0;
+    xid_gate[0] = 0;
     hang_count = 0;
     init_fail_count = 0;
     strcpy(init_mode, "ok");
@@ -241,6 +317,7 @@ static void load_config(void) {
         else if (!strcmp(k, "cuda_version")) cuda_version = atoi(v);
         else if (!strcmp(k, "hang")) strncpy(hang_sym, v, sizeof hang_sym - 1);
         else if (!strcmp(k, "hang_count")) hang_count = atoi(v);
+        else if (!strcmp(k, "xid_gate")) strncpy(xid_gate, v, sizeof xid_gate - 1);
         else if (!strcmp(k, "log_calls")) log_enabled = atoi(v);
         else if (!strncmp(k, "gpu.", 4)) {
             char *end;
@@ -304,17 +381,22 @@ nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int *count) {
 nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int i, nvmlDevice_t *dev) {
     ENTER("nvmlDeviceGetHandleByIndex_v2");
     if (!initialized) return NVML_ERROR_UNINITIALIZED;
-    if (i >= (unsigned int)n_gpus || !gpus[i].present) return NVML_ERROR_INVALID_ARGUMENT;
+    if (i >= (unsigned int)n_gpus || !gpus[i].present || !dev) return NVML_ERROR_INVALID_ARGUMENT;
+    nvmlReturn_t r = scripted(&gpus[i], "nvmlDeviceGetHandleByIndex_v2");
+    if (r != NVML_SUCCESS) return r;
     *dev = &gpus[i];
     return NVML_SUCCESS;
 }
 
-/* Common checks for a device call. */
+/* Common checks for a device call: initialised, a device, and what the script says. */
 #define DEV(sym, d)                                                   \
     ENTER(sym);                                                       \
     if (!initialized) return NVML_ERROR_UNINITIALIZED;                \
     if (!(d)) return NVML_ERROR_INVALID_ARGUMENT;                     \
-    if ((d)->lost) return NVML_ERROR_GPU_IS_LOST
+    do {                                                              \
+        nvmlReturn_t r_ = scripted((d), (sym));                       \
+        if (r_ != NVML_SUCCESS) return r_;                            \
+    } while (0)
 
 #define GET_UINT(sym, field)                                          \
     nvmlReturn_t sym(nvmlDevice_t d, unsigned int *out) {             \
@@ -325,9 +407,9 @@ nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int i, nvmlDevice_t *dev) {
     }
 
 nvmlReturn_t nvmlDeviceGetPciInfo_v3(nvmlDevice_t d, nvmlPciInfo_t *pci) {
-    ENTER("nvmlDeviceGetPciInfo_v3");
-    if (!initialized) return NVML_ERROR_UNINITIALIZED;
-    if (!d || !d->bus_id[0]) return NVML_ERROR_NOT_SUPPORTED;
+    DEV("nvmlDeviceGetPciInfo_v3", d);
+    if (!pci) return NVML_ERROR_INVALID_ARGUMENT;
+    if (!d->bus_id[0]) return NVML_ERROR_NOT_SUPPORTED;
     memset(pci, 0, sizeof *pci);
     strncpy(pci->busId, d->bus_id, sizeof pci->busId - 1);
     unsigned int dom = 0, bus = 0, dev = 0;
@@ -367,6 +449,9 @@ nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t d, nvmlMemory_v2_t *m) {
 
 nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t d, nvmlUtilization_t *u) {
     DEV("nvmlDeviceGetUtilizationRates", d);
+    /* nvml.h: "On MIG-enabled GPUs, querying device utilization rates is not currently
+     * supported." */
+    if (d->mig_current.set && d->mig_current.v == 1) return NVML_ERROR_NOT_SUPPORTED;
     if (!d->util_gpu.set) return NVML_ERROR_NOT_SUPPORTED;
     u->gpu = (unsigned int)d->util_gpu.v;
     u->memory = (unsigned int)d->util_mem.v;
@@ -439,21 +524,36 @@ nvmlReturn_t nvmlDeviceGetMigDeviceHandleByIndex(nvmlDevice_t d, unsigned int i,
     return NVML_SUCCESS;
 }
 
+/* nvml.h: "Only applicable to devices with ECC. Requires ECC Mode to be enabled." */
 nvmlReturn_t nvmlDeviceGetTotalEccErrors(nvmlDevice_t d, int type, int counter, unsigned long long *n) {
     DEV("nvmlDeviceGetTotalEccErrors", d);
-    (void)counter;
-    opt_t *o = type == 0 ? &d->ecc_corrected : type == 1 ? &d->ecc_uncorrected : NULL;
-    if (!o || !o->set) return NVML_ERROR_NOT_SUPPORTED;
+    if ((type != NVML_MEMORY_ERROR_TYPE_CORRECTED && type != NVML_MEMORY_ERROR_TYPE_UNCORRECTED) ||
+        (counter != NVML_VOLATILE_ECC && counter != NVML_AGGREGATE_ECC) || !n)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    if (!d->ecc_mode.set || d->ecc_mode.v != 1) return NVML_ERROR_NOT_SUPPORTED;
+    int corrected = type == NVML_MEMORY_ERROR_TYPE_CORRECTED;
+    opt_t *o = counter == NVML_AGGREGATE_ECC
+                   ? (corrected ? &d->ecc_corrected : &d->ecc_uncorrected)
+                   : (corrected ? &d->ecc_corrected_volatile : &d->ecc_uncorrected_volatile);
+    if (!o->set) return NVML_ERROR_NOT_SUPPORTED;
     *n = o->v;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetEccMode(nvmlDevice_t d, unsigned int *current, unsigned int *pending) {
+    DEV("nvmlDeviceGetEccMode", d);
+    if (!current || !pending) return NVML_ERROR_INVALID_ARGUMENT;
+    if (!d->ecc_mode.set) return NVML_ERROR_NOT_SUPPORTED;
+    *current = *pending = (unsigned int)d->ecc_mode.v;
     return NVML_SUCCESS;
 }
 
 nvmlReturn_t nvmlEventSetCreate(nvmlEventSet_t *set) {
     ENTER("nvmlEventSetCreate");
     if (!initialized) return NVML_ERROR_UNINITIALIZED;
-    memset(&the_set, 0, sizeof the_set);
-    *set = &the_set;
-    return NVML_SUCCESS;
+    if (!set) return NVML_ERROR_INVALID_ARGUMENT;
+    *set = calloc(1, sizeof **set); /* each set its own: a caller may hold several */
+    return *set ? NVML_SUCCESS : NVML_ERROR_UNKNOWN;
 }
 
 nvmlReturn_t nvmlDeviceRegisterEvents(nvmlDevice_t d, unsigned long long types, nvmlEventSet_t set) {
@@ -463,10 +563,13 @@ nvmlReturn_t nvmlDeviceRegisterEvents(nvmlDevice_t d, unsigned long long types, 
     return NVML_SUCCESS;
 }
 
-nvmlReturn_t nvmlEventSetWait_v2(nvmlEventSet_t set, nvmlEventData_t *data, unsigned int timeout_ms) {
-    ENTER("nvmlEventSetWait_v2");
-    (void)timeout_ms; /* queued events are delivered at once; an empty queue times out at once */
-    if (!initialized) return NVML_ERROR_UNINITIALIZED;
+/* The next queued XID of a GPU in `set`, if the gate (when scripted) is open. */
+static int take_xid(nvmlEventSet_t set, nvmlEventData_t *data) {
+    if (xid_gate[0]) {
+        char p[PATH_MAX + 32];
+        path_of(p, sizeof p, xid_gate);
+        if (access(p, F_OK) != 0) return 0;
+    }
     for (int i = 0; i < n_gpus; i++) {
         gpu_t *g = &gpus[i];
         if (!set->registered[i] || g->next_xid >= g->n_xids) continue;
@@ -476,14 +579,30 @@ nvmlReturn_t nvmlEventSetWait_v2(nvmlEventSet_t set, nvmlEventData_t *data, unsi
         data->eventData = g->xids[g->next_xid++];
         data->gpuInstanceId = 0xffffffffu;
         data->computeInstanceId = 0xffffffffu;
-        return NVML_SUCCESS;
+        if (!strcmp(g->lost_at, "xid")) g->lost = 1; /* XID 79: it fell off the bus */
+        return 1;
     }
-    return NVML_ERROR_TIMEOUT;
+    return 0;
+}
+
+/* nvml.h: returns at once when an event is ready, else sleeps until one arrives but not longer
+ * than `timeout_ms`, then NVML_ERROR_TIMEOUT. */
+nvmlReturn_t nvmlEventSetWait_v2(nvmlEventSet_t set, nvmlEventData_t *data, unsigned int timeout_ms) {
+    ENTER("nvmlEventSetWait_v2");
+    if (!initialized) return NVML_ERROR_UNINITIALIZED;
+    if (!set || !data) return NVML_ERROR_INVALID_ARGUMENT;
+    const unsigned int step_ms = 5;
+    struct timespec step = {0, step_ms * 1000 * 1000};
+    for (unsigned int waited = 0;; waited += step_ms) {
+        if (take_xid(set, data)) return NVML_SUCCESS;
+        if (waited >= timeout_ms) return NVML_ERROR_TIMEOUT;
+        nanosleep(&step, NULL);
+    }
 }
 
 nvmlReturn_t nvmlEventSetFree(nvmlEventSet_t set) {
     ENTER("nvmlEventSetFree");
-    (void)set;
+    free(set);
     return NVML_SUCCESS;
 }
 

@@ -79,7 +79,12 @@ impl Double {
             .unwrap_or(0)
     }
 
-    /// Every NVML call made so far, in order.
+    /// Create the file `name` next to the library (the double's `xid_gate`).
+    pub fn touch(&self, name: &str) {
+        fs::write(self.dir.path().join(name), "").expect("write gate file");
+    }
+
+    /// Every NVML call made so far, in order (a hung call that returned adds `<sym> returned`).
     pub fn calls(&self) -> Vec<String> {
         fs::read_to_string(self.dir.path().join("calls.log"))
             .unwrap_or_default()
@@ -96,7 +101,8 @@ impl Drop for Double {
     }
 }
 
-/// A fully populated GPU `i` for the double's config.
+/// A fully populated GeForce-like GPU `i` for the double's config. A GeForce has no ECC, so its
+/// ECC counters answer NOT_SUPPORTED (no `ecc_mode`), as real NVML does.
 pub fn full_gpu(i: u32, bus_id: &str, name: &str, uuid: &str) -> String {
     format!(
         "gpu.{i}.bus_id={bus_id}\ngpu.{i}.name={name}\ngpu.{i}.uuid={uuid}\n\
@@ -105,8 +111,8 @@ pub fn full_gpu(i: u32, bus_id: &str, name: &str, uuid: &str) -> String {
          gpu.{i}.power_limit_mw=450000\ngpu.{i}.enforced_limit_mw=450000\ngpu.{i}.energy_mj=987654321\n\
          gpu.{i}.clock_graphics=2520\ngpu.{i}.clock_sm=2520\ngpu.{i}.clock_mem=10501\n\
          gpu.{i}.max_clock_graphics=3120\ngpu.{i}.max_clock_sm=3120\ngpu.{i}.max_clock_mem=10501\n\
-         gpu.{i}.cc=8.9\ngpu.{i}.arch=8\ngpu.{i}.mig_current=0\ngpu.{i}.ecc_corrected=0\n\
-         gpu.{i}.ecc_uncorrected=0\ngpu.{i}.pcie_gen=1\ngpu.{i}.pcie_width=16\n\
+         gpu.{i}.cc=8.9\ngpu.{i}.arch=8\ngpu.{i}.mig_current=0\n\
+         gpu.{i}.pcie_gen=1\ngpu.{i}.pcie_width=16\n\
          gpu.{i}.pcie_max_gen=4\ngpu.{i}.pcie_max_width=16\n"
     )
 }

@@ -1,4 +1,4 @@
-//! Prometheus metrics read at scrape time (SPEC §7, STYLE rules 7–8).
+//! Prometheus metrics read at scrape time (`docs/reference/metrics.md`).
 //!
 //! ```text
 //!  GET /metrics ──► Exporter::scrape() ──(single flight + short cache)──► one pass:
@@ -381,6 +381,18 @@ impl Default for ExporterConfig {
         }
     }
 }
+
+/// Names of every metrics source `serve` can run (`--disable-source` takes these): the built-in
+/// [`default_sources`] and `nvml` (`crate::nvml::source`).
+pub const SOURCE_NAMES: &[&str] = &[
+    "pci",
+    "amdgpu",
+    "i915",
+    "xe",
+    "nvidia_procfs",
+    "talos",
+    "nvml",
+];
 
 /// The built-in sysfs/procfs sources, in output order.
 pub fn default_sources() -> Vec<Arc<dyn Source>> {

@@ -2,7 +2,8 @@
 //! (an idle GPU drops to 2.5 GT/s, a bad riser to x8).
 //!
 //! Reads `sys/bus/pci/devices/<gpu>/{current,max}_link_{speed,width}` through [`HostRoot`].
-//! Missing files (conventional PCI, VFs) and `Unknown` speeds are absent; a GPU directory that
+//! Missing files (conventional PCI), `Unknown` speeds and the widths 0 and 255 (the kernel's
+//! "no link" / "unknown", see [`parse::link_width`]) are absent; a GPU directory that
 //! vanished since discovery, or a malformed value, makes the source fail (other GPUs are still
 //! read).
 //!
@@ -73,11 +74,15 @@ impl Source for Pci {
                     }
                 }
                 let width_file = format!("{state}_link_width");
-                let path = format!("{}/{width_file}", dir.host_display());
-                let w = errors.ok(ctx.root.read_attr(&dir, &width_file));
-                // Width 0 means "no link trained"; not a reading.
-                let w = super::parse_num(&mut errors, &path, w).filter(|w| *w > 0.0);
-                out.push_opt(&f::PCIE_WIDTH, labels, w);
+                if let Some(s) = errors.ok(ctx.root.read_attr(&dir, &width_file))
+                    && !s.trim().is_empty()
+                {
+                    // 0 and 255 are the kernel's "no link / unknown": absent, not an error.
+                    match parse::link_width(&s) {
+                        Ok(w) => out.push_opt(&f::PCIE_WIDTH, labels, w.map(f64::from)),
+                        Err(e) => errors.note(e.at(&dir, &width_file).into()),
+                    }
+                }
             }
         }
         errors.finish()

@@ -1,6 +1,11 @@
 //! Series taken from the latest discovery report, without any read at scrape time: GPU
-//! identity, GPU counts per vendor, the driver verdict (one-hot over every SPEC §5 status),
-//! readiness, kernel module state and the build. They change only when discovery runs again.
+//! identity, GPU counts per vendor (absent when the PCI device list could not be read), the
+//! driver verdict (one-hot over every status of `docs/reference/verdicts.md`), readiness, kernel
+//! module state and the build. They change only when discovery runs again.
+//!
+//! `gpuscout_gpu_info` carries, for NVIDIA GPUs, `pci_bus_id` in the form NVML and DCGM exporter
+//! write it (`00000000:3B:00.0`: 8-digit domain, upper-case hex), so DCGM series join on it
+//! (`docs/coexistence.md`); it is empty for other vendors.
 
 use super::{Sink, families as f, gpu_label};
 use crate::model::{Report, Status, Vendor};
@@ -12,9 +17,13 @@ pub fn collect(report: &Report, out: &mut Sink) {
         vec![("version", env!("CARGO_PKG_VERSION").to_owned())],
         1.0,
     );
-    for v in Vendor::ALL {
-        let n = report.gpus.iter().filter(|g| g.vendor == v).count();
-        out.push(&f::GPUS, vec![("vendor", v.as_str().to_owned())], n as f64);
+    // When the PCI device list could not be read, how many GPUs there are is unknown: absent,
+    // not 0 (the reason is in the report's `host.unread`).
+    if crate::pci::device_list_unread(&report.host.unread).is_none() {
+        for v in Vendor::ALL {
+            let n = report.gpus.iter().filter(|g| g.vendor == v).count();
+            out.push(&f::GPUS, vec![("vendor", v.as_str().to_owned())], n as f64);
+        }
     }
     for g in &report.gpus {
         let uuid = g.nvidia.as_ref().and_then(|n| n.uuid.clone());
@@ -28,6 +37,7 @@ pub fn collect(report: &Report, out: &mut Sink) {
                 ("driver", g.driver.clone().unwrap_or_default()),
                 ("card", g.card.clone().unwrap_or_default()),
                 ("uuid", uuid.unwrap_or_default()),
+                ("pci_bus_id", dcgm_bus_id(g)),
             ],
             1.0,
         );
@@ -56,5 +66,57 @@ pub fn collect(report: &Report, out: &mut Sink) {
             vec![("module", m.name.clone())],
             f64::from(u8::from(m.is_usable())),
         );
+    }
+}
+
+/// The PCI address as NVML's `nvmlPciInfo_t.busId` and DCGM exporter's `pci_bus_id` label spell
+/// it (`0000:3b:00.0` gives `00000000:3B:00.0`); empty for non-NVIDIA GPUs and for an address
+/// that does not parse.
+pub fn dcgm_bus_id(g: &crate::model::Gpu) -> String {
+    if g.vendor != Vendor::Nvidia {
+        return String::new();
+    }
+    g.pci_address
+        .parse::<crate::pci::PciAddress>()
+        .map(|a| {
+            format!(
+                "{:08X}:{:02X}:{:02X}.{:X}",
+                a.domain, a.bus, a.device, a.function
+            )
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dcgm_bus_id;
+
+    #[test]
+    fn bus_id_in_dcgm_form() {
+        let r = crate::discover::discover(
+            &crate::hostroot::HostRoot::new(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/fixtures/hosts/dual-vendor"),
+            )
+            .unwrap(),
+            &Default::default(),
+        );
+        let mut g = r
+            .gpus
+            .iter()
+            .find(|g| g.vendor == crate::model::Vendor::Nvidia)
+            .unwrap()
+            .clone();
+        assert_eq!(dcgm_bus_id(&g), "00000000:01:00.0");
+        g.pci_address = "0000:3b:0a.1".into();
+        assert_eq!(dcgm_bus_id(&g), "00000000:3B:0A.1");
+        g.pci_address = "garbage".into();
+        assert_eq!(dcgm_bus_id(&g), "");
+        let amd = r
+            .gpus
+            .iter()
+            .find(|g| g.vendor == crate::model::Vendor::Amd)
+            .unwrap();
+        assert_eq!(dcgm_bus_id(amd), "");
     }
 }

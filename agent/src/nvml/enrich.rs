@@ -5,7 +5,9 @@
 //! from the ID table or a fallback, UUID, memory size, compute capability, CUDA driver version,
 //! family, MIG). Where both have a value and they disagree, the sysfs/procfs value stays and
 //! the disagreement is returned as a [`Discrepancy`] (and logged); nothing is overwritten
-//! silently. A GPU NVML reports that PCI discovery did not find is a discrepancy too.
+//! silently. A GPU NVML reports that PCI discovery did not find is a discrepancy too. An NVIDIA
+//! GPU that NVML did not join while NVML has devices it could not identify (no handle or PCI
+//! info, e.g. `GPU_IS_LOST`) gets `nvidia.nvml_error` = `not joined (NVML device N: why)`.
 
 use super::NvmlSnapshot;
 use crate::model::{Gpu, ModelSource, NvidiaInfo, Vendor};
@@ -56,20 +58,33 @@ pub fn apply(gpus: &mut [Gpu], snap: &NvmlSnapshot) -> Vec<Discrepancy> {
             continue;
         };
         let Some(r) = snap.gpus.get(&addr) else {
+            // NVML has devices it could not join (no handle or no PCI info: a GPU that fell off
+            // the bus answers GPU_IS_LOST there). Which of them is this GPU cannot be told, so
+            // say that NVML could not read it, and why, without attributing a reading.
+            if !snap.unjoined.is_empty() {
+                let why: Vec<String> = snap
+                    .unjoined
+                    .iter()
+                    .map(|u| format!("NVML device {}: {}", u.index, u.error))
+                    .collect();
+                gpu.nvidia
+                    .get_or_insert_with(NvidiaInfo::default)
+                    .nvml_error = Some(format!("not joined ({})", why.join("; ")));
+            }
             continue;
         };
         matched.push(addr);
         let id = gpu.pci_address.clone();
-        if let (Some(d), Some(k)) = (r.pci_device_id, gpu.device_id_u16()) {
-            if d != k {
-                note(
-                    &mut out,
-                    &id,
-                    "device_id",
-                    gpu.device_id.as_deref().unwrap_or_default(),
-                    &format!("{d:#06x}"),
-                );
-            }
+        if let (Some(d), Some(k)) = (r.pci_device_id, gpu.device_id_u16())
+            && d != k
+        {
+            note(
+                &mut out,
+                &id,
+                "device_id",
+                gpu.device_id.as_deref().unwrap_or_default(),
+                &format!("{d:#06x}"),
+            );
         }
         if let Some(name) = &r.name {
             if gpu.model_source == ModelSource::Vendor {
@@ -188,6 +203,7 @@ mod tests {
                 .map(|r| (r.address.unwrap(), r))
                 .collect::<BTreeMap<_, _>>(),
             unjoined: vec![],
+            xid_errors: BTreeMap::new(),
         }
     }
 

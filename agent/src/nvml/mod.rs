@@ -227,8 +227,6 @@ pub struct GpuReading {
     pub pcie_current_width: Option<u32>,
     pub pcie_max_gen: Option<u32>,
     pub pcie_max_width: Option<u32>,
-    /// Critical XID events seen since the agent started, per XID.
-    pub xid_errors: BTreeMap<u64, u64>,
     /// The GPU fell off the bus (`NVML_ERROR_GPU_IS_LOST`); later readings are absent.
     pub lost: bool,
     /// Calls that failed for another reason than "not supported".
@@ -252,6 +250,10 @@ pub struct NvmlSnapshot {
     pub cuda_driver_version: Option<String>,
     pub gpus: BTreeMap<PciAddress, GpuReading>,
     pub unjoined: Vec<UnjoinedDevice>,
+    /// Critical XID events seen since the agent started, per GPU and XID, for every GPU that
+    /// delivered one: a GPU that fell off the bus after its XID 79 is no longer in `gpus` (it
+    /// answers GPU_IS_LOST) but keeps its count here.
+    pub xid_errors: BTreeMap<PciAddress, BTreeMap<u64, u64>>,
 }
 
 /// State of the NVML source, for `/readyz`, logs and `gpuscout_scrape_source_success`.
@@ -442,12 +444,9 @@ impl NvmlHandle {
             .unwrap_or_default();
         let mut gpus = BTreeMap::new();
         let mut unjoined = pass.unjoined;
-        for mut g in pass.gpus {
+        for g in pass.gpus {
             match g.address {
                 Some(a) => {
-                    if let Some(x) = xid.get(&a) {
-                        g.xid_errors = x.clone();
-                    }
                     gpus.insert(a, g);
                 }
                 None => unjoined.push(UnjoinedDevice {
@@ -463,6 +462,7 @@ impl NvmlHandle {
             cuda_driver_version,
             gpus,
             unjoined,
+            xid_errors: xid,
         });
         st.last = Some(snap.clone());
         st.state = NvmlState::Ready;
@@ -544,13 +544,13 @@ impl NvmlHandle {
             if let Some(w) = &st.worker {
                 return Ok((w.tx.clone(), w.beat.clone()));
             }
-            if let Some(at) = st.next_attempt {
-                if Instant::now() < at {
-                    return Err(match &st.state {
-                        NvmlState::Failed(e) => e.clone(),
-                        _ => Error::Absent("backing off".into()),
-                    });
-                }
+            if let Some(at) = st.next_attempt
+                && Instant::now() < at
+            {
+                return Err(match &st.state {
+                    NvmlState::Failed(e) => e.clone(),
+                    _ => Error::Absent("backing off".into()),
+                });
             }
         }
         let live = self.inner.live_threads.load(Ordering::SeqCst);

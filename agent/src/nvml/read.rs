@@ -10,7 +10,8 @@
 //! memory), `nvmlDeviceGetCudaComputeCapability`, `nvmlDeviceGetArchitecture`,
 //! `nvmlDeviceGetMigMode`, `nvmlDeviceGetMaxMigDeviceCount` + `nvmlDeviceGetMigDeviceHandleByIndex`
 //! (MIG devices present), `nvmlDeviceGetTotalEccErrors` (aggregate, corrected/uncorrected),
-//! `nvmlDeviceGet{Curr,Max}PcieLink{Generation,Width}`, and for XID events `nvmlEventSetCreate`,
+//! `nvmlDeviceGet{Curr,Max}PcieLink{Generation,Width}`, and for XID events (one event set per
+//! GPU, so an event names its GPU even after it fell off the bus) `nvmlEventSetCreate`,
 //! `nvmlDeviceRegisterEvents`, `nvmlEventSetWait_v2`.
 //!
 //! `NotSupported` (and a symbol the installed library lacks) makes a reading absent. `GpuLost`
@@ -312,90 +313,89 @@ pub(crate) type XidCounts = BTreeMap<PciAddress, BTreeMap<u64, u64>>;
 /// Most events taken from the set in one drain (a storm must not starve the requests).
 const MAX_EVENTS_PER_DRAIN: usize = 1024;
 
-/// Create an event set and register every device for critical XID events. Devices that do not
-/// support it are skipped (NVML frees the set when a registration fails, so the set is rebuilt
-/// without that device). Returns `None` when no device can deliver XID events.
-pub(crate) fn register_xid<'n>(
-    nvml: &'n Nvml,
-    beat: &Beat,
-    limits: Limits,
-) -> Option<EventSet<'n>> {
+/// XID event sets, one per GPU, each with the GPU's address read when it was registered. An
+/// event names its GPU by the set it came from: a GPU that fell off the bus (XID 79) answers
+/// `GPU_IS_LOST` to every later call, its PCI info included, so asking the event's device for
+/// its address would lose exactly the XID that matters most.
+pub(crate) struct XidSets<'n> {
+    sets: Vec<(PciAddress, EventSet<'n>)>,
+}
+
+/// Register every device that supports it for critical XID events, each in its own event set.
+/// Devices without a handle, a readable bus id or XID support are skipped (logged at debug
+/// level). Returns `None` when no device can deliver XID events.
+pub(crate) fn register_xid<'n>(nvml: &'n Nvml, beat: &Beat, limits: Limits) -> Option<XidSets<'n>> {
     use nvml_wrapper::bitmasks::event::EventTypes;
     let count = beat
         .call("nvmlDeviceGetCount_v2", limits.call, || nvml.device_count())
         .ok()?;
-    let mut skip: Vec<u32> = Vec::new();
-    'rebuild: loop {
-        let mut set = beat
-            .call("nvmlEventSetCreate", limits.call, || {
-                nvml.create_event_set()
-            })
-            .ok()?;
-        let mut any = false;
-        for i in 0..count.min(256) {
-            if skip.contains(&i) {
-                continue;
-            }
-            let Ok(dev) = beat.call("nvmlDeviceGetHandleByIndex_v2", limits.slow, || {
-                nvml.device_by_index(i)
-            }) else {
-                continue;
-            };
-            match beat.call("nvmlDeviceRegisterEvents", limits.call, || {
-                dev.register_events(EventTypes::CRITICAL_XID_ERROR, set)
-            }) {
-                Ok(s) => {
-                    set = s;
-                    any = true;
-                }
-                Err(e) => {
-                    tracing::debug!(index = i, error = %e, "NVML: no XID events for this GPU");
-                    skip.push(i);
-                    continue 'rebuild;
-                }
-            }
-        }
-        return any.then_some(set);
-    }
-}
-
-/// Take every pending event from the set and count XIDs per GPU.
-pub(crate) fn drain_xid(
-    set: &EventSet<'_>,
-    beat: &Beat,
-    limits: Limits,
-    counts: &Mutex<XidCounts>,
-) {
-    for _ in 0..MAX_EVENTS_PER_DRAIN {
-        let ev = match beat.call("nvmlEventSetWait_v2", limits.call, || set.wait(0)) {
-            Ok(ev) => ev,
-            Err(NvmlError::Timeout) => return,
+    let mut sets = Vec::new();
+    for i in 0..count.min(256) {
+        let dev = match beat.call("nvmlDeviceGetHandleByIndex_v2", limits.slow, || {
+            nvml.device_by_index(i)
+        }) {
+            Ok(d) => d,
             Err(e) => {
-                tracing::debug!(error = %e, "NVML: reading XID events failed");
-                return;
+                tracing::debug!(index = i, error = %error_text(&e), "NVML: no XID events for this GPU");
+                continue;
             }
         };
-        let Some(xid) = ev.event_data.map(|x| match x {
-            XidError::Value(v) => v,
-            XidError::Unknown => 999,
+        let addr = match beat.call("nvmlDeviceGetPciInfo_v3", limits.call, || dev.pci_info()) {
+            Ok(p) => match p.bus_id.parse::<PciAddress>() {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::debug!(index = i, error = %e, "NVML: no XID events for this GPU");
+                    continue;
+                }
+            },
+            Err(e) => {
+                tracing::debug!(index = i, error = %error_text(&e), "NVML: no XID events for this GPU");
+                continue;
+            }
+        };
+        let Ok(set) = beat.call("nvmlEventSetCreate", limits.call, || {
+            nvml.create_event_set()
         }) else {
             continue;
         };
-        let addr = beat
-            .call("nvmlDeviceGetPciInfo_v3", limits.call, || {
-                ev.device.pci_info()
-            })
-            .ok()
-            .and_then(|p| p.bus_id.parse::<PciAddress>().ok());
-        let Some(addr) = addr else {
-            tracing::warn!(xid, "NVML: XID event for a GPU without a readable bus id");
-            continue;
-        };
-        tracing::warn!(gpu = %addr, xid, "NVML: XID error");
-        let mut c = match counts.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        *c.entry(addr).or_default().entry(xid).or_default() += 1;
+        // On failure nvml-wrapper frees the set (NVML leaves it undefined).
+        match beat.call("nvmlDeviceRegisterEvents", limits.call, || {
+            dev.register_events(EventTypes::CRITICAL_XID_ERROR, set)
+        }) {
+            Ok(set) => sets.push((addr, set)),
+            Err(e) => {
+                tracing::debug!(gpu = %addr, error = %e, "NVML: no XID events for this GPU");
+            }
+        }
+    }
+    (!sets.is_empty()).then_some(XidSets { sets })
+}
+
+/// Take every pending event from every set and count XIDs per GPU.
+pub(crate) fn drain_xid(xid: &XidSets<'_>, beat: &Beat, limits: Limits, counts: &Mutex<XidCounts>) {
+    let per_set = (MAX_EVENTS_PER_DRAIN / xid.sets.len().max(1)).max(1);
+    for (addr, set) in &xid.sets {
+        for _ in 0..per_set {
+            let ev = match beat.call("nvmlEventSetWait_v2", limits.call, || set.wait(0)) {
+                Ok(ev) => ev,
+                Err(NvmlError::Timeout) => break,
+                Err(e) => {
+                    tracing::debug!(gpu = %addr, error = %e, "NVML: reading XID events failed");
+                    break;
+                }
+            };
+            let Some(xid) = ev.event_data.map(|x| match x {
+                XidError::Value(v) => v,
+                XidError::Unknown => 999,
+            }) else {
+                continue;
+            };
+            tracing::warn!(gpu = %addr, xid, "NVML: XID error");
+            let mut c = match counts.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            *c.entry(*addr).or_default().entry(xid).or_default() += 1;
+        }
     }
 }

@@ -91,19 +91,22 @@ impl Source for NvmlSource {
                 l(Some(("type", "uncorrected"))),
                 r.ecc_uncorrected_total.map(|n| n as f64),
             );
-            for (xid, n) in &r.xid_errors {
-                out.push(
-                    &f::XID_ERRORS,
-                    l(Some(("xid", &xid.to_string()))),
-                    *n as f64,
-                );
-            }
             if first_error.is_none() {
                 if r.lost {
                     first_error = Some(format!("{gpu}: gpu-lost"));
                 } else if let Some(e) = r.errors.first() {
                     first_error = Some(format!("{gpu}: {e}"));
                 }
+            }
+        }
+        // XID counts of every GPU that delivered one, joined this pass or lost since.
+        for (addr, counts) in &snap.xid_errors {
+            for (xid, n) in counts {
+                out.push(
+                    &f::XID_ERRORS,
+                    vec![("gpu", addr.to_string()), ("xid", xid.to_string())],
+                    *n as f64,
+                );
             }
         }
         if let Some(u) = snap.unjoined.first() {

@@ -462,6 +462,12 @@ impl StandIn {
             ("GET", ["apis"]) => respond(
                 200,
                 json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [{
+                    "name": "apiextensions.k8s.io",
+                    "versions": [{"groupVersion": "apiextensions.k8s.io/v1", "version": "v1"}],
+                    "preferredVersion": {"groupVersion": "apiextensions.k8s.io/v1", "version": "v1"}}, {
+                    "name": "apps",
+                    "versions": [{"groupVersion": "apps/v1", "version": "v1"}],
+                    "preferredVersion": {"groupVersion": "apps/v1", "version": "v1"}}, {
                     "name": "nfd.k8s-sigs.io",
                     "versions": [{"groupVersion": "nfd.k8s-sigs.io/v1alpha1", "version": "v1alpha1"}],
                     "preferredVersion": {"groupVersion": "nfd.k8s-sigs.io/v1alpha1", "version": "v1alpha1"}}]}),
@@ -480,8 +486,84 @@ impl StandIn {
                 200,
                 json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "nfd.k8s-sigs.io/v1alpha1",
                        "resources": [{"name": "nodefeatures", "singularName": "nodefeature", "namespaced": true,
-                                      "kind": "NodeFeature", "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]}]}),
+                                      "kind": "NodeFeature", "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]},
+                                     {"name": "nodefeaturerules", "singularName": "nodefeaturerule", "namespaced": false,
+                                      "kind": "NodeFeatureRule", "verbs": ["get", "list"], "shortNames": ["nfr"]}]}),
             ),
+            ("GET", ["apis", "apiextensions.k8s.io", "v1"]) => respond(
+                200,
+                json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "apiextensions.k8s.io/v1",
+                       "resources": [{"name": "customresourcedefinitions", "singularName": "customresourcedefinition",
+                                      "namespaced": false, "kind": "CustomResourceDefinition",
+                                      "verbs": ["get", "list"], "shortNames": ["crd", "crds"]}]}),
+            ),
+            // The NFD kinds this stand-in serves, as CRDs (metadata and names only).
+            (
+                "GET",
+                [
+                    "apis",
+                    "apiextensions.k8s.io",
+                    "v1",
+                    "customresourcedefinitions",
+                    name,
+                ],
+            ) => match *name {
+                "nodefeatures.nfd.k8s-sigs.io" | "nodefeaturerules.nfd.k8s-sigs.io" => {
+                    let plural = name.split('.').next().unwrap_or_default();
+                    let kind = if plural == "nodefeatures" {
+                        "NodeFeature"
+                    } else {
+                        "NodeFeatureRule"
+                    };
+                    respond(
+                        200,
+                        json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                               "metadata": {"name": name},
+                               "spec": {"group": "nfd.k8s-sigs.io", "names": {"plural": plural, "kind": kind},
+                                        "scope": if plural == "nodefeatures" { "Namespaced" } else { "Cluster" }}}),
+                    )
+                }
+                _ => status(
+                    404,
+                    "NotFound",
+                    &format!("customresourcedefinitions.apiextensions.k8s.io \"{name}\" not found"),
+                ),
+            },
+            ("GET", ["apis", "apps", "v1"]) => respond(
+                200,
+                json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "apps/v1",
+                       "resources": [{"name": "daemonsets", "singularName": "daemonset", "namespaced": true,
+                                      "kind": "DaemonSet", "verbs": ["get", "list"], "shortNames": ["ds"]}]}),
+            ),
+            ("GET", ["apis", "apps", "v1", "daemonsets"]) => {
+                let st = self.st();
+                respond(
+                    200,
+                    json!({"kind": "DaemonSetList", "apiVersion": "apps/v1",
+                           "metadata": {"resourceVersion": st.rv.to_string()}, "items": st.daemonsets}),
+                )
+            }
+            ("GET", ["apis", "apps", "v1", "namespaces", ns, "daemonsets"]) => {
+                let st = self.st();
+                let items: Vec<&Value> = st
+                    .daemonsets
+                    .iter()
+                    .filter(|d| d["metadata"]["namespace"] == *ns)
+                    .collect();
+                respond(
+                    200,
+                    json!({"kind": "DaemonSetList", "apiVersion": "apps/v1",
+                           "metadata": {"resourceVersion": st.rv.to_string()}, "items": items}),
+                )
+            }
+            ("GET", ["apis", "nfd.k8s-sigs.io", "v1alpha1", "nodefeaturerules"]) => {
+                let st = self.st();
+                respond(
+                    200,
+                    json!({"kind": "NodeFeatureRuleList", "apiVersion": "nfd.k8s-sigs.io/v1alpha1",
+                           "metadata": {"resourceVersion": st.rv.to_string()}, "items": st.nodefeaturerules}),
+                )
+            }
             ("GET" | "PATCH", ["api", "v1", "nodes", ..]) if repr.is_none() => not_acceptable(
                 "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf",
             ),

@@ -4,7 +4,8 @@
 //! injected faults or an apply that would create a Node), no admission, no OpenAPI, no
 //! protobuf, no Table output. What it implements:
 //!
-//! - discovery: `/version`, `/api`, `/apis`, `/api/v1`, `/apis/nfd.k8s-sigs.io/v1alpha1`
+//! - discovery: `/version`, `/api`, `/apis`, `/api/v1`, `/apis/apps/v1`,
+//!   `/apis/nfd.k8s-sigs.io/v1alpha1`
 //!   (plain JSON; kubectl falls back from aggregated discovery);
 //! - Nodes: GET, LIST (`fieldSelector=metadata.name=…`; `limit`/`continue` with
 //!   `remainingItemCount` when there is no selector), WATCH (chunked newline-delimited events,
@@ -35,6 +36,9 @@
 //!   apply, delete);
 //! - Pods: LIST in a namespace with an equality-based `labelSelector` (`a=b,c==d`), full
 //!   objects or `PartialObjectMetadata`; pods exist only as tests add them ([`StandIn::add_pod`]);
+//! - read-only LISTs of seeded `apps/v1` DaemonSets and `nfd.k8s-sigs.io/v1alpha1`
+//!   NodeFeatureRules, and GET of the NFD CustomResourceDefinitions, for the Helm chart's
+//!   `lookup` peer check;
 //! - `TokenReview` and `SubjectAccessReview` (create) with scripted answers: tokens registered
 //!   with [`StandIn::add_token`] authenticate as their user, every other token does not; a SAR
 //!   for `get` on the non-resource URL `/metrics` is allowed for users given to
@@ -252,6 +256,10 @@ struct State {
     sars: Vec<Value>,
     /// Period of watch BOOKMARKs (`None`: the default of 60 s).
     bookmark_every: Option<Duration>,
+    /// apps/v1 DaemonSets (read-only: LIST, all namespaces or one), for the chart's peer check.
+    daemonsets: Vec<Value>,
+    /// nfd.k8s-sigs.io/v1alpha1 NodeFeatureRules (cluster-scoped, read-only LIST).
+    nodefeaturerules: Vec<Value>,
 }
 
 /// The stand-in API server. Cheap to clone (shared state).
@@ -267,6 +275,39 @@ impl StandIn {
 
     fn st(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Add a DaemonSet `namespace/name` whose one container runs `image` (LIST only).
+    pub fn add_daemonset(&self, namespace: &str, name: &str, image: &str) {
+        let mut st = self.st();
+        st.uids += 1;
+        st.rv += 1;
+        let (uid, rv) = (st.uids, st.rv);
+        st.daemonsets.push(serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{uid}"),
+                         "resourceVersion": rv.to_string()},
+            "spec": {"selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"containers": [{"name": name, "image": image}]}}}
+        }));
+    }
+
+    /// Add a NodeFeatureRule (cluster-scoped) with one rule that writes `labels` (LIST only).
+    pub fn add_nodefeaturerule(&self, name: &str, labels: &[(&str, &str)]) {
+        let mut st = self.st();
+        st.uids += 1;
+        st.rv += 1;
+        let (uid, rv) = (st.uids, st.rv);
+        let labels: serde_json::Map<String, Value> = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
+            .collect();
+        st.nodefeaturerules.push(serde_json::json!({
+            "apiVersion": "nfd.k8s-sigs.io/v1alpha1", "kind": "NodeFeatureRule",
+            "metadata": {"name": name, "uid": format!("uid-{uid}"), "resourceVersion": rv.to_string()},
+            "spec": {"rules": [{"name": name, "labels": labels}]}
+        }));
     }
 
     /// Let an apply to a missing Node create it (a cluster that granted `create`); off by
