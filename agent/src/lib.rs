@@ -14,6 +14,7 @@
 //!                                                                      │
 //!   serve: discovery every 30 s ──► watch<Arc<Report>> ◄───────────────┘
 //!        └─► /metrics: metrics::{pci,amdgpu,i915,xe,nvidia_procfs,talos} read at scrape time
+//!                      pods::{podresources,processes}: who uses each GPU (kubelet, /proc, NVML)
 //! ```
 //!
 //! Every module documents which kernel files it reads and what happens when they are missing.
@@ -31,6 +32,7 @@ pub mod names;
 pub mod nvml;
 pub mod parse;
 pub mod pci;
+pub mod pods;
 pub mod render;
 #[cfg(feature = "rocm-smi")]
 pub mod rocm;
