@@ -407,3 +407,233 @@ impl Accountant {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fdinfo::DrmClient;
+    use super::super::podnames::PodName;
+    use super::super::scan::Observation;
+    use super::*;
+    use std::time::Duration;
+
+    const GPU: &str = "0000:03:00.0";
+    const UID: &str = "1f2e3d4c-5b6a-4789-8a9b-0c1d2e3f4a5b";
+
+    fn index() -> PodIndex {
+        let mut ix = PodIndex::default();
+        ix.pods.insert(
+            UID.into(),
+            PodName {
+                namespace: "media".into(),
+                pod: "jellyfin-0".into(),
+            },
+        );
+        ix.containers.insert("c".repeat(64), "server".into());
+        ix
+    }
+
+    fn pod() -> Option<PodRef> {
+        Some(PodRef {
+            uid: UID.into(),
+            container_id: Some("c".repeat(64)),
+        })
+    }
+
+    fn obs(pid: u32, fd: u32, id: u64, gfx_ns: u64, pod: Option<PodRef>) -> Observation {
+        let mut c = DrmClient {
+            driver: "amdgpu".into(),
+            pdev: Some(GPU.into()),
+            client_id: Some(id),
+            ..Default::default()
+        };
+        c.engines_ns.insert("gfx".into(), gfx_ns);
+        c.memory.insert("vram".into(), 1 << 20);
+        Observation {
+            pid,
+            fd,
+            pod,
+            client: c,
+        }
+    }
+
+    fn scan(observations: Vec<Observation>, alive: &[u32]) -> Scan {
+        Scan {
+            observations,
+            alive: alive.iter().copied().collect(),
+            ..Default::default()
+        }
+    }
+
+    fn gpus() -> HashSet<String> {
+        [GPU.to_owned()].into()
+    }
+
+    fn busy(out: &[SeriesOut], pod: &str) -> Option<f64> {
+        out.iter()
+            .find(|s| s.key.pod == pod)
+            .map(|s| s.busy_seconds["gfx"])
+    }
+
+    #[test]
+    fn one_client_open_twice_counts_once() {
+        let mut a = Accountant::new(100);
+        let ix = index();
+        let now = Instant::now();
+        // the same drm_file (client 7) in two fds of pid 10 and inherited by pid 11
+        let s = scan(
+            vec![
+                obs(10, 5, 7, 2_000_000_000, pod()),
+                obs(10, 6, 7, 2_000_000_000, pod()),
+                obs(11, 5, 7, 2_000_000_000, pod()),
+            ],
+            &[10, 11],
+        );
+        a.apply_drm(&s, &gpus(), &ix, now);
+        let out = a.finish(&ix);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].key.namespace, "media");
+        assert_eq!(out[0].key.container, "server");
+        assert_eq!(out[0].busy_seconds["gfx"], 2.0);
+        assert_eq!(out[0].memory_bytes["vram"], 1 << 20);
+    }
+
+    #[test]
+    fn busy_stays_monotonic_through_churn_and_gone_pods_disappear() {
+        let mut a = Accountant::new(100);
+        let mut ix = index();
+        let t0 = Instant::now();
+        a.apply_drm(&scan(vec![obs(10, 5, 7, 3_000_000_000, pod())], &[10]), &gpus(), &ix, t0);
+        assert_eq!(busy(&a.finish(&ix), "jellyfin-0"), Some(3.0));
+        // pid 10 exits, pid 12 of the same pod opens a new client
+        a.apply_drm(&scan(vec![obs(12, 3, 8, 500_000_000, pod())], &[12]), &gpus(), &ix, t0);
+        let out = a.finish(&ix);
+        assert_eq!(busy(&out, "jellyfin-0"), Some(3.5));
+        assert_eq!(out[0].clients, 1);
+        // every process gone, the pod still on the node: the counter stays, memory goes
+        a.apply_drm(&scan(vec![], &[]), &gpus(), &ix, t0);
+        let out = a.finish(&ix);
+        assert_eq!(busy(&out, "jellyfin-0"), Some(3.5));
+        assert!(out[0].memory_bytes.is_empty());
+        // the pod is deleted: its series disappears
+        ix.pods.clear();
+        assert!(a.finish(&ix).is_empty());
+    }
+
+    #[test]
+    fn a_process_not_read_in_time_keeps_its_clients() {
+        let mut a = Accountant::new(100);
+        let ix = index();
+        let t0 = Instant::now();
+        a.apply_drm(&scan(vec![obs(10, 5, 7, 3_000_000_000, pod())], &[10]), &gpus(), &ix, t0);
+        let mut s = scan(vec![], &[10]);
+        s.incomplete.insert(10);
+        a.apply_drm(&s, &gpus(), &ix, t0);
+        // seen again with the same cumulative value: not counted twice
+        a.apply_drm(&scan(vec![obs(10, 5, 7, 3_000_000_000, pod())], &[10]), &gpus(), &ix, t0);
+        assert_eq!(busy(&a.finish(&ix), "jellyfin-0"), Some(3.0));
+    }
+
+    #[test]
+    fn host_processes_and_unnamed_pods() {
+        let mut a = Accountant::new(100);
+        let ix = PodIndex::default();
+        let t0 = Instant::now();
+        a.apply_drm(
+            &scan(vec![obs(1, 5, 1, 1_000_000_000, None), obs(2, 5, 2, 1_000_000_000, pod())], &[1, 2]),
+            &gpus(),
+            &ix,
+            t0,
+        );
+        let out = a.finish(&ix);
+        let keys: Vec<(&str, &str)> = out.iter().map(|s| (s.key.namespace.as_str(), s.key.pod.as_str())).collect();
+        assert_eq!(keys, [("", UID), ("", "host")]);
+    }
+
+    #[test]
+    fn xe_cycles_become_busy_seconds() {
+        let mut a = Accountant::new(100);
+        let ix = index();
+        let t0 = Instant::now();
+        let xe = |cycles: u64, total: u64| {
+            let mut o = obs(10, 5, 7, 0, pod());
+            o.client.engines_ns.clear();
+            o.client.cycles.insert("rcs".into(), (cycles, total));
+            o
+        };
+        a.apply_drm(&scan(vec![xe(1_000, 10_000)], &[10]), &gpus(), &ix, t0);
+        assert_eq!(a.finish(&ix)[0].busy_seconds["rcs"], 0.0);
+        // a quarter of the GPU timestamp ticks busy over 8 s of wall time: 2 s
+        a.apply_drm(&scan(vec![xe(3_500, 20_000)], &[10]), &gpus(), &ix, t0 + Duration::from_secs(8));
+        let b = a.finish(&ix)[0].busy_seconds["rcs"];
+        assert!((b - 2.0).abs() < 1e-9, "{b}");
+        // a dip is ignored until the counter catches up
+        a.apply_drm(&scan(vec![xe(3_000, 30_000)], &[10]), &gpus(), &ix, t0 + Duration::from_secs(16));
+        assert!((a.finish(&ix)[0].busy_seconds["rcs"] - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn nvml_samples_and_process_exit() {
+        let mut a = Accountant::new(100);
+        let ix = index();
+        let t0 = Instant::now();
+        let pods: HashMap<u32, Option<PodRef>> = [(40, pod())].into();
+        let pass = |ts: u64, sm: u32, procs: Vec<(u32, Option<u64>)>| NvmlGpu {
+            gpu: "0000:01:00.0".into(),
+            processes: procs,
+            samples: if sm > 0 {
+                vec![NvmlSample {
+                    pid: 40,
+                    timestamp_us: ts,
+                    sm_percent: sm,
+                    enc_percent: 0,
+                    dec_percent: 10,
+                }]
+            } else {
+                vec![]
+            },
+        };
+        a.apply_nvml(&[pass(1_000_000, 50, vec![(40, Some(4096))])], &pods, &ix, t0);
+        assert_eq!(a.nvml_last_seen("0000:01:00.0"), 1_000_000);
+        assert_eq!(a.finish(&ix)[0].busy_seconds["sm"], 0.0);
+        // 10 s later at 50 %: 5 s of SM time, 1 s of decoder
+        a.apply_nvml(&[pass(11_000_000, 50, vec![(40, Some(4096))])], &pods, &ix, t0);
+        let out = a.finish(&ix);
+        assert_eq!(out[0].busy_seconds["sm"], 5.0);
+        assert_eq!(out[0].busy_seconds["dec"], 1.0);
+        assert_eq!(out[0].memory_bytes["vram"], 4096);
+        // the process exits: retired, the counter stays
+        a.apply_nvml(&[pass(0, 0, vec![])], &pods, &ix, t0);
+        let out = a.finish(&ix);
+        assert_eq!(out[0].busy_seconds["sm"], 5.0);
+        assert_eq!(out[0].clients, 0);
+    }
+
+    #[test]
+    fn series_are_capped_and_counted() {
+        let mut a = Accountant::new(1);
+        let ix = index();
+        let t0 = Instant::now();
+        a.apply_drm(
+            &scan(vec![obs(1, 5, 1, 1, None), obs(2, 5, 2, 1, pod())], &[1, 2]),
+            &gpus(),
+            &ix,
+            t0,
+        );
+        assert_eq!(a.finish(&ix).len(), 1);
+        assert_eq!(a.overflow(), 1);
+    }
+
+    #[test]
+    fn clients_of_other_devices_are_counted() {
+        let mut a = Accountant::new(10);
+        let ix = index();
+        let mut o = obs(1, 5, 1, 1, None);
+        o.client.pdev = Some("0000:0a:00.0".into());
+        let mut p = obs(2, 5, 2, 1, None);
+        p.client.pdev = None;
+        a.apply_drm(&scan(vec![o, p], &[1, 2]), &gpus(), &ix, Instant::now());
+        assert!(a.finish(&ix).is_empty());
+        assert_eq!(a.unmatched["not_a_gpu"], 1);
+        assert_eq!(a.unmatched["no_pdev"], 1);
+    }
+}
