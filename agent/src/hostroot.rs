@@ -301,7 +301,10 @@ impl HostRoot {
         let mut out = Vec::new();
         for entry in rd {
             let entry = entry.map_err(|e| Error::from_io(&r.host, e))?;
-            out.push((entry.file_name().to_string_lossy().into_owned(), entry.ino()));
+            out.push((
+                entry.file_name().to_string_lossy().into_owned(),
+                entry.ino(),
+            ));
         }
         Ok(out)
     }

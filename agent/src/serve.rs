@@ -544,7 +544,12 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<u8, Error> {
     let nvml = crate::nvml::Nvml::start(global.nvml_config(&root));
     daemon.add_source(Arc::new(crate::nvml::source::NvmlSource::new(nvml.clone())));
     // Who uses each GPU: kubelet allocations and per-process usage (agent/src/pods).
-    crate::pods::wire(&mut daemon, &args.pods, Some(nvml.clone()), args.scrape_timeout);
+    crate::pods::wire(
+        &mut daemon,
+        &args.pods,
+        Some(nvml.clone()),
+        args.scrape_timeout,
+    );
     let node_extensions = wire_label_sync(&mut daemon, &args.k8s, &prefix).await?;
     let talos = wire_talos_api(&mut daemon, &global.talos_api, args.discovery_interval);
     daemon.set_discovery(move |root, opts| {

@@ -4,7 +4,7 @@
 #![allow(clippy::disallowed_methods)]
 
 #[path = "../support/nvml_double.rs"]
-mod nvml_double;
+pub mod nvml_double;
 
 use gpuscout::discover::{self, Options};
 use gpuscout::hostroot::HostRoot;

@@ -104,7 +104,10 @@ mod tests {
             "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{u}.slice/cri-containerd-{CID}.scope\n"
         );
         let p = parse(&t).unwrap();
-        assert_eq!((p.uid.as_str(), p.container_id.as_deref()), (UID, Some(CID)));
+        assert_eq!(
+            (p.uid.as_str(), p.container_id.as_deref()),
+            (UID, Some(CID))
+        );
         let t = format!("0::/kubepods.slice/kubepods-pod{u}.slice/crio-{CID}.scope\n");
         assert_eq!(parse(&t).unwrap().container_id.as_deref(), Some(CID));
         let t = format!("0::/kubepods.slice/kubepods-pod{u}.slice/crio-conmon-{CID}.scope\n");
@@ -130,7 +133,10 @@ mod tests {
     fn host_processes_are_not_pods() {
         assert_eq!(parse("0::/system/runtime\n"), None);
         assert_eq!(parse("0::/podruntime/kubelet\n"), None);
-        assert_eq!(parse("0::/user.slice/user-1000.slice/session-2.scope\n"), None);
+        assert_eq!(
+            parse("0::/user.slice/user-1000.slice/session-2.scope\n"),
+            None
+        );
         assert_eq!(parse("0::/kubepods/burstable/podnot-a-uid/x\n"), None);
         assert_eq!(parse(""), None);
     }

@@ -88,14 +88,19 @@ pub fn map(
             {
                 let want = format!("GPU-{parent}");
                 for g in mine {
-                    if g.uuid.as_deref().is_some_and(|u| u.eq_ignore_ascii_case(&want)) {
+                    if g.uuid
+                        .as_deref()
+                        .is_some_and(|u| u.eq_ignore_ascii_case(&want))
+                    {
                         return one(g, id);
                     }
                 }
                 return none;
             }
             for g in mine {
-                if g.uuid.as_deref().is_some_and(|u| u.eq_ignore_ascii_case(id))
+                if g.uuid
+                    .as_deref()
+                    .is_some_and(|u| u.eq_ignore_ascii_case(id))
                     || g.mig_uuids.iter().any(|m| m.eq_ignore_ascii_case(id))
                 {
                     return one(g, id);
@@ -130,7 +135,11 @@ pub fn map(
                     .filter(|g| driver.is_none_or(|d| g.driver.as_deref() == Some(d)))
                     .map(|g| (g.gpu.clone(), String::new()))
                     .collect();
-                return if all.is_empty() { none } else { Mapped::Gpus(all) };
+                return if all.is_empty() {
+                    none
+                } else {
+                    Mapped::Gpus(all)
+                };
             }
             let card = id.rsplit_once('-').map_or(id, |(c, _)| c);
             for g in mine {
@@ -187,9 +196,17 @@ mod tests {
     fn nvidia_uuids_replicas_and_mig() {
         let g = gpus();
         let uuid = "GPU-8f0c2a5e-1d3b-4c7a-9e21-0b6d4f8a2c11";
-        assert_eq!(gpu_of(map("nvidia.com/gpu", uuid, &g, &no_xcp)), ["0000:1b:00.0"]);
         assert_eq!(
-            gpu_of(map("nvidia.com/gpu.shared", &format!("{uuid}::3"), &g, &no_xcp)),
+            gpu_of(map("nvidia.com/gpu", uuid, &g, &no_xcp)),
+            ["0000:1b:00.0"]
+        );
+        assert_eq!(
+            gpu_of(map(
+                "nvidia.com/gpu.shared",
+                &format!("{uuid}::3"),
+                &g,
+                &no_xcp
+            )),
             ["0000:1b:00.0"]
         );
         assert_eq!(
@@ -214,7 +231,12 @@ mod tests {
             ["0000:1b:00.0"]
         );
         assert_eq!(
-            map("nvidia.com/gpu", "GPU-00000000-dead-beef-0000-000000000000", &g, &no_xcp),
+            map(
+                "nvidia.com/gpu",
+                "GPU-00000000-dead-beef-0000-000000000000",
+                &g,
+                &no_xcp
+            ),
             Mapped::Unmatched("unknown_id")
         );
     }
@@ -222,21 +244,36 @@ mod tests {
     #[test]
     fn amd_pci_addresses_and_partitions() {
         let g = gpus();
-        assert_eq!(gpu_of(map("amd.com/gpu", "0000:03:00.0", &g, &no_xcp)), ["0000:03:00.0"]);
+        assert_eq!(
+            gpu_of(map("amd.com/gpu", "0000:03:00.0", &g, &no_xcp)),
+            ["0000:03:00.0"]
+        );
         let xcp = |id: &str| (id == "amdgpu_xcp_30").then(|| "0000:03:00.0".to_owned());
-        assert_eq!(gpu_of(map("amd.com/cpx_nps4", "amdgpu_xcp_30", &g, &xcp)), ["0000:03:00.0"]);
+        assert_eq!(
+            gpu_of(map("amd.com/cpx_nps4", "amdgpu_xcp_30", &g, &xcp)),
+            ["0000:03:00.0"]
+        );
         assert_eq!(
             map("amd.com/gpu", "amdgpu_xcp_31", &g, &xcp),
             Mapped::Unmatched("unknown_id")
         );
-        assert_eq!(map("amd.com/gpu", "garbage", &g, &xcp), Mapped::Unmatched("unknown_id"));
+        assert_eq!(
+            map("amd.com/gpu", "garbage", &g, &xcp),
+            Mapped::Unmatched("unknown_id")
+        );
     }
 
     #[test]
     fn intel_cards_shares_and_monitoring() {
         let g = gpus();
-        assert_eq!(gpu_of(map("gpu.intel.com/i915", "card2-0", &g, &no_xcp)), ["0000:04:00.0"]);
-        assert_eq!(gpu_of(map("gpu.intel.com/xe", "card3-7", &g, &no_xcp)), ["0000:05:00.0"]);
+        assert_eq!(
+            gpu_of(map("gpu.intel.com/i915", "card2-0", &g, &no_xcp)),
+            ["0000:04:00.0"]
+        );
+        assert_eq!(
+            gpu_of(map("gpu.intel.com/xe", "card3-7", &g, &no_xcp)),
+            ["0000:05:00.0"]
+        );
         assert_eq!(
             gpu_of(map("gpu.intel.com/monitoring", "all", &g, &no_xcp)),
             ["0000:04:00.0", "0000:05:00.0"]
@@ -245,7 +282,10 @@ mod tests {
             gpu_of(map("gpu.intel.com/xe_monitoring", "all", &g, &no_xcp)),
             ["0000:05:00.0"]
         );
-        assert_eq!(map("gpu.intel.com/i915", "card7-0", &g, &no_xcp), Mapped::Unmatched("unknown_id"));
+        assert_eq!(
+            map("gpu.intel.com/i915", "card7-0", &g, &no_xcp),
+            Mapped::Unmatched("unknown_id")
+        );
     }
 
     #[test]
@@ -255,6 +295,9 @@ mod tests {
             map("squat.ai/fuse", "fuse-0", &g, &no_xcp),
             Mapped::Unmatched("unknown_resource")
         );
-        assert_eq!(map("hugepages", "x", &g, &no_xcp), Mapped::Unmatched("unknown_resource"));
+        assert_eq!(
+            map("hugepages", "x", &g, &no_xcp),
+            Mapped::Unmatched("unknown_resource")
+        );
     }
 }

@@ -353,7 +353,9 @@ impl Source for AllocationSource {
             .iter()
             .map(|s| (&s.resource, &s.device_ids))
             .chain(alloc.allocatable.iter().map(|(r, i)| (r, i)))
-            .any(|(r, ids)| r.starts_with("nvidia.com/") && ids.iter().any(|i| i.starts_with("MIG-")));
+            .any(|(r, ids)| {
+                r.starts_with("nvidia.com/") && ids.iter().any(|i| i.starts_with("MIG-"))
+            });
         if wants_mig {
             let mig = self.mig_uuids();
             for g in &mut gpus {
@@ -443,14 +445,23 @@ impl Source for ProcessSource {
                 Ok((read, failed)) => {
                     let mut pods = HashMap::new();
                     for g in &read {
-                        for pid in g.processes.iter().map(|p| p.0).chain(g.samples.iter().map(|s| s.pid)) {
+                        for pid in g
+                            .processes
+                            .iter()
+                            .map(|p| p.0)
+                            .chain(g.samples.iter().map(|s| s.pid))
+                        {
                             if pods.contains_key(&pid) {
                                 continue;
                             }
                             let pod = match scan::pod_of(&ctx.root, pid) {
                                 Ok(p) => p,
                                 Err(e) => {
-                                    let reason = if e.is_not_found() { "vanished" } else { e.metric_label() };
+                                    let reason = if e.is_not_found() {
+                                        "vanished"
+                                    } else {
+                                        e.metric_label()
+                                    };
                                     *st.errors.entry(reason).or_insert(0) += 1;
                                     None
                                 }
@@ -458,7 +469,8 @@ impl Source for ProcessSource {
                             pods.insert(pid, pod);
                         }
                     }
-                    st.accountant.apply_nvml(&read, &pods, &index, Instant::now());
+                    st.accountant
+                        .apply_nvml(&read, &pods, &index, Instant::now());
                     if let Some(f) = failed.first() {
                         errors.note(SourceError::Library(format!(
                             "NVML per-process reads of device {}: {}",
@@ -490,15 +502,31 @@ impl Source for ProcessSource {
         out.push(&SERIES_DROPPED, Vec::new(), st.accountant.overflow() as f64);
         out.push(&SCAN_PROCESSES, Vec::new(), scan.stats.processes as f64);
         out.push(&SCAN_PENDING, Vec::new(), scan.stats.pending as f64);
-        for reason in ["vanished", "permission_denied", "malformed", "io", "not_text", "symlink_loop", "not_a_file"] {
+        for reason in [
+            "vanished",
+            "permission_denied",
+            "malformed",
+            "io",
+            "not_text",
+            "symlink_loop",
+            "not_a_file",
+        ] {
             st.errors.entry(reason).or_insert(0);
         }
         for (reason, n) in &st.errors {
-            out.push(&SCAN_ERRORS, vec![("reason", (*reason).to_owned())], *n as f64);
+            out.push(
+                &SCAN_ERRORS,
+                vec![("reason", (*reason).to_owned())],
+                *n as f64,
+            );
         }
         for reason in ["no_pdev", "not_a_gpu"] {
             let n = st.accountant.unmatched.get(reason).copied().unwrap_or(0);
-            out.push(&CLIENTS_UNMATCHED, vec![("reason", reason.to_owned())], n as f64);
+            out.push(
+                &CLIENTS_UNMATCHED,
+                vec![("reason", reason.to_owned())],
+                n as f64,
+            );
         }
         errors.finish()
     }

@@ -110,12 +110,16 @@ fn read_processes(
             gpu: gpu.clone(),
             ..Default::default()
         };
-        let compute = beat.call("nvmlDeviceGetComputeRunningProcesses_v3", limits.call, || {
-            empty_if_unsupported(dev.running_compute_processes())
-        });
-        let graphics = beat.call("nvmlDeviceGetGraphicsRunningProcesses_v3", limits.call, || {
-            empty_if_unsupported(dev.running_graphics_processes())
-        });
+        let compute = beat.call(
+            "nvmlDeviceGetComputeRunningProcesses_v3",
+            limits.call,
+            || empty_if_unsupported(dev.running_compute_processes()),
+        );
+        let graphics = beat.call(
+            "nvmlDeviceGetGraphicsRunningProcesses_v3",
+            limits.call,
+            || empty_if_unsupported(dev.running_graphics_processes()),
+        );
         let since = last_seen.get(&gpu).copied().unwrap_or(0);
         let samples = beat.call("nvmlDeviceGetProcessUtilization", limits.call, || {
             empty_if_unsupported(dev.process_utilization_stats(since))

@@ -381,5 +381,7 @@ impl Scanner {
 
 /// Read `/proc/<pid>/cgroup` of one process (NVML gives pids without fds).
 pub fn pod_of(root: &HostRoot, pid: u32) -> Result<Option<PodRef>, hostroot::Error> {
-    Ok(cgroup::parse(&root.read_string(format!("proc/{pid}/cgroup"))?))
+    Ok(cgroup::parse(
+        &root.read_string(format!("proc/{pid}/cgroup"))?,
+    ))
 }

@@ -47,10 +47,19 @@ pub struct SeriesOut {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum ClientKey {
-    Drm { pdev: String, id: u64 },
+    Drm {
+        pdev: String,
+        id: u64,
+    },
     /// A DRM file without `drm-client-id` (old kernels): one per (pid, fd).
-    DrmFd { pid: u32, fd: u32 },
-    Nvml { gpu: String, pid: u32 },
+    DrmFd {
+        pid: u32,
+        fd: u32,
+    },
+    Nvml {
+        gpu: String,
+        pid: u32,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -238,7 +247,13 @@ impl Accountant {
     }
 
     /// Apply one DRM scan. `gpus` are the PCI addresses of the report's GPUs.
-    pub fn apply_drm(&mut self, scan: &Scan, gpus: &HashSet<String>, index: &PodIndex, now: Instant) {
+    pub fn apply_drm(
+        &mut self,
+        scan: &Scan,
+        gpus: &HashSet<String>,
+        index: &PodIndex,
+        now: Instant,
+    ) {
         let mut seen: HashSet<ClientKey> = HashSet::new();
         let mut obs: Vec<&super::scan::Observation> = scan.observations.iter().collect();
         obs.sort_by_key(|o| (o.pid, o.fd));
@@ -502,10 +517,20 @@ mod tests {
         let mut a = Accountant::new(100);
         let mut ix = index();
         let t0 = Instant::now();
-        a.apply_drm(&scan(vec![obs(10, 5, 7, 3_000_000_000, pod())], &[10]), &gpus(), &ix, t0);
+        a.apply_drm(
+            &scan(vec![obs(10, 5, 7, 3_000_000_000, pod())], &[10]),
+            &gpus(),
+            &ix,
+            t0,
+        );
         assert_eq!(busy(&a.finish(&ix), "jellyfin-0"), Some(3.0));
         // pid 10 exits, pid 12 of the same pod opens a new client
-        a.apply_drm(&scan(vec![obs(12, 3, 8, 500_000_000, pod())], &[12]), &gpus(), &ix, t0);
+        a.apply_drm(
+            &scan(vec![obs(12, 3, 8, 500_000_000, pod())], &[12]),
+            &gpus(),
+            &ix,
+            t0,
+        );
         let out = a.finish(&ix);
         assert_eq!(busy(&out, "jellyfin-0"), Some(3.5));
         assert_eq!(out[0].clients, 1);
@@ -524,12 +549,22 @@ mod tests {
         let mut a = Accountant::new(100);
         let ix = index();
         let t0 = Instant::now();
-        a.apply_drm(&scan(vec![obs(10, 5, 7, 3_000_000_000, pod())], &[10]), &gpus(), &ix, t0);
+        a.apply_drm(
+            &scan(vec![obs(10, 5, 7, 3_000_000_000, pod())], &[10]),
+            &gpus(),
+            &ix,
+            t0,
+        );
         let mut s = scan(vec![], &[10]);
         s.incomplete.insert(10);
         a.apply_drm(&s, &gpus(), &ix, t0);
         // seen again with the same cumulative value: not counted twice
-        a.apply_drm(&scan(vec![obs(10, 5, 7, 3_000_000_000, pod())], &[10]), &gpus(), &ix, t0);
+        a.apply_drm(
+            &scan(vec![obs(10, 5, 7, 3_000_000_000, pod())], &[10]),
+            &gpus(),
+            &ix,
+            t0,
+        );
         assert_eq!(busy(&a.finish(&ix), "jellyfin-0"), Some(3.0));
     }
 
@@ -539,13 +574,22 @@ mod tests {
         let ix = PodIndex::default();
         let t0 = Instant::now();
         a.apply_drm(
-            &scan(vec![obs(1, 5, 1, 1_000_000_000, None), obs(2, 5, 2, 1_000_000_000, pod())], &[1, 2]),
+            &scan(
+                vec![
+                    obs(1, 5, 1, 1_000_000_000, None),
+                    obs(2, 5, 2, 1_000_000_000, pod()),
+                ],
+                &[1, 2],
+            ),
             &gpus(),
             &ix,
             t0,
         );
         let out = a.finish(&ix);
-        let keys: Vec<(&str, &str)> = out.iter().map(|s| (s.key.namespace.as_str(), s.key.pod.as_str())).collect();
+        let keys: Vec<(&str, &str)> = out
+            .iter()
+            .map(|s| (s.key.namespace.as_str(), s.key.pod.as_str()))
+            .collect();
         assert_eq!(keys, [("", UID), ("", "host")]);
     }
 
@@ -563,11 +607,21 @@ mod tests {
         a.apply_drm(&scan(vec![xe(1_000, 10_000)], &[10]), &gpus(), &ix, t0);
         assert_eq!(a.finish(&ix)[0].busy_seconds["rcs"], 0.0);
         // a quarter of the GPU timestamp ticks busy over 8 s of wall time: 2 s
-        a.apply_drm(&scan(vec![xe(3_500, 20_000)], &[10]), &gpus(), &ix, t0 + Duration::from_secs(8));
+        a.apply_drm(
+            &scan(vec![xe(3_500, 20_000)], &[10]),
+            &gpus(),
+            &ix,
+            t0 + Duration::from_secs(8),
+        );
         let b = a.finish(&ix)[0].busy_seconds["rcs"];
         assert!((b - 2.0).abs() < 1e-9, "{b}");
         // a dip is ignored until the counter catches up
-        a.apply_drm(&scan(vec![xe(3_000, 30_000)], &[10]), &gpus(), &ix, t0 + Duration::from_secs(16));
+        a.apply_drm(
+            &scan(vec![xe(3_000, 30_000)], &[10]),
+            &gpus(),
+            &ix,
+            t0 + Duration::from_secs(16),
+        );
         assert!((a.finish(&ix)[0].busy_seconds["rcs"] - 2.0).abs() < 1e-9);
     }
 
@@ -592,11 +646,21 @@ mod tests {
                 vec![]
             },
         };
-        a.apply_nvml(&[pass(1_000_000, 50, vec![(40, Some(4096))])], &pods, &ix, t0);
+        a.apply_nvml(
+            &[pass(1_000_000, 50, vec![(40, Some(4096))])],
+            &pods,
+            &ix,
+            t0,
+        );
         assert_eq!(a.nvml_last_seen("0000:01:00.0"), 1_000_000);
         assert_eq!(a.finish(&ix)[0].busy_seconds["sm"], 0.0);
         // 10 s later at 50 %: 5 s of SM time, 1 s of decoder
-        a.apply_nvml(&[pass(11_000_000, 50, vec![(40, Some(4096))])], &pods, &ix, t0);
+        a.apply_nvml(
+            &[pass(11_000_000, 50, vec![(40, Some(4096))])],
+            &pods,
+            &ix,
+            t0,
+        );
         let out = a.finish(&ix);
         assert_eq!(out[0].busy_seconds["sm"], 5.0);
         assert_eq!(out[0].busy_seconds["dec"], 1.0);
