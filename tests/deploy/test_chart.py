@@ -404,8 +404,10 @@ def test_unprivileged_tier_meets_pss_restricted():
 
 
 def test_privileged_tier_needs_pss_privileged_only_for_the_host_root():
-    """The privileged tier breaks baseline for exactly one reason: the hostPath host root."""
-    assert pss_violations(None, "baseline") == ["hostPath volume host-root"]
+    """The privileged tier breaks baseline only for its hostPath volumes: the host root and the
+    kubelet's PodResources socket directory (podResources.enabled, docs/POD-ATTRIBUTION.md)."""
+    assert pss_violations(None, "baseline") == ["hostPath volume host-root", "hostPath volume pod-resources"]
+    assert pss_violations({"podResources": {"enabled": False}}, "baseline") == ["hostPath volume host-root"]
     assert "privileged container" in pss_violations({"security": {"privilegedContainer": True}}, "baseline")
 
 
