@@ -28,7 +28,10 @@ fn bench(c: &mut Criterion) {
         let drm = proc_tree::write(dir.path(), processes, 10, 10);
         let root = HostRoot::new(dir.path()).unwrap();
         let mut s = Scanner::new(ScanConfig::default());
-        assert_eq!(s.scan(&root, far()).unwrap().observations.len(), drm as usize);
+        assert_eq!(
+            s.scan(&root, far()).unwrap().observations.len(),
+            drm as usize
+        );
         let fds = u64::from(processes) * 10;
         steady.throughput(Throughput::Elements(fds));
         steady.bench_with_input(BenchmarkId::new("fds", fds), &root, |b, root| {
@@ -42,7 +45,11 @@ fn bench(c: &mut Criterion) {
     for (_dir, root, fds) in &trees {
         first.throughput(Throughput::Elements(*fds));
         first.bench_with_input(BenchmarkId::new("fds", fds), root, |b, root| {
-            b.iter(|| Scanner::new(ScanConfig::default()).scan(root, far()).unwrap())
+            b.iter(|| {
+                Scanner::new(ScanConfig::default())
+                    .scan(root, far())
+                    .unwrap()
+            })
         });
     }
     first.finish();

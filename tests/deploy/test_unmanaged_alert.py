@@ -88,3 +88,25 @@ def test_chart_process_metrics_and_pod_resources_mounts():
     c = un["containers"][0]
     assert "--pod-resources=false" in c["args"] and "--process-metrics=false" in c["args"]
     assert all("hostPath" not in v for v in un["volumes"])
+
+
+def test_monitors_keep_the_workload_labels_of_usage_series():
+    """Both monitors put the workload's namespace/pod/container back on the usage series (the
+    operator's target labels would otherwise rename them exported_*); the same rules, in
+    Prometheus' own syntax, are exercised against a real Prometheus in tests/integration/pods.rs."""
+    from conftest import objects
+
+    v = {"monitoring": {"crdCheck": False, "serviceMonitor": {"enabled": True},
+                        "podMonitor": {"enabled": True, "metricRelabelings": [{"action": "labeldrop", "regex": "x"}]}}}
+    for kind, key in (("ServiceMonitor", "endpoints"), ("PodMonitor", "podMetricsEndpoints")):
+        ep = objects(v, kind)[0]["spec"][key][0]
+        rules = ep["metricRelabelings"]
+        targets = [r.get("targetLabel") for r in rules if r["action"] == "replace"]
+        assert targets == ["namespace", "pod", "container"], kind
+        for r in rules[:3]:
+            assert r["sourceLabels"][0] == "__name__" and r["replacement"] == "$2"
+            assert r["regex"] == "gpuscout_(process_gpu_.+|gpu_allocation_info);(.*)"
+        assert rules[3] == {"action": "labeldrop", "regex": "exported_(namespace|pod|container)"}
+    # the user's own rules come after ours
+    pm = objects(v, "PodMonitor")[0]["spec"]["podMetricsEndpoints"][0]["metricRelabelings"]
+    assert pm[-1] == {"action": "labeldrop", "regex": "x"}

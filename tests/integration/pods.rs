@@ -788,9 +788,22 @@ fn documented_promql_joins_allocation_and_usage_in_real_prometheus() {
     std::fs::write(
         &config,
         format!(
+            // The target labels the Prometheus Operator gives the agent's pod, and the chart's
+            // metric relabelings (templates/_helpers.tpl, gpuscout.workloadRelabelings) in
+            // Prometheus' own syntax: the usage series must keep the workload's labels.
             "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
-             scrape_configs:\n  - job_name: gpuscout\n    static_configs: [{{targets: ['{}'], labels: {{node: n1, cluster: test}}}}]\n",
-            served.addr
+             scrape_configs:\n  - job_name: gpuscout\n    static_configs: [{{targets: ['{}'], labels: {{node: n1, cluster: test, namespace: gpu-system, pod: gpuscout-x7k2p, container: gpuscout}}}}]\n\
+             \x20   metric_relabel_configs:\n{}",
+            served.addr,
+            ["namespace", "pod", "container"]
+                .iter()
+                .map(|l| format!(
+                    "      - {{action: replace, source_labels: [__name__, exported_{l}], regex: 'gpuscout_(process_gpu_.+|gpu_allocation_info);(.*)', target_label: {l}, replacement: '$2'}}\n"
+                ))
+                .chain(std::iter::once(
+                    "      - {action: labeldrop, regex: 'exported_(namespace|pod|container)'}\n".to_owned()
+                ))
+                .collect::<String>()
         ),
     )
     .unwrap();
@@ -835,6 +848,14 @@ fn documented_promql_joins_allocation_and_usage_in_real_prometheus() {
         let r = query(q);
         assert!(!r.is_empty(), "documented query returned nothing:\n{q}");
     }
+    // host processes keep namespace="" (not the agent's gpu-system), pods their own names
+    assert!(
+        !query("gpuscout_process_gpu_busy_seconds_total{pod=\"host\", namespace=\"\"}").is_empty()
+    );
+    assert!(query("gpuscout_process_gpu_busy_seconds_total{namespace=\"gpu-system\"}").is_empty());
+    assert!(
+        !query("gpuscout_gpu_info{namespace=\"gpu-system\", pod=\"gpuscout-x7k2p\"}").is_empty()
+    );
     // the join names the pod's allocation next to its usage
     let join = queries
         .iter()

@@ -179,3 +179,23 @@ Directory the TLS Secret is mounted at.
 {{- define "gpuscout.tlsDir" -}}
 /etc/gpuscout/tls
 {{- end }}
+
+{{/*
+Metric relabelings of both monitors for the series that name a workload
+(gpuscout_process_gpu_*, gpuscout_gpu_allocation_info; docs/POD-ATTRIBUTION.md). Their own
+`namespace`, `pod` and `container` labels clash with the target labels the operator adds (the
+agent's pod), so Prometheus renames them `exported_*`; these rules put the workload's values back,
+an empty one (host processes: namespace="", container="") included, and drop the `exported_*`
+copies. Every other series keeps the agent's target labels.
+*/}}
+{{- define "gpuscout.workloadRelabelings" -}}
+{{- range $l := list "namespace" "pod" "container" }}
+- action: replace
+  sourceLabels: [__name__, exported_{{ $l }}]
+  regex: "gpuscout_(process_gpu_.+|gpu_allocation_info);(.*)"
+  targetLabel: {{ $l }}
+  replacement: "$2"
+{{- end }}
+- action: labeldrop
+  regex: "exported_(namespace|pod|container)"
+{{- end }}
