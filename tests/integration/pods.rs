@@ -848,6 +848,31 @@ fn documented_promql_joins_allocation_and_usage_in_real_prometheus() {
         let r = query(q);
         assert!(!r.is_empty(), "documented query returned nothing:\n{q}");
     }
+    // every panel of the "GPU by namespace and pod" dashboard has data, allocations included
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards/gpuscout-pods.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    for panel in dash["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "1m")
+                .replace("$cluster", ".*")
+                .replace("$node", ".*")
+                .replace("$gpu", ".*")
+                .replace("$namespace", ".*");
+            assert!(
+                !query(&expr).is_empty(),
+                "panel {:?} has no data: {expr}",
+                panel["title"]
+            );
+        }
+    }
     // host processes keep namespace="" (not the agent's gpu-system), pods their own names
     assert!(
         !query("gpuscout_process_gpu_busy_seconds_total{pod=\"host\", namespace=\"\"}").is_empty()
