@@ -80,7 +80,12 @@ pub enum Command {
     },
     /// Exit 0 when every GPU's driver stack is `ok`, 1 otherwise (one line per problem on
     /// stderr, with its fix), 2 on a usage or configuration error.
-    Check,
+    Check {
+        /// Also exit 1 when fewer than N GPUs are found (every GPU PCI function `discover`
+        /// lists counts, SR-IOV virtual functions included).
+        #[arg(long, env = "GPUSCOUT_MIN_GPUS", value_name = "N")]
+        min_gpus: Option<usize>,
+    },
     /// Run as a daemon: rediscover periodically and serve Prometheus `/metrics` (read from
     /// sysfs at scrape time), `/healthz` and `/readyz`. Standalone unless label sync is on.
     Serve(ServeArgs),
@@ -134,6 +139,12 @@ pub enum ConfigError {
     Output(#[source] std::io::Error),
     #[error("`serve` is not a one-shot command")]
     NotOneShot,
+    #[error(
+        "--root {path}: no sys/bus/pci below it, so no GPU can be seen: point --root at a host root whose sys/ is the host's sysfs (in a pod: mount the host / or /sys read-only)"
+    )]
+    NoPciBus { path: String },
+    #[error("--root {path}: sys/bus/pci cannot be read: {error}")]
+    PciBusUnreadable { path: String, error: String },
 }
 
 impl GlobalArgs {
@@ -178,9 +189,34 @@ impl GlobalArgs {
     }
 }
 
+/// The one-shot commands need the host's PCI bus in sysfs: a root without `sys/bus/pci` is a
+/// wrong `--root` (an empty directory, a container's own filesystem), not a host without GPUs.
+pub fn require_pci_bus(root: &HostRoot) -> Result<(), ConfigError> {
+    let path = root.dir().display().to_string();
+    match root.list_dir("sys/bus/pci") {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_not_found() => Err(ConfigError::NoPciBus { path }),
+        Err(e) => Err(ConfigError::PciBusUnreadable {
+            path,
+            error: e.to_string(),
+        }),
+    }
+}
+
+/// The `check --min-gpus` line, when fewer GPUs were found.
+pub fn min_gpus_line(found: usize, min: usize) -> Option<String> {
+    (found < min).then(|| {
+        format!(
+            "found {found} GPU{}, --min-gpus requires at least {min}: check that every GPU is seated and powered and shows in /sys/bus/pci/devices (`lspci -nn`)",
+            if found == 1 { "" } else { "s" }
+        )
+    })
+}
+
 /// Run a one-shot command; returns the process exit status.
 pub fn run_oneshot(cli: &Cli) -> Result<u8, ConfigError> {
     let root = cli.global.host_root()?;
+    require_pci_bus(&root)?;
     let opts = cli.global.discover_options()?;
     // NVML is tried only when PCI shows an NVIDIA GPU, bounded by its call deadlines.
     let mut nvml_cfg = cli.global.nvml_config(&root);
@@ -199,9 +235,13 @@ pub fn run_oneshot(cli: &Cli) -> Result<u8, ConfigError> {
                 .map_err(ConfigError::Output)?;
             Ok(0)
         }
-        Command::Check => {
+        Command::Check { min_gpus } => {
             let mut err = std::io::stderr().lock();
             let mut bad = false;
+            if let Some(line) = min_gpus.and_then(|m| min_gpus_line(report.gpus.len(), m)) {
+                bad = true;
+                let _ = writeln!(err, "{line}");
+            }
             for g in &report.gpus {
                 if g.status == Status::Ok {
                     continue;

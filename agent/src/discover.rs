@@ -45,6 +45,9 @@ pub fn discover(root: &HostRoot, opts: &Options) -> Report {
     } else {
         None
     };
+    if has_nvidia {
+        host.nvswitches = crate::vendors::nvswitch::scan(root);
+    }
     // NVML only where this pass's own PCI scan shows an NVIDIA GPU.
     let mut evidence = std::borrow::Cow::Borrowed(&opts.evidence);
     let mut nvml_snap = opts.nvml.clone();
@@ -114,8 +117,13 @@ fn build_gpu(
         }
         Vendor::Intel => intel_info = Some(intel::classify(p.device_id)),
     }
-    let (model, model_source) =
-        names::model_name(p.vendor, p.vendor_id, p.device_id, vendor_model.as_deref());
+    let (model, model_source) = names::model_name(
+        p.vendor,
+        p.vendor_id,
+        p.device_id,
+        p.revision,
+        vendor_model.as_deref(),
+    );
     Gpu {
         pci_address: p.address.to_string(),
         vendor: p.vendor,
@@ -141,6 +149,7 @@ fn build_gpu(
         problems: Vec::new(),
         unread,
         disagreements: Vec::new(),
+        driver_link_error: p.driver_error,
     }
 }
 
@@ -174,7 +183,7 @@ pub fn discover_with(root: &HostRoot, opts: &Options, extras: &Extras) -> Report
     }
     let mut report = discover(root, &opts);
     if let Some(f) = &extras.talos {
-        crate::talosapi::refine(f, &mut report.gpus);
+        crate::talosapi::refine(f, &report.host, &mut report.gpus);
         report.labels = labels::compute(&report.host, &report.gpus, &opts.labels);
     }
     report

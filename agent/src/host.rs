@@ -11,7 +11,7 @@
 //!   (`initstate`, `version`, `taint`). A module directory without `initstate` is built in.
 
 use crate::hostroot::HostRoot;
-use crate::model::{Extension, Host, ModuleState, TalosInfo, Unread};
+use crate::model::{Extension, Host, HostReadErrors, ModuleState, TalosInfo, Unread};
 use crate::pci::unread_of;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -37,6 +37,7 @@ pub const GPU_MODULES: &[&str] = &[
 /// Read host facts. Never fails: what cannot be read is recorded in `unread`.
 pub fn read(root: &HostRoot) -> Host {
     let mut unread = Vec::new();
+    let mut read_errors = HostReadErrors::default();
     let kernel = match root.read_trimmed("proc/sys/kernel/osrelease") {
         Ok(k) if !k.is_empty() => Some(k),
         Ok(_) => None,
@@ -47,7 +48,16 @@ pub fn read(root: &HostRoot) -> Host {
             None
         }
     };
-    let os_release = read_os_release(root, &mut unread);
+    let os_release = match read_os_release(root) {
+        Ok(m) => m,
+        Err(u) => {
+            if let Some(u) = u {
+                unread.push(u.clone());
+                read_errors.os_release = Some(u);
+            }
+            BTreeMap::new()
+        }
+    };
     let os = os_release
         .get("PRETTY_NAME")
         .or_else(|| os_release.get("NAME"))
@@ -57,7 +67,14 @@ pub fn read(root: &HostRoot) -> Host {
             .get("VERSION_ID")
             .cloned()
             .unwrap_or_else(|| "unknown".to_owned());
-        let extensions = read_extensions(root, &mut unread);
+        let extensions = match read_extensions(root) {
+            Ok(v) => v,
+            Err(u) => {
+                unread.push(u.clone());
+                read_errors.extensions_yaml = Some(u);
+                Vec::new()
+            }
+        };
         Some(TalosInfo {
             version,
             extensions,
@@ -73,27 +90,24 @@ pub fn read(root: &HostRoot) -> Host {
         modules,
         unread,
         disagreements: Vec::new(),
+        nvswitches: Vec::new(),
+        read_errors,
     }
 }
 
-fn read_os_release(root: &HostRoot, unread: &mut Vec<Unread>) -> BTreeMap<String, String> {
+/// `etc/os-release`, else `usr/lib/os-release`. `Err(None)`: neither exists; `Err(Some)`: one
+/// exists but cannot be read.
+fn read_os_release(root: &HostRoot) -> Result<BTreeMap<String, String>, Option<Unread>> {
     let text = match root.read_string("etc/os-release") {
         Ok(t) => t,
         Err(e) if e.is_not_found() => match root.read_string("usr/lib/os-release") {
             Ok(t) => t,
-            Err(e) => {
-                if !e.is_not_found() {
-                    unread.push(unread_of(&e));
-                }
-                return BTreeMap::new();
-            }
+            Err(e) if e.is_not_found() => return Err(None),
+            Err(e) => return Err(Some(unread_of(&e))),
         },
-        Err(e) => {
-            unread.push(unread_of(&e));
-            return BTreeMap::new();
-        }
+        Err(e) => return Err(Some(unread_of(&e))),
     };
-    parse_os_release(&text)
+    Ok(parse_os_release(&text))
 }
 
 /// `KEY=value` lines with optional shell quoting, as os-release(5) defines them.
@@ -140,24 +154,16 @@ struct LayerMeta {
 /// Host path of Talos' installed-extension list.
 pub const EXTENSIONS_YAML: &str = "etc/extensions.yaml";
 
-fn read_extensions(root: &HostRoot, unread: &mut Vec<Unread>) -> Vec<Extension> {
+/// The installed extensions; `Err` when the file exists but cannot be read or parsed.
+fn read_extensions(root: &HostRoot) -> Result<Vec<Extension>, Unread> {
     match root.read_string(EXTENSIONS_YAML) {
-        Ok(text) => match parse_extensions(&text) {
-            Ok(v) => v,
-            Err(reason) => {
-                unread.push(Unread {
-                    path: format!("/{EXTENSIONS_YAML}"),
-                    error: reason,
-                });
-                Vec::new()
-            }
-        },
+        Ok(text) => parse_extensions(&text).map_err(|reason| Unread {
+            path: format!("/{EXTENSIONS_YAML}"),
+            error: reason,
+        }),
         // A Talos node without extensions has no file: an empty list, not an error.
-        Err(e) if e.is_not_found() => Vec::new(),
-        Err(e) => {
-            unread.push(unread_of(&e));
-            Vec::new()
-        }
+        Err(e) if e.is_not_found() => Ok(Vec::new()),
+        Err(e) => Err(unread_of(&e)),
     }
 }
 

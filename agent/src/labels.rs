@@ -25,7 +25,7 @@
 //! | `V.driver.<driver>` | `1` | only with `V.driver=mixed`: GPUs per bound driver |
 //! | `V.driver-version` | `550.127.05` | version of that driver (see below); `mixed` when they differ |
 //! | `amd.gfx` | `gfx1151` | compiler target from KFD |
-//! | `amd.family` | `GC_11_5_0` | family as ROCm's node labeller names it |
+//! | `amd.family` | `GC_11_5_0` | the kernel's `AMDGPU_FAMILY_*` name (ROCm's node labeller uses the same names) |
 //! | `amd.cu-count` | `40` | smallest compute-unit count of the AMD GPUs |
 //! | `amd.gtt-mib` | `63756` | GTT (system RAM the GPU may map) in MiB; only when every AMD GPU is an APU |
 //! | `nvidia.compute-capability` | `8.9` | CUDA compute capability (NVML only) |
@@ -69,27 +69,44 @@
 //!
 //! | profile | keys (example values) |
 //! |---|---|
-//! | `nvidia-gfd` | `nvidia.com/gpu.present=true`, `gpu.count=2`, `gpu.product=NVIDIA-GeForce-RTX-4090`, `gpu.memory=24564` (MiB), `gpu.family=ada-lovelace`, `gpu.compute.major=8`, `gpu.compute.minor=9`, `gpu.mode=graphics\|compute\|unknown`, `cuda.driver-version.{major,minor,revision,full}=550/127/05/550.127.05`, `cuda.driver.{major,minor,rev}` (deprecated), `cuda.runtime-version.{major,minor,full}=12/8/12.8`, `cuda.runtime.{major,minor}` (deprecated), `mig.capable=true` |
-//! | `amd-labeller` | `amd.com/gpu.family=GC_11_5_0`, `gpu.cu-count=40`, `gpu.simd-count=80`, `gpu.device-id=1586`, `gpu.product-name=AMD_Instinct_MI300X_OAM`, `gpu.vram=192G`, `gpu.driver-version=6.8.5`; with differing values `amd.com/gpu.<kind>.<value>=<count>` instead |
-//! | `intel-nfd` | `intel.feature.node.kubernetes.io/gpu=true`, `gpu.intel.com/device-id.0300-56a0.present=true`, `gpu.intel.com/device-id.0300-56a0.count=1` |
+//! | `nvidia-gfd` | `nvidia.com/gpu.present=true`, `gpu.count=2`, `gpu.product=NVIDIA-GeForce-RTX-4090`, `gpu.memory=24564` (MiB), `gpu.family=ada-lovelace`, `gpu.compute.major=8`, `gpu.compute.minor=9`, `gpu.mode=graphics\|compute\|unknown`, `cuda.driver-version.{major,minor,revision,full}=550/127/05/550.127.05`, `cuda.driver.{major,minor,rev}` (deprecated), `cuda.runtime-version.{major,minor,full}=12/8/12.8`, `cuda.runtime.{major,minor}` (deprecated), `mig.capable=true\|false` |
+//! | `amd-labeller` | `amd.com/gpu.family=GC_11_5_0`, `gpu.cu-count=40`, `gpu.simd-count=80`, `gpu.device-id=1586`, `gpu.product-name=AMD_Radeon_RX_9070_XT`, `gpu.vram=192G`, `gpu.driver-version=6.8.5`, `gpu.driver-src-version=5D8A…`, `gpu.compute-memory-partition=cpx_nps1`; with differing values `amd.com/gpu.<kind>.<value>=<count>` instead |
+//! | `intel-nfd` | `intel.feature.node.kubernetes.io/gpu=true`, `gpu.intel.com/device-id.0300-56a0.present=true`, `gpu.intel.com/device-id.0300-56a0.count=1`, `gpu.intel.com/product=Flex_170`, `gpu.intel.com/device.count=1`, `gpu.intel.com/family=A_Series` |
+//!
+//! Sources, checked key by key: GFD is NVIDIA/k8s-device-plugin `internal/lm/` (`resource.go`,
+//! `nvml.go`) @ 1b826acc6af3; the AMD labeller is ROCm/k8s-device-plugin
+//! `cmd/k8s-node-labeller/main.go` and `internal/pkg/amdgpu/amdgpu.go` @ ed7646843003; the Intel
+//! rules are intel/intel-device-plugins-for-kubernetes `deployments/nfd/overlays/
+//! node-feature-rules/{node-feature-rules,platform-labeling-rules}.yaml` @ 94a91bc94134.
 //!
 //! Differences from the tools they mimic, all on purpose:
-//! - GFD: the revision keys are left out for a two-part driver version (GFD writes them empty).
-//!   `gpu.present` is not GFD's own key but the one the device plugin chart and the GPU
-//!   operator select on. `gpu.product` is left out when the models differ (GFD keeps one of
-//!   them). `gpu.family` follows GFD's compute-capability table (`undefined` past Hopper, as GFD
-//!   writes). `mig.capable=true` is written when NVML answered the MIG mode query for some GPU
-//!   (GFD's test); when no GPU answered we cannot tell "not capable" from "no NVML", so the key
-//!   is left out. Not written: `gpu.machine` (DMI), `gpu.replicas`, `gpu.sharing-strategy`,
-//!   `mps.capable`, `mig.strategy` (device-plugin configuration, not hardware facts), the MIG
-//!   profile keys, and never `gfd.timestamp`.
-//! - AMD labeller: values come from sysfs/KFD (`family` from the gfx target, `vram` from
-//!   `mem_info_vram_total` or the KFD memory bank, rounded to GiB); `product-name` uses the model
-//!   name unless it is only the `AMD device 0xNNNN` fallback; `driver-version` only when the
-//!   `amdgpu` module has a `version` file. The `beta.amd.com/*` copies are not written.
+//! - GFD sees the GPUs NVML sees: only GPUs bound to `nvidia` count, and with none (driver
+//!   absent or every GPU on `vfio-pci`) no `nvidia.com/*` key is written, as GFD writes none when
+//!   NVML cannot start. The revision keys are left out for a two-part driver version (GFD
+//!   writes them empty). `gpu.present` is not GFD's own key but the one the device plugin chart
+//!   and the GPU operator select on. `gpu.product` is GFD's sanitised NVML name (characters
+//!   outside `[A-Za-z0-9-_. ]` dropped, blanks to `-`), left out when the models differ (GFD
+//!   keeps one of them). `gpu.family` follows GFD's compute-capability table (10 and 12 are
+//!   `blackwell`, 13 `rubin`). `gpu.mode` is `unknown` when the GPUs' PCI classes differ.
+//!   `mig.capable` is `true` when NVML answered the MIG mode query for some GPU, `false` when
+//!   NVML answered for every GPU (it has a compute capability) and none supports MIG, and left
+//!   out when NVML did not answer (GFD would not run). Not written: `gpu.machine` (DMI),
+//!   `gpu.replicas`, `gpu.sharing-strategy`, `mps.capable`, `mig.strategy` (device-plugin
+//!   configuration, not hardware facts), the MIG profile keys, and never `gfd.timestamp`.
+//! - AMD labeller: it counts each compute partition as a GPU, so `cu-count` and `simd-count` are
+//!   per partition (an MI300X in CPX mode gives 38 and 152); `vram` is the KFD node's
+//!   `mem_banks/0` `size_in_bytes` in MiB, rounded to GiB (left out without KFD); `family` is the
+//!   kernel's `AMDGPU_FAMILY_*` name and left out for families the labeller cannot name
+//!   (`GC_11_5_4`); `product-name` is the FRU `product_name`, else libdrm's `amdgpu.ids` name,
+//!   never a pci.ids name; `driver-version` and `driver-src-version` are the `amdgpu` module's
+//!   `version` and `srcversion`, left out when absent (the labeller writes them empty). The
+//!   `<kind>.<value>=<count>` keys count PCI GPUs, not partitions. Not written: the
+//!   `beta.amd.com/*` copies, `gpu.firmware`, `gpu.compute-partitioning-supported`,
+//!   `gpu.memory-partitioning-supported`.
 //! - Intel NFD rules: `gpu=true` needs an Intel GPU of class 0300/0380 and a live or built-in
 //!   `i915` or `xe` module; the `.count` key is named after the first such GPU's device id and
-//!   counts all of that class, as the upstream template does.
+//!   counts all of that class, as the upstream template does; the product/family rules run in
+//!   the file's order, a later one's label winning.
 
 use crate::model::{Gpu, Host, ModelSource, Status, Vendor};
 use sha2::{Digest, Sha256};
@@ -498,7 +515,8 @@ fn version_parts(v: &str) -> Option<Vec<&str>> {
     ((2..=3).contains(&parts.len()) && numeric).then_some(parts)
 }
 
-/// GPU Feature Discovery's `getArchFamily` (compute capability to family).
+/// GPU Feature Discovery's `getArchFamily` (compute capability to family), as in
+/// NVIDIA/k8s-device-plugin `internal/lm/resource.go` @ 1b826acc6af3 (2026-08-19).
 fn gfd_family(major: u32, minor: u32) -> &'static str {
     match (major, minor) {
         (1, _) => "tesla",
@@ -511,19 +529,41 @@ fn gfd_family(major: u32, minor: u32) -> &'static str {
         (8, m) if m < 9 => "ampere",
         (8, _) => "ada-lovelace",
         (9, _) => "hopper",
+        // "The Blackwell GPU family is bifurcated into two cuda compute capabilities 10.0 and 12.0"
+        (10 | 12, _) => "blackwell",
+        (13, _) => "rubin",
         _ => "undefined",
     }
 }
 
+/// GFD's `sanitise` of a product name: characters other than `[A-Za-z0-9-_. ]` are dropped and
+/// runs of blanks become one `-` (`NVIDIA TITAN X (Pascal)` gives `NVIDIA-TITAN-X-Pascal`).
+/// Then cut to a valid label value like every other value.
+fn gfd_product(model: &str) -> Option<String> {
+    let kept: String = model
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ' '))
+        .collect();
+    sanitize_value(&kept.split_whitespace().collect::<Vec<_>>().join("-"))
+}
+
 /// The `nvidia.com/*` keys NVIDIA GPU Feature Discovery writes (module docs, compat profiles).
-fn nvidia_gfd(out: &mut BTreeMap<String, String>, gpus: &[&Gpu], host: &Host) {
+/// GFD sees the GPUs NVML sees, those bound to `nvidia`; with none (no driver) it writes no
+/// `nvidia.com/*` key, and neither does this.
+fn nvidia_gfd(out: &mut BTreeMap<String, String>, all: &[&Gpu], host: &Host) {
+    let gpus: Vec<&Gpu> = all
+        .iter()
+        .copied()
+        .filter(|g| g.driver.as_deref() == Some("nvidia"))
+        .collect();
+    if gpus.is_empty() {
+        return;
+    }
     let key = |name: &str| format!("nvidia.com/{name}");
     let info = |g: &&Gpu| g.nvidia.clone().unwrap_or_default();
     out.insert(key("gpu.present"), "true".to_owned());
     out.insert(key("gpu.count"), gpus.len().to_string());
-    if let Agreement::All(Some(product)) =
-        agree(gpus.iter().map(|g| Some(sanitize_value(&g.model))))
-    {
+    if let Agreement::All(Some(product)) = agree(gpus.iter().map(|g| Some(gfd_product(&g.model)))) {
         out.insert(key("gpu.product"), product);
     }
     if let Some(min) = min_all(gpus.iter().map(|g| g.memory_bytes)) {
@@ -533,6 +573,7 @@ fn nvidia_gfd(out: &mut BTreeMap<String, String>, gpus: &[&Gpu], host: &Host) {
         && let Some(parts) = version_parts(&cc)
         && let [major, minor] = parts[..]
         && let (Ok(ma), Ok(mi)) = (major.parse::<u32>(), minor.parse::<u32>())
+        && ma > 0
     {
         out.insert(key("gpu.compute.major"), ma.to_string());
         out.insert(key("gpu.compute.minor"), mi.to_string());
@@ -567,17 +608,21 @@ fn nvidia_gfd(out: &mut BTreeMap<String, String>, gpus: &[&Gpu], host: &Host) {
         out.insert(key("cuda.runtime.major"), major.to_owned());
         out.insert(key("cuda.runtime.minor"), minor.to_owned());
     }
-    // GFD takes the first GPU's full PCI class.
-    if let Some(first) = gpus.first() {
-        let mode = match parse_hex(&first.class) {
-            Some(0x030000) => "graphics",
-            Some(0x030200) => "compute",
-            _ => "unknown",
-        };
-        out.insert(key("gpu.mode"), mode.to_owned());
-    }
-    if gpus.iter().any(|g| info(g).mig_enabled.is_some()) {
-        out.insert(key("mig.capable"), "true".to_owned());
+    // GFD's getModeForClasses: one full PCI class for every GPU, else `unknown`.
+    let classes: BTreeSet<Option<u32>> = gpus.iter().map(|g| parse_hex(&g.class)).collect();
+    let mode = match classes.into_iter().collect::<Vec<_>>()[..] {
+        [Some(0x030000)] => "graphics",
+        [Some(0x030200)] => "compute",
+        _ => "unknown",
+    };
+    out.insert(key("gpu.mode"), mode.to_owned());
+    // GFD writes `true` when any GPU is MIG-capable, else `false`. NVML answers the MIG mode
+    // query only for capable GPUs; where it answered nothing at all for some GPU (no compute
+    // capability either) "not capable" cannot be told from "no NVML", so `false` is not claimed.
+    let capable = gpus.iter().any(|g| info(g).mig_enabled.is_some());
+    let nvml_answered = gpus.iter().all(|g| info(g).compute_capability.is_some());
+    if capable || nvml_answered {
+        out.insert(key("mig.capable"), capable.to_string());
     }
 }
 
@@ -585,21 +630,37 @@ fn parse_hex(s: &str) -> Option<u32> {
     u32::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok()
 }
 
-/// The `amd.com/gpu.*` keys ROCm's node labeller writes (module docs, compat profiles).
+/// The `amd.com/gpu.*` keys ROCm's node labeller writes (module docs, compat profiles), as
+/// ROCm/k8s-device-plugin `cmd/k8s-node-labeller/main.go` @ ed7646843003 computes them. The
+/// labeller counts every compute partition as a GPU, so per-GPU values are per partition.
 fn amd_labeller(out: &mut BTreeMap<String, String>, gpus: &[&Gpu], host: &Host) {
     let info = |g: &&Gpu| g.amd.clone().unwrap_or_default();
+    let per_partition = |g: &&Gpu, total: Option<u32>| {
+        let parts = info(g).partitions.unwrap_or(1).max(1);
+        total.map(|t| (t / parts).to_string())
+    };
     let kinds: [(&str, Vec<Option<String>>); 6] = [
-        ("family", gpus.iter().map(|g| info(g).family).collect()),
+        (
+            // `FamilyIDtoString` knows only some families; for others it writes nothing.
+            "family",
+            gpus.iter()
+                .map(|g| {
+                    info(g)
+                        .family
+                        .filter(|f| crate::vendors::amd::LABELLER_FAMILIES.contains(&f.as_str()))
+                })
+                .collect(),
+        ),
         (
             "cu-count",
             gpus.iter()
-                .map(|g| info(g).cu_count.map(|n| n.to_string()))
+                .map(|g| per_partition(g, info(g).cu_count))
                 .collect(),
         ),
         (
             "simd-count",
             gpus.iter()
-                .map(|g| info(g).simd_count.map(|n| n.to_string()))
+                .map(|g| per_partition(g, info(g).simd_count))
                 .collect(),
         ),
         (
@@ -609,20 +670,22 @@ fn amd_labeller(out: &mut BTreeMap<String, String>, gpus: &[&Gpu], host: &Host) 
                 .collect(),
         ),
         (
+            // `product_name` (FRU), else libdrm's amdgpu.ids name; never pci.ids. The labeller
+            // drops parentheses and turns spaces into `_`.
             "product-name",
             gpus.iter()
                 .map(|g| {
-                    // The labeller drops parentheses and turns spaces into `_`.
-                    (g.model_source != ModelSource::Fallback)
+                    matches!(g.model_source, ModelSource::Vendor | ModelSource::AmdgpuIds)
                         .then(|| g.model.replace(['(', ')'], ""))
                 })
                 .collect(),
         ),
         (
+            // KFD `mem_banks/0` `size_in_bytes` of the GPU's node, MiB then rounded GiB.
             "vram",
             gpus.iter()
                 .map(|g| {
-                    let bytes = info(g).vram_bytes.or(g.memory_bytes)?;
+                    let bytes = info(g).kfd_mem_bank_bytes?;
                     let gib = ((bytes / MIB) as f64 / 1024.0).round() as u64;
                     Some(format!("{gib}G"))
                 })
@@ -656,9 +719,36 @@ fn amd_labeller(out: &mut BTreeMap<String, String>, gpus: &[&Gpu], host: &Host) 
     if let Some(v) = module_version(host, "amdgpu").and_then(|v| sanitize(&v, MAX_LEN, '_')) {
         out.insert("amd.com/gpu.driver-version".to_owned(), v);
     }
+    // The first GPU's `driver/module/srcversion`, as the labeller reads it.
+    if let Some(v) = gpus
+        .iter()
+        .find_map(|g| info(g).driver_srcversion)
+        .and_then(|v| sanitize(&v, MAX_LEN, '_'))
+    {
+        out.insert("amd.com/gpu.driver-src-version".to_owned(), v);
+    }
+    // `<compute>_<memory>` partition modes in lower case, when every GPU that has both agrees.
+    let modes: BTreeSet<String> = gpus
+        .iter()
+        .filter_map(|g| {
+            let i = info(g);
+            Some(format!(
+                "{}_{}",
+                i.compute_partition?.to_lowercase(),
+                i.memory_partition?.to_lowercase()
+            ))
+        })
+        .collect();
+    if modes.len() == 1
+        && let Some(v) = modes.iter().next().and_then(|v| sanitize(v, MAX_LEN, '_'))
+    {
+        out.insert("amd.com/gpu.compute-memory-partition".to_owned(), v);
+    }
 }
 
-/// The keys Intel's NFD rules write (module docs, compat profiles).
+/// The keys Intel's NFD rules write (module docs, compat profiles): intel/intel-device-plugins-for-
+/// kubernetes `deployments/nfd/overlays/node-feature-rules/node-feature-rules.yaml` (`intel.gpu`)
+/// and `platform-labeling-rules.yaml` @ 94a91bc94134.
 fn intel_nfd(out: &mut BTreeMap<String, String>, gpus: &[&Gpu], host: &Host) {
     // (class as NFD prints it, device id) of display (0300) and display-other (0380) GPUs.
     let ids: Vec<(String, String)> = gpus
@@ -697,7 +787,80 @@ fn intel_nfd(out: &mut BTreeMap<String, String>, gpus: &[&Gpu], host: &Host) {
             );
         }
     }
+    // The product and family rules, in file order (a later rule's label wins).
+    for rule in INTEL_PRODUCT_RULES {
+        let n = ids
+            .iter()
+            .filter(|(c, d)| c == rule.class && rule.devices.contains(&d.as_str()))
+            .count();
+        if n == 0 {
+            continue;
+        }
+        if let Some(p) = rule.product {
+            out.insert("gpu.intel.com/product".to_owned(), p.to_owned());
+            out.insert("gpu.intel.com/device.count".to_owned(), n.to_string());
+        }
+        if let Some(f) = rule.family {
+            out.insert("gpu.intel.com/family".to_owned(), f.to_owned());
+        }
+    }
 }
+
+/// One product/family rule of Intel's `platform-labeling-rules.yaml`: GPUs of `class` with one
+/// of `devices` get `gpu.intel.com/product` (with `gpu.intel.com/device.count`, the number of
+/// them) and/or `gpu.intel.com/family`.
+struct IntelProductRule {
+    class: &'static str,
+    devices: &'static [&'static str],
+    product: Option<&'static str>,
+    family: Option<&'static str>,
+}
+
+/// intel/intel-device-plugins-for-kubernetes
+/// `deployments/nfd/overlays/node-feature-rules/platform-labeling-rules.yaml` @ 94a91bc94134
+/// (2026-06-15), in the file's order.
+const INTEL_PRODUCT_RULES: &[IntelProductRule] = &[
+    IntelProductRule {
+        class: "0380",
+        devices: &["0bda"],
+        product: Some("Max_1100"),
+        family: None,
+    },
+    IntelProductRule {
+        class: "0380",
+        devices: &["0bd5"],
+        product: Some("Max_1550"),
+        family: None,
+    },
+    IntelProductRule {
+        class: "0380",
+        devices: &["0bda", "0bd5", "0bd9", "0bdb", "0bd7", "0bd6", "0bd0"],
+        product: None,
+        family: Some("Max_Series"),
+    },
+    IntelProductRule {
+        class: "0380",
+        devices: &["56c0"],
+        product: Some("Flex_170"),
+        family: Some("Flex_Series"),
+    },
+    IntelProductRule {
+        class: "0380",
+        devices: &["56c1"],
+        product: Some("Flex_140"),
+        family: Some("Flex_Series"),
+    },
+    IntelProductRule {
+        class: "0300",
+        devices: &[
+            "56a6", "56a5", "56a1", "56a0", "5694", "5693", "5692", "5691", "5690", "56b3", "56b2",
+            "56a4", "56a3", "5697", "5696", "5695", "56b1", "56b0", "56a2", "56ba", "56bc", "56bd",
+            "56bb",
+        ],
+        product: None,
+        family: Some("A_Series"),
+    },
+];
 
 #[cfg(test)]
 mod tests;

@@ -20,6 +20,7 @@
 //! Every module documents which kernel files it reads and what happens when they are missing.
 
 pub mod authn;
+pub mod cause;
 pub mod cli;
 pub mod discover;
 pub mod host;

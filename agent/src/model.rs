@@ -3,6 +3,7 @@
 //! Plain data, no I/O. A value that could not be read is `None` (serialised as `null` or left
 //! out), never `0`; what could not be read is listed in `unread` with the reason.
 
+use crate::cause::{Cause, Note};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -53,7 +54,13 @@ impl fmt::Display for Vendor {
     }
 }
 
-/// Driver-stack verdict per GPU (SPEC §5), ordered from best to worst.
+/// Driver-stack verdict per GPU, ordered from best to worst: a GPU's status is its worst
+/// problem, and a vendor's `V.status` label the worst status of its GPUs.
+///
+/// `bound-to-other-driver` (a GPU held by vfio-pci for a VM, or by another driver) ranks just
+/// above `ok`: it is a deliberate state of that one GPU, so a genuine fault on another GPU of
+/// the same vendor outranks it. `service-not-running` ranks next: the kernel driver is bound and
+/// live, only a user-space service beside it is down. `unknown` ranks last: nothing can be said.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
 )]
@@ -61,6 +68,8 @@ impl fmt::Display for Vendor {
 pub enum Status {
     #[default]
     Ok,
+    BoundToOtherDriver,
+    ServiceNotRunning,
     DriverNotBound,
     ModuleNotLoaded,
     ExtensionMissing,
@@ -68,13 +77,14 @@ pub enum Status {
     DriverVersionMismatch,
     FirmwareMissing,
     UnsupportedByTalosVersion,
-    BoundToOtherDriver,
     Unknown,
 }
 
 impl Status {
-    pub const ALL: [Status; 10] = [
+    pub const ALL: [Status; 11] = [
         Status::Ok,
+        Status::BoundToOtherDriver,
+        Status::ServiceNotRunning,
         Status::DriverNotBound,
         Status::ModuleNotLoaded,
         Status::ExtensionMissing,
@@ -82,13 +92,14 @@ impl Status {
         Status::DriverVersionMismatch,
         Status::FirmwareMissing,
         Status::UnsupportedByTalosVersion,
-        Status::BoundToOtherDriver,
         Status::Unknown,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Ok => "ok",
+            Status::BoundToOtherDriver => "bound-to-other-driver",
+            Status::ServiceNotRunning => "service-not-running",
             Status::DriverNotBound => "driver-not-bound",
             Status::ModuleNotLoaded => "module-not-loaded",
             Status::ExtensionMissing => "extension-missing",
@@ -96,7 +107,6 @@ impl Status {
             Status::DriverVersionMismatch => "driver-version-mismatch",
             Status::FirmwareMissing => "firmware-missing",
             Status::UnsupportedByTalosVersion => "unsupported-by-talos-version",
-            Status::BoundToOtherDriver => "bound-to-other-driver",
             Status::Unknown => "unknown",
         }
     }
@@ -109,11 +119,47 @@ impl fmt::Display for Status {
 }
 
 /// One problem found with a GPU's driver stack, with what to change.
+///
+/// `cause` is what the verdict decided, with the facts it is about; `detail` and `hint` are
+/// rendered from it (and from `notes`) by [`crate::cause::render`], never the other way round.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Problem {
     pub status: Status,
     pub detail: String,
     pub hint: String,
+    pub cause: Cause,
+    /// Facts the Talos API added (appended to `detail`).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub notes: Vec<Note>,
+}
+
+impl Problem {
+    /// A problem for `cause`, its status and text rendered.
+    pub fn new(cause: Cause) -> Self {
+        let mut p = Problem {
+            status: cause.status(),
+            detail: String::new(),
+            hint: String::new(),
+            cause,
+            notes: Vec::new(),
+        };
+        p.render();
+        p
+    }
+
+    /// Set `status`, `detail` and `hint` from `cause` and `notes` again (after a change).
+    pub fn render(&mut self) {
+        self.status = self.cause.status();
+        (self.detail, self.hint) = crate::cause::render(&self.cause, &self.notes);
+    }
+
+    /// Add a note once.
+    pub fn note(&mut self, note: Note) {
+        if !self.notes.contains(&note) {
+            self.notes.push(note);
+            self.render();
+        }
+    }
 }
 
 /// A host file that could not be read, and why. Reported so that an absent value is explained.
@@ -177,7 +223,8 @@ pub struct AmdInfo {
     pub gfx_target: Option<String>,
     /// Graphics-core IP version, e.g. `11.5.1`, from `ip_discovery` (or derived from the target).
     pub gc_version: Option<String>,
-    /// Family as ROCm's node labeller names it (`GC_11_5_0`, `YC`, `AI`, ...).
+    /// The kernel's `AMDGPU_FAMILY_*` name (`GC_11_5_0`, `YC`, `AI`, ...), from the GC version
+    /// where `ip_discovery` gives it, else from the KFD target when that is unambiguous.
     pub family: Option<String>,
     pub cu_count: Option<u32>,
     pub simd_count: Option<u32>,
@@ -192,6 +239,14 @@ pub struct AmdInfo {
     pub partitions: Option<u32>,
     pub compute_partition: Option<String>,
     pub memory_partition: Option<String>,
+    /// `size_in_bytes` of the KFD node's first memory bank (`mem_banks/0/properties`; on a
+    /// partitioned device the first partition's): what ROCm's node labeller reports as VRAM.
+    #[serde(default)]
+    pub kfd_mem_bank_bytes: Option<u64>,
+    /// `srcversion` of the module bound to the device (`driver/module/srcversion`): present for
+    /// DKMS builds and kernels built with `CONFIG_MODULE_SRCVERSION_ALL`.
+    #[serde(default)]
+    pub driver_srcversion: Option<String>,
 }
 
 /// NVIDIA specifics from `/proc/driver/nvidia` (and NVML when available).
@@ -227,8 +282,14 @@ pub struct IntelInfo {
     /// Marketing generation / platform (`Alchemist`, `Battlemage`, `Meteor Lake`, ...).
     pub platform: Option<String>,
     pub discrete: Option<bool>,
-    /// Which kernel driver the device needs on this id: `i915` or `xe`.
+    /// The kernel driver for this id: the one that binds it by default (`i915` where both list
+    /// it, since xe needs `force_probe` there), else the one that binds it with `force_probe`.
+    /// `None` where no upstream driver lists the id (Ponte Vecchio, Cannon Lake).
     pub expected_driver: Option<String>,
+    /// The module option `expected_driver` needs before it binds this id
+    /// (`xe.force_probe=d740`); `None` where it binds by default.
+    #[serde(default)]
+    pub force_probe: Option<String>,
 }
 
 /// Where a GPU's `model` name came from.
@@ -237,6 +298,8 @@ pub struct IntelInfo {
 pub enum ModelSource {
     /// The vendor's own string on this host (FRU `product_name`, NVIDIA `information`, NVML).
     Vendor,
+    /// libdrm's `amdgpu.ids` (AMD marketing name by device and revision), embedded.
+    AmdgpuIds,
     /// The embedded PCI ID database.
     PciIds,
     /// `<Vendor> device 0xNNNN`.
@@ -277,6 +340,10 @@ pub struct Gpu {
     /// Values a vendor library reports differently (the kernel's are kept).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub disagreements: Vec<Disagreement>,
+    /// The `driver` link exists but could not be read (also listed in `unread`); the verdict
+    /// is then `unknown`. Not part of the report.
+    #[serde(skip)]
+    pub driver_link_error: Option<Unread>,
 }
 
 impl Gpu {
@@ -285,8 +352,12 @@ impl Gpu {
         u16::from_str_radix(self.device_id.trim_start_matches("0x"), 16).ok()
     }
 
-    /// Recompute `status` as the worst problem (or `ok`).
+    /// Render every problem's text from its cause, then set `status` to the worst problem
+    /// (or `ok`).
     pub fn settle_status(&mut self) {
+        for p in &mut self.problems {
+            p.render();
+        }
         self.status = self
             .problems
             .iter()
@@ -341,6 +412,23 @@ pub struct Host {
     /// GPUs a vendor library reports that PCI discovery did not find.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub disagreements: Vec<Disagreement>,
+    /// NVIDIA NVSwitch PCI functions (vendor 0x10de, class 0x0680): an NVLink system whose
+    /// GPUs need the fabric manager.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub nvswitches: Vec<String>,
+    /// Which host files the verdicts depend on could not be read (also listed in `unread`).
+    /// Not part of the report.
+    #[serde(skip)]
+    pub read_errors: HostReadErrors,
+}
+
+/// Typed read failures of the host files the verdicts depend on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostReadErrors {
+    /// `/etc/os-release` (and `/usr/lib/os-release`) exists but could not be read.
+    pub os_release: Option<Unread>,
+    /// `/etc/extensions.yaml` exists on Talos but could not be read or parsed.
+    pub extensions_yaml: Option<Unread>,
 }
 
 /// The whole `discover` report (SPEC §4).

@@ -103,6 +103,8 @@ pub struct PciGpu {
     pub card: Option<String>,
     pub render: Option<String>,
     pub unread: Vec<Unread>,
+    /// The `driver` link exists but could not be read (also in `unread`).
+    pub driver_error: Option<Unread>,
 }
 
 impl PciGpu {
@@ -202,11 +204,14 @@ fn probe(
         max_width: r.opt("max_link_width", parse::int::<u32>),
     };
     let sriov = read_sriov(&mut r);
+    let mut driver_error = None;
     let driver = match root.link_name_in(&dir, "driver") {
         Ok(d) => Some(d),
         Err(e) if e.is_not_found() => None,
         Err(e) => {
-            r.unread.push(unread_of(&e));
+            let u = unread_of(&e);
+            r.unread.push(u.clone());
+            driver_error = Some(u);
             None
         }
     };
@@ -229,6 +234,7 @@ fn probe(
         card,
         render,
         unread,
+        driver_error,
     }))
 }
 

@@ -182,6 +182,8 @@ fn placeholder() -> Report {
             modules: Vec::new(),
             unread: Vec::new(),
             disagreements: Vec::new(),
+            nvswitches: Vec::new(),
+            read_errors: Default::default(),
         },
         gpus: Vec::new(),
         labels: BTreeMap::new(),
@@ -550,16 +552,10 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<u8, Error> {
         Some(nvml.clone()),
         args.scrape_timeout,
     );
-    let node_extensions = wire_label_sync(&mut daemon, &args.k8s, &prefix).await?;
+    let client = label_sync_client(&args.k8s).await?;
+    let node_extensions = wire_label_sync(&mut daemon, args.k8s.sync_config(&prefix), client);
     let talos = wire_talos_api(&mut daemon, &global.talos_api, args.discovery_interval);
-    daemon.set_discovery(move |root, opts| {
-        let extras = discover::Extras {
-            node_extensions: node_extensions.as_ref().and_then(|rx| rx.borrow().clone()),
-            talos: talos.as_ref().and_then(|rx| rx.borrow().clone()),
-            nvml: Some(nvml.clone()),
-        };
-        discover::discover_with(root, opts, &extras)
-    });
+    wire_discovery(&mut daemon, node_extensions, talos, Some(nvml));
     daemon.serve(listener, stop).await;
     Ok(0)
 }
@@ -586,29 +582,37 @@ pub async fn secure(
     Ok(())
 }
 
-/// Start Kubernetes label sync when there is a cluster (in-cluster or `--kubeconfig`) or the
-/// mode needs none (`nfd-file`). Returns the Node's Talos extension records for the verdicts.
-/// A `--kubeconfig` that cannot be used is a configuration error; no cluster at all means a
-/// standalone exporter.
-async fn wire_label_sync(
-    daemon: &mut Daemon,
-    args: &crate::k8s::K8sArgs,
-    prefix: &str,
-) -> Result<Option<watch::Receiver<Option<Vec<crate::model::Extension>>>>, Error> {
-    use crate::k8s::{self, LabelMode};
-    let client = match k8s::connect(args.kubeconfig.as_deref()).await {
-        Ok(c) => Some(c),
-        Err(k8s::Error::NoCluster) => None,
-        Err(e) if args.kubeconfig.is_some() => return Err(Error::Kube(e)),
+/// The Kubernetes client label sync uses: in-cluster or `--kubeconfig`. `None` means no cluster
+/// (a standalone exporter). A `--kubeconfig` that cannot be used is a configuration error.
+async fn label_sync_client(args: &crate::k8s::K8sArgs) -> Result<Option<kube::Client>, Error> {
+    use crate::k8s;
+    match k8s::connect(args.kubeconfig.as_deref()).await {
+        Ok(c) => Ok(Some(c)),
+        Err(k8s::Error::NoCluster) => Ok(None),
+        Err(e) if args.kubeconfig.is_some() => Err(Error::Kube(e)),
         Err(e) => {
             warn!(error = %e, "cannot use the in-cluster Kubernetes config; running as a standalone exporter");
-            None
+            Ok(None)
         }
-    };
-    if client.is_none() && args.labels != LabelMode::NfdFile {
-        return Ok(None);
     }
-    let sync = k8s::LabelSync::new(args.sync_config(prefix), client, daemon.registry());
+}
+
+/// Node evidence for the verdicts: Talos' `extensions.talos.dev/*` records as label sync last
+/// saw them on this Node (`None` inside until the Node was seen, and while it carries none).
+pub type NodeExtensions = watch::Receiver<Option<Vec<crate::model::Extension>>>;
+
+/// Start Kubernetes label sync, as `serve` does, when there is a cluster (`client`) or the mode
+/// needs none (`nfd-file`). Returns the Node's Talos extension records for the verdicts
+/// ([`wire_discovery`]); `None` when label sync does not run.
+pub fn wire_label_sync(
+    daemon: &mut Daemon,
+    cfg: crate::k8s::SyncConfig,
+    client: Option<kube::Client>,
+) -> Option<NodeExtensions> {
+    if client.is_none() && cfg.mode != crate::k8s::LabelMode::NfdFile {
+        return None;
+    }
+    let sync = crate::k8s::LabelSync::new(cfg, client, daemon.registry());
     let extensions = sync.extensions();
     let mut reports = daemon.reports();
     let mut stop = daemon.shutdown_signal();
@@ -625,7 +629,25 @@ async fn wire_label_sync(
         })
         .await;
     });
-    Ok(Some(extensions))
+    Some(extensions)
+}
+
+/// The discovery pass `serve` runs every interval: [`discover::discover_with`] given the latest
+/// Node evidence (from [`wire_label_sync`]), Talos API facts and the NVML source.
+pub fn wire_discovery(
+    daemon: &mut Daemon,
+    node_extensions: Option<NodeExtensions>,
+    talos: Option<watch::Receiver<Option<Arc<crate::talosapi::TalosApiFacts>>>>,
+    nvml: Option<crate::nvml::NvmlHandle>,
+) {
+    daemon.set_discovery(move |root, opts| {
+        let extras = discover::Extras {
+            node_extensions: node_extensions.as_ref().and_then(|rx| rx.borrow().clone()),
+            talos: talos.as_ref().and_then(|rx| rx.borrow().clone()),
+            nvml: nvml.clone(),
+        };
+        discover::discover_with(root, opts, &extras)
+    });
 }
 
 /// Poll the Talos API (`--talos-api`) once per discovery interval, with its own backoff;

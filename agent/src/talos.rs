@@ -2,23 +2,42 @@
 //! modules and firmware files a GPU needs, and where Talos keeps modules and firmware.
 //!
 //! Pure data and pure functions, no I/O; [`crate::verdict`] compares this table with what the
-//! host shows. Facts and sources are in `shared/research/talos-extensions.md`:
+//! host shows.
+//!
+//! # Sources (upstream file, version)
+//!
 //! - NVIDIA: one kernel-module extension (`nonfree-kmod-nvidia-{lts,production}` or
-//!   `nvidia-open-gpu-kernel-modules-{lts,production}`; before ext v1.8 the names had no suffix,
-//!   and those legacy names are still accepted) plus the matching
-//!   `nvidia-container-toolkit-*`. Modules `nvidia`, `nvidia_uvm`, `nvidia_drm` and
-//!   `nvidia_modeset` are blacklisted by the extension's `nvidia.conf` and must be listed in
-//!   `machine.kernel.modules`. Blackwell (RTX 50, RTX PRO, B100/B200) runs only on the open
-//!   modules of branch 570 or later, which Talos ships from v1.10 (production branch).
-//! - AMD: `amdgpu` from v1.9; up to v1.8 the driver is in the base image and only
-//!   `amdgpu-firmware` is needed. `amd-ucode` (CPU microcode) is advised, never required.
+//!   `nvidia-open-gpu-kernel-modules-{lts,production}`; before extensions v1.8.0 the names had no
+//!   suffix (siderolabs/extensions `hack/release.toml` at v1.8.0), and those legacy names are
+//!   still accepted) plus the matching `nvidia-container-toolkit-*`. The modules `nvidia`,
+//!   `nvidia_uvm`, `nvidia_drm` and `nvidia_modeset` ([`NVIDIA_MODULES`]) are blacklisted by the
+//!   extension's `nvidia.conf` and must be listed in `machine.kernel.modules` (siderolabs/talos
+//!   v1.10 `website/content/v1.10/talos-guides/configuration/nvidia-gpu-proprietary.md`).
+//!   Which driver branch each Talos release ships is [`NVIDIA_RELEASES`] (siderolabs/extensions
+//!   `nvidia-gpu/vars.yaml` per release tag); which branch and flavour each GPU architecture
+//!   runs is [`crate::vendors::nvidia_arch`]. NVLink systems (NVSwitch functions present) also
+//!   need `nvidia-fabricmanager-{lts,production}` at exactly the driver version
+//!   (`nvidia-gpu/nvidia-fabricmanager/*/manifest.yaml.tmpl`: `VERSION` is the bare driver
+//!   version, extensions v1.11.5).
+//! - AMD: `amdgpu` from Talos v1.9; up to v1.8 the driver is in the base image and only
+//!   `amdgpu-firmware` is needed (siderolabs/talos v1.9.0 `hack/release.toml`; v1.8.0
+//!   `hack/modules-amd64.txt`). `amd-ucode` (CPU microcode) is advised, never required.
 //! - Intel: `i915` from v1.9 (up to v1.8 the driver is in the base image plus `i915-ucode`);
-//!   `xe` only from v1.12, so Battlemage and Lunar Lake (xe-only) are unsupported before that;
-//!   `mei` for Arc discrete cards (Alchemist, Battlemage).
+//!   `xe` only from v1.12 (siderolabs/extensions v1.12.0, commit 3f0e872), so Battlemage and
+//!   Lunar Lake (xe-only) are unsupported before that; `mei` (`compatibility: >= v1.8.0`,
+//!   `drivers/mei/manifest.yaml.tmpl`) for Arc discrete cards, whose graphics security
+//!   controller is an auxiliary device `mei-gsc` / `mei-gscfi` (kernel
+//!   `drivers/gpu/drm/i915/gt/intel_gsc.c`, `drivers/gpu/drm/xe/xe_heci_gsc.c`) bound by the
+//!   `mei_gsc` module (`drivers/misc/mei/gsc-me.c`), which the `mei` extension ships
+//!   (`drivers/mei/README.md`). `mei_me` drives only the chipset ME, which AMD hosts lack.
 //! - Modules and firmware live under `/usr/lib` from Talos v1.10 and under `/lib` before
-//!   (`minTalosVersionUsrMerge = 1.10.0`).
+//!   (siderolabs/talos `pkg/machinery/imager/quirks/quirks.go`, `minTalosVersionUsrMerge`).
+//! - Talos publishes installed extensions on its Node from v1.8.0 (siderolabs/talos commit
+//!   7a1c62b8b, `internal/app/machined/pkg/controllers/k8s/node_label_spec.go`).
 
+use crate::cause::{Cause, Suggestion};
 use crate::model::{IntelInfo, Vendor};
+use crate::vendors::nvidia_arch::{self, Arch};
 use std::fmt;
 
 /// A Talos release `vMAJOR.MINOR.PATCH` (a pre-release suffix such as `-beta.1` is ignored for
@@ -79,13 +98,11 @@ pub const DRM_AS_EXTENSIONS: TalosVersion = TalosVersion::new(1, 9, 0);
 pub const NVIDIA_SUFFIXED: TalosVersion = TalosVersion::new(1, 8, 0);
 /// First Talos with the `xe` extension.
 pub const XE: TalosVersion = TalosVersion::new(1, 12, 0);
-/// First Talos whose NVIDIA production branch (570.124.06) supports Blackwell.
-pub const NVIDIA_BLACKWELL: TalosVersion = TalosVersion::new(1, 10, 0);
+/// First Talos that publishes installed extensions on its Node as `extensions.talos.dev/*`
+/// labels and annotations (siderolabs/talos commit 7a1c62b8b, in v1.8.0).
+pub const NODE_EXTENSION_LABELS: TalosVersion = TalosVersion::new(1, 8, 0);
 /// First `mei` extension (`compatibility: >= v1.8.0`).
 pub const MEI: TalosVersion = TalosVersion::new(1, 8, 0);
-
-/// Oldest NVIDIA driver branch that supports Blackwell GPUs.
-pub const BLACKWELL_MIN_DRIVER_MAJOR: u32 = 570;
 
 /// Host directory of kernel modules (relative to the host root) on this Talos version, or on a
 /// non-Talos host (`None`: the kernel's own `/lib/modules`).
@@ -116,6 +133,8 @@ pub enum Role {
     ContainerToolkit,
     /// Intel Management Engine modules needed by Arc discrete cards.
     Mei,
+    /// NVIDIA fabric manager of NVLink/NVSwitch systems.
+    FabricManager,
 }
 
 /// One required extension: any name in `accepted` satisfies it.
@@ -124,7 +143,7 @@ pub struct ExtensionNeed {
     pub role: Role,
     pub accepted: Vec<&'static str>,
     /// What to add to the Image Factory schematic when none is installed.
-    pub suggest: String,
+    pub suggest: Suggestion,
 }
 
 /// Firmware the driver loads for this GPU: some file in `subdir` of the firmware directory
@@ -154,11 +173,8 @@ pub struct Requirements {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Need {
     Supported(Requirements),
-    /// No extension for this Talos version can drive the GPU.
-    Unsupported {
-        detail: String,
-        hint: String,
-    },
+    /// No extension for this Talos version can drive the GPU: the cause says why.
+    Unsupported(Cause),
 }
 
 /// What the table needs to know about a GPU.
@@ -169,6 +185,10 @@ pub struct GpuFacts<'a> {
     pub intel: Option<&'a IntelInfo>,
     /// AMD graphics-core IP version (`11.5.1`).
     pub amd_gc_version: Option<&'a str>,
+    /// Model name (for NVIDIA: GeForce/workstation or data centre).
+    pub model: &'a str,
+    /// NVSwitch functions on the host (NVIDIA: the fabric manager is needed).
+    pub nvswitches: bool,
 }
 
 /// NVIDIA kernel-module flavour.
@@ -204,20 +224,190 @@ pub const NVIDIA_KMODS: &[&str] = &[
     "nvidia-open-gpu-kernel-modules-lts",
     "nvidia-open-gpu-kernel-modules",
 ];
-/// The open-module names only (Blackwell).
-pub const NVIDIA_OPEN_KMODS: &[&str] = &[
-    "nvidia-open-gpu-kernel-modules-production",
-    "nvidia-open-gpu-kernel-modules-lts",
-    "nvidia-open-gpu-kernel-modules",
-];
 /// The container-toolkit extension names, legacy unsuffixed name included.
 pub const NVIDIA_TOOLKITS: &[&str] = &[
     "nvidia-container-toolkit-production",
     "nvidia-container-toolkit-lts",
     "nvidia-container-toolkit",
 ];
-/// The NVIDIA modules Talos' docs list in `machine.kernel.modules`.
+/// The fabric-manager extension names, legacy unsuffixed name included.
+pub const NVIDIA_FABRICMANAGERS: &[&str] = &[
+    "nvidia-fabricmanager-production",
+    "nvidia-fabricmanager-lts",
+    "nvidia-fabricmanager",
+];
+/// The NVIDIA modules the kernel-module extensions ship and Talos' docs list in
+/// `machine.kernel.modules` (the one definition; the Talos API refinements use it too).
 pub const NVIDIA_MODULES: &[&str] = &["nvidia", "nvidia_uvm", "nvidia_drm", "nvidia_modeset"];
+/// Extension service of the NVIDIA container toolkit (`nvidia-persistenced.yaml`, all
+/// releases); it depends on `/sys/bus/pci/drivers/nvidia`.
+pub const PERSISTENCED_SERVICE: &str = "ext-nvidia-persistenced";
+/// Extension service of the fabric-manager extension (`nvidia-fabricmanager.yaml`).
+pub const FABRICMANAGER_SERVICE: &str = "ext-nvidia-fabricmanager";
+
+/// The NVIDIA driver branches the extensions of one Talos minor release ship.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NvidiaRelease {
+    /// Talos `major.minor`.
+    pub talos: (u32, u32),
+    /// Branch of the `-lts` extensions (of the unsuffixed ones before v1.8, which Image
+    /// Factory maps to LTS).
+    pub lts: u32,
+    /// Branch of the `-production` extensions; `None` before v1.8 (no split).
+    pub production: Option<u32>,
+}
+
+/// NVIDIA driver branches per Talos release, from `NVIDIA_DRIVER_VERSION` (before v1.8) and
+/// `NVIDIA_DRIVER_LTS_VERSION` / `NVIDIA_DRIVER_PRODUCTION_VERSION` of siderolabs/extensions
+/// `nvidia-gpu/vars.yaml`, read at the first and last tag of each release line:
+///
+/// | Talos | first tag (commit) lts / production | last tag (commit) lts / production |
+/// |---|---|---|
+/// | 1.6 | v1.6.0 (633b56c895d4) 535.129.03 | v1.6.8 (5fd0f0e590e8) 535.129.03 |
+/// | 1.7 | v1.7.0 (df8a6501bdc2) 535.129.03 | v1.7.7 (b3bcf4831126) 535.129.03 |
+/// | 1.8 | v1.8.0 (c9ff6aa57265) 535.183.06 / 550.90.07 | v1.8.4 (3003151acd9d) 535.183.06 / 550.90.07 |
+/// | 1.9 | v1.9.0 (7ddf83000a50) 535.216.03 / 550.127.08 | v1.9.6 (cc93968e12d7) 535.230.02 / 550.144.03 |
+/// | 1.10 | v1.10.0 (fc876528380e) 535.230.02 / 570.124.06 | v1.10.9 (3f723c5a275d) 535.247.01 / 570.148.08 |
+/// | 1.11 | v1.11.0 (c0e076777d48) 535.247.01 / 570.172.08 | v1.11.6 (de3db91bcd11) 535.247.01 / 570.172.08 |
+/// | 1.12 | v1.12.0 (5572e8251d3a) 580.105.08 / 570.195.03 | v1.12.11 (33ddf1cc4975) 580.126.20 / 570.211.01 |
+/// | 1.13 | v1.13.0 (a4ec7bbcb845) 580.126.20 / 595.58.03 | v1.13.9 (ec9d5f68fcfb) 580.178.04 / 595.91.07 |
+/// | 1.14 | v1.14.0-rc.1 (5732907953bd) 580.178.04 / 595.91.07 | (pre-release) |
+///
+/// From 1.12 the LTS branch (580) is newer than production (570); from 1.13 production (595)
+/// drops Maxwell, Pascal and Volta, which only `-lts` (580) still drives. A Talos older than
+/// the first row is judged by the first row, a newer one by the last.
+pub const NVIDIA_RELEASES: &[NvidiaRelease] = &[
+    NvidiaRelease {
+        talos: (1, 6),
+        lts: 535,
+        production: None,
+    },
+    NvidiaRelease {
+        talos: (1, 7),
+        lts: 535,
+        production: None,
+    },
+    NvidiaRelease {
+        talos: (1, 8),
+        lts: 535,
+        production: Some(550),
+    },
+    NvidiaRelease {
+        talos: (1, 9),
+        lts: 535,
+        production: Some(550),
+    },
+    NvidiaRelease {
+        talos: (1, 10),
+        lts: 535,
+        production: Some(570),
+    },
+    NvidiaRelease {
+        talos: (1, 11),
+        lts: 535,
+        production: Some(570),
+    },
+    NvidiaRelease {
+        talos: (1, 12),
+        lts: 580,
+        production: Some(570),
+    },
+    NvidiaRelease {
+        talos: (1, 13),
+        lts: 580,
+        production: Some(595),
+    },
+    NvidiaRelease {
+        talos: (1, 14),
+        lts: 580,
+        production: Some(595),
+    },
+];
+
+/// The NVIDIA release row of Talos `v`.
+pub fn nvidia_release(v: TalosVersion) -> NvidiaRelease {
+    let key = (v.major, v.minor);
+    NVIDIA_RELEASES
+        .iter()
+        .rev()
+        .find(|r| r.talos <= key)
+        .or(NVIDIA_RELEASES.first())
+        .copied()
+        .unwrap_or(NvidiaRelease {
+            talos: key,
+            lts: 535,
+            production: None,
+        })
+}
+
+/// One NVIDIA kernel-module extension that can drive a GPU on some Talos.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KmodChoice {
+    /// Extension name without `siderolabs/`.
+    pub name: String,
+    pub major: u32,
+    pub open: bool,
+    /// `lts` or `production`; `None` for the unsuffixed names before v1.8.
+    pub branch: Option<&'static str>,
+}
+
+/// The kernel-module extensions of Talos `v` that drive a GPU of architecture `arch` (`None`:
+/// unknown, every one), preferred first: production before LTS and open before proprietary,
+/// except that for an architecture with a minimum branch (Blackwell) the newest branch comes
+/// first.
+pub fn nvidia_kmod_choices(v: TalosVersion, arch: Option<Arch>) -> Vec<KmodChoice> {
+    let rel = nvidia_release(v);
+    let mut branches: Vec<(Option<&'static str>, u32)> = match rel.production {
+        Some(p) => vec![(Some("production"), p), (Some("lts"), rel.lts)],
+        None => vec![(None, rel.lts)],
+    };
+    if arch.is_some_and(|a| a.min_branch().is_some()) {
+        branches.sort_by_key(|(_, m)| std::cmp::Reverse(*m));
+    }
+    let mut out = Vec::new();
+    for (branch, major) in branches {
+        for open in [true, false] {
+            if arch.is_some_and(|a| !a.runs(open, major)) {
+                continue;
+            }
+            let base = if open {
+                "nvidia-open-gpu-kernel-modules"
+            } else {
+                "nonfree-kmod-nvidia"
+            };
+            out.push(KmodChoice {
+                name: match branch {
+                    Some(b) => format!("{base}-{b}"),
+                    None => base.to_owned(),
+                },
+                major,
+                open,
+                branch,
+            });
+        }
+    }
+    out
+}
+
+/// The first Talos release (from [`NVIDIA_RELEASES`]) at or after `after` with a branch for
+/// `arch`, and its choices.
+fn nvidia_first_release_for(
+    arch: Arch,
+    after: TalosVersion,
+) -> Option<(TalosVersion, Vec<KmodChoice>)> {
+    NVIDIA_RELEASES
+        .iter()
+        .map(|r| TalosVersion::new(r.talos.0, r.talos.1, 0))
+        .filter(|t| *t > after)
+        .map(|t| (t, nvidia_kmod_choices(t, Some(arch))))
+        .find(|(_, c)| !c.is_empty())
+}
+
+/// Newest driver branch Talos `v` ships.
+pub fn nvidia_newest_branch(v: TalosVersion) -> u32 {
+    let r = nvidia_release(v);
+    r.production.map_or(r.lts, |p| p.max(r.lts))
+}
 
 /// Flavour of an NVIDIA kernel-module extension name.
 pub fn kmod_flavor(name: &str) -> Option<Flavor> {
@@ -271,14 +461,6 @@ pub fn ships_modules(name: &str) -> bool {
     kmod_flavor(name).is_some() || matches!(name, "amdgpu" | "i915" | "xe" | "mei")
 }
 
-/// Blackwell device ids (RTX 50, RTX PRO Blackwell, B100/B200/GB200, B300): they need the open
-/// kernel modules (NVIDIA README "kernel_open"), branch 570 or later. Ranges from pci.ids
-/// (GB100/GB102 0x29xx, GB202 0x2b8x-0x2bbx, GB203 0x2cxx, GB206/GB207 0x2dxx, GB20B 0x2exx,
-/// GB205 0x2fxx, GB110 0x318x).
-pub fn nvidia_needs_open(device_id: u16) -> bool {
-    matches!(device_id, 0x2900..=0x29ff | 0x2b80..=0x2fff | 0x3180..=0x31ff)
-}
-
 /// Whether an Intel GPU is an Arc discrete card (Alchemist, Battlemage), for which the Talos
 /// `mei` extension's manifest says it is "a prerequisite". Data-centre parts (Flex, Arctic
 /// Sound-M) and integrated GPUs are not claimed.
@@ -302,12 +484,20 @@ pub fn amd_gc_firmware_prefix(gc_version: &str) -> Option<String> {
     ip_named.then(|| format!("gc_{a}_{b}_{c}_"))
 }
 
-fn ext(role: Role, accepted: &[&'static str], suggest: impl Into<String>) -> ExtensionNeed {
+fn ext(role: Role, accepted: &[&'static str], suggest: &str) -> ExtensionNeed {
     ExtensionNeed {
         role,
         accepted: accepted.to_vec(),
-        suggest: suggest.into(),
+        suggest: Suggestion {
+            extensions: vec![suggest.to_owned()],
+            ..Suggestion::default()
+        },
     }
+}
+
+/// `siderolabs/<name>`.
+pub fn siderolabs(name: &str) -> String {
+    format!("siderolabs/{name}")
 }
 
 fn firmware(subdir: &str, prefix: impl Into<String>, shipped_by: Option<&str>) -> FirmwareNeed {
@@ -322,14 +512,56 @@ fn firmware(subdir: &str, prefix: impl Into<String>, shipped_by: Option<&str>) -
 /// (`None`: kernel driver and firmware only, no extensions).
 pub fn requirements(talos: Option<TalosVersion>, gpu: &GpuFacts<'_>) -> Need {
     match gpu.vendor {
-        Vendor::Nvidia => nvidia(talos, gpu.device_id),
+        Vendor::Nvidia => nvidia(talos, gpu),
         Vendor::Amd => amd(talos, gpu.amd_gc_version, gpu.device_id),
-        Vendor::Intel => intel(talos, gpu.intel),
+        Vendor::Intel => intel(talos, gpu.intel, gpu.device_id),
     }
 }
 
-fn nvidia(talos: Option<TalosVersion>, device_id: u16) -> Need {
-    let open_only = nvidia_needs_open(device_id);
+/// Suffix of the NVIDIA extension names on Talos `v` (`-production`, or none before v1.8).
+fn nvidia_suffix(v: TalosVersion) -> &'static str {
+    if v >= NVIDIA_SUFFIXED {
+        "-production"
+    } else {
+        ""
+    }
+}
+
+/// What to add when no NVIDIA kernel-module extension is installed: the choices of this Talos
+/// for the GPU's architecture, preferred first. `open_alpha` when an open choice is of branch
+/// 535 or older and the card is a GeForce or workstation one.
+pub fn nvidia_kmod_suggestion(v: TalosVersion, arch: Option<Arch>, model: &str) -> Suggestion {
+    let choices = nvidia_kmod_choices(v, arch);
+    // Without an architecture-specific rule, offer the production pair as before: open first,
+    // proprietary as the alternative.
+    let shown: Vec<&KmodChoice> =
+        if arch.is_none_or(|a| a.min_branch().is_none() && a.max_branch().is_none()) {
+            let first_branch = choices.first().map(|c| c.branch);
+            choices
+                .iter()
+                .filter(|c| Some(c.branch) == first_branch)
+                .collect()
+        } else {
+            choices.iter().collect()
+        };
+    let open_alpha = nvidia_arch::is_geforce_or_workstation(model)
+        && shown
+            .iter()
+            .any(|c| c.open && c.major < OPEN_GEFORCE_BRANCH);
+    Suggestion {
+        extensions: shown.iter().map(|c| siderolabs(&c.name)).collect(),
+        with: Vec::new(),
+        open_alpha,
+    }
+}
+
+/// First NVIDIA branch whose open modules drive GeForce and workstation cards without
+/// `NVreg_OpenRmEnableUnsupportedGpus=1` (open-gpu-kernel-modules README: the parameter is
+/// documented up to 535.288.01 and gone from 545.29.06).
+pub const OPEN_GEFORCE_BRANCH: u32 = 545;
+
+fn nvidia(talos: Option<TalosVersion>, gpu: &GpuFacts<'_>) -> Need {
+    let arch = nvidia_arch::arch_of(gpu.device_id);
     let Some(v) = talos else {
         return Need::Supported(Requirements {
             modules: vec!["nvidia"],
@@ -339,48 +571,60 @@ fn nvidia(talos: Option<TalosVersion>, device_id: u16) -> Need {
             firmware: Vec::new(),
         });
     };
-    if open_only && v < NVIDIA_BLACKWELL {
-        return Need::Unsupported {
-            detail: format!(
-                "Blackwell GPUs need NVIDIA driver {BLACKWELL_MIN_DRIVER_MAJOR} or later; Talos {v} ships at most branch 550"
-            ),
-            hint: format!(
-                "upgrade Talos to {NVIDIA_BLACKWELL} or later with siderolabs/nvidia-open-gpu-kernel-modules-production and siderolabs/nvidia-container-toolkit-production"
-            ),
-        };
+    if let Some(a) = arch
+        && nvidia_kmod_choices(v, Some(a)).is_empty()
+    {
+        return Need::Unsupported(match nvidia_first_release_for(a, v) {
+            Some((first, choices)) => Cause::NvidiaNeedsNewerTalos {
+                arch: a.name().to_owned(),
+                min_major: a.min_branch().unwrap_or_default(),
+                running: v.to_string(),
+                ships_max_major: nvidia_newest_branch(v),
+                first_talos: first.to_string(),
+                extensions: {
+                    let kmod = &choices[0];
+                    let toolkit = match kmod.branch {
+                        Some(b) => format!("nvidia-container-toolkit-{b}"),
+                        None => "nvidia-container-toolkit".to_owned(),
+                    };
+                    vec![siderolabs(&kmod.name), siderolabs(&toolkit)]
+                },
+            },
+            None => Cause::NvidiaArchDropped {
+                model: gpu.model.to_owned(),
+                arch: a.name().to_owned(),
+                last_major: a.max_branch().unwrap_or_default(),
+                running: v.to_string(),
+            },
+        });
     }
-    let suffix = if v >= NVIDIA_SUFFIXED {
-        "-production"
-    } else {
-        ""
-    };
-    let kmod = if open_only {
+    let mut kmod = ext(Role::Driver, NVIDIA_KMODS, "");
+    kmod.suggest = nvidia_kmod_suggestion(v, arch, gpu.model);
+    // The companions follow the branch of the preferred kernel-module extension.
+    let suffix = nvidia_kmod_choices(v, arch)
+        .first()
+        .and_then(|c| c.branch)
+        .map_or_else(|| nvidia_suffix(v).to_owned(), |b| format!("-{b}"));
+    let mut extensions = vec![
+        kmod,
         ext(
-            Role::Driver,
-            NVIDIA_OPEN_KMODS,
-            format!("siderolabs/nvidia-open-gpu-kernel-modules{suffix}"),
-        )
-    } else {
-        ext(
-            Role::Driver,
-            NVIDIA_KMODS,
-            format!(
-                "siderolabs/nvidia-open-gpu-kernel-modules{suffix} (or siderolabs/nonfree-kmod-nvidia{suffix})"
-            ),
-        )
-    };
+            Role::ContainerToolkit,
+            NVIDIA_TOOLKITS,
+            &siderolabs(&format!("nvidia-container-toolkit{suffix}")),
+        ),
+    ];
+    if gpu.nvswitches {
+        extensions.push(ext(
+            Role::FabricManager,
+            NVIDIA_FABRICMANAGERS,
+            &siderolabs(&format!("nvidia-fabricmanager{suffix}")),
+        ));
+    }
     Need::Supported(Requirements {
         modules: NVIDIA_MODULES.to_vec(),
         autoload: false,
         builtin_driver: false,
-        extensions: vec![
-            kmod,
-            ext(
-                Role::ContainerToolkit,
-                NVIDIA_TOOLKITS,
-                format!("siderolabs/nvidia-container-toolkit{suffix}"),
-            ),
-        ],
+        extensions,
         firmware: Vec::new(),
     })
 }
@@ -417,11 +661,15 @@ fn amd(talos: Option<TalosVersion>, gc: Option<&str>, device_id: u16) -> Need {
             true,
         ),
         Some(_) => (
-            vec![ext(
-                Role::Driver,
-                &["amdgpu"],
-                "siderolabs/amdgpu (with siderolabs/amd-ucode)",
-            )],
+            vec![ExtensionNeed {
+                role: Role::Driver,
+                accepted: vec!["amdgpu"],
+                suggest: Suggestion {
+                    extensions: vec![siderolabs("amdgpu")],
+                    with: vec![siderolabs("amd-ucode")],
+                    open_alpha: false,
+                },
+            }],
             Some("amdgpu"),
             false,
         ),
@@ -435,24 +683,21 @@ fn amd(talos: Option<TalosVersion>, gc: Option<&str>, device_id: u16) -> Need {
     })
 }
 
-/// Firmware prefix per Intel platform where we know the kernel's file names
-/// (`dg2_guc_70.bin`, `mtl_guc_70.bin`, `xe/bmg_guc_70.bin`, `xe/lnl_guc_70.bin`).
-fn intel_firmware_prefix(platform: Option<&str>) -> &'static str {
-    match platform {
-        Some("Alchemist") | Some("Arctic Sound-M") => "dg2_",
-        Some("Meteor Lake") => "mtl_",
-        Some("Battlemage") => "bmg_",
-        Some("Lunar Lake") => "lnl_",
-        _ => "",
-    }
+/// The firmware an Intel GPU loads under `driver`, from the kernel's firmware tables
+/// ([`crate::vendors::intel::firmware`]: `ptl_` GuC under `xe/`, display DMC under `i915/` even
+/// for xe). Ids the kernel names no firmware for need none.
+fn intel_firmware(device_id: u16, driver: &str, shipped_by: Option<&str>) -> Vec<FirmwareNeed> {
+    crate::vendors::intel::firmware(device_id, driver)
+        .into_iter()
+        .map(|(subdir, prefix)| firmware(subdir, prefix, shipped_by))
+        .collect()
 }
 
-fn intel(talos: Option<TalosVersion>, info: Option<&IntelInfo>) -> Need {
+fn intel(talos: Option<TalosVersion>, info: Option<&IntelInfo>, device_id: u16) -> Need {
     let xe_only = info.and_then(|i| i.expected_driver.as_deref()) == Some("xe");
     let platform = info.and_then(|i| i.platform.as_deref());
     let mei = info.is_some_and(intel_needs_mei);
     let driver = if xe_only { "xe" } else { "i915" };
-    let prefix = intel_firmware_prefix(platform);
     let Some(v) = talos else {
         // Off Talos only the driver is checked: the mei requirement comes from Talos' manifest.
         return Need::Supported(Requirements {
@@ -460,17 +705,15 @@ fn intel(talos: Option<TalosVersion>, info: Option<&IntelInfo>) -> Need {
             autoload: true,
             builtin_driver: false,
             extensions: Vec::new(),
-            firmware: vec![firmware(driver, prefix, None)],
+            firmware: intel_firmware(device_id, driver, None),
         });
     };
     if xe_only && v < XE {
-        return Need::Unsupported {
-            detail: format!(
-                "{} needs the xe driver, which Talos ships only from {XE} (running {v})",
-                platform.unwrap_or("this GPU")
-            ),
-            hint: format!("upgrade Talos to {XE} or later and add siderolabs/xe to the schematic"),
-        };
+        return Need::Unsupported(Cause::XeNeedsNewerTalos {
+            platform: platform.unwrap_or("this GPU").to_owned(),
+            running: v.to_string(),
+            first_talos: XE.to_string(),
+        });
     }
     let mut extensions = Vec::new();
     let (builtin, shipped_by) = if !xe_only && v < DRM_AS_EXTENSIONS {
@@ -484,21 +727,22 @@ fn intel(talos: Option<TalosVersion>, info: Option<&IntelInfo>) -> Need {
         extensions.push(ext(
             Role::Driver,
             if xe_only { &["xe"] } else { &["i915"] },
-            format!("siderolabs/{driver}"),
+            &siderolabs(driver),
         ));
         (false, driver)
     };
     let mut modules = vec![driver];
     if mei && v >= MEI {
         extensions.push(ext(Role::Mei, &["mei"], "siderolabs/mei"));
-        modules.push("mei_me");
+        // The card's graphics security controller binds to mei_gsc, not mei_me (module docs).
+        modules.push("mei_gsc");
     }
     Need::Supported(Requirements {
         modules,
         autoload: true,
         builtin_driver: builtin,
         extensions,
-        firmware: vec![firmware(driver, prefix, Some(shipped_by))],
+        firmware: intel_firmware(device_id, driver, Some(shipped_by)),
     })
 }
 

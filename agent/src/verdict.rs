@@ -17,14 +17,21 @@
 //! On a host that does not run Talos only the kernel checks apply. Evidence that could not be
 //! read (the `driver` link, `/etc/os-release` on a `-talos` kernel, `/etc/extensions.yaml`,
 //! the firmware directory) gives `unknown`, never a guess.
+//!
+//! What makes a host Talos comes from the host: `/etc/os-release` `ID=talos`, or a `-talos`
+//! kernel whose os-release cannot be read. The Node adds evidence only where it carries Talos'
+//! own `extensions.talos.dev/*` records (Talos v1.8 and later); a Node without them says
+//! nothing, and a readable os-release of another system wins over it.
+//!
+//! Every problem is a typed [`Cause`]; its text is rendered from it ([`crate::cause`]).
 
-use crate::host::EXTENSIONS_YAML;
+use crate::cause::{Cause, FirmwareFix, ModulesFix, NotBound, OsRelease, TalosEvidence};
 use crate::hostroot::HostRoot;
 use crate::model::{Extension, Gpu, Host, Problem, Status, Vendor};
 use crate::talos::{self, ExtensionNeed, FirmwareNeed, GpuFacts, Need, Role, TalosVersion};
 
 mod nvidia;
-use nvidia::{nvidia_coherence, toolkit_missing};
+use nvidia::{fabricmanager_missing, nvidia_coherence, toolkit_missing};
 
 /// Drivers that serve each vendor's GPUs for our purposes.
 pub fn native_drivers(vendor: Vendor) -> &'static [&'static str] {
@@ -62,17 +69,29 @@ pub const NODE_EXTENSION_PREFIX: &str = "extensions.talos.dev/";
 /// Installed extensions from a Node's labels and annotations (`extensions.talos.dev/<name>` =
 /// `<version>`; Talos publishes a version that is not a valid label value as an annotation, so
 /// pass labels chained with annotations). Other keys, and Talos' synthetic `schematic` and
-/// `modules.dep` entries, are dropped. Sorted by name; a name seen twice keeps its first version.
+/// `modules.dep` entries, are dropped from the list. Sorted by name; a name seen twice keeps its
+/// first version.
+///
+/// `None` when the Node carries no `extensions.talos.dev/` key at all: Talos publishes them
+/// only from v1.8 (siderolabs/talos commit 7a1c62b8b, `NodeLabelSpecController`), and other
+/// systems never do, so such a Node says nothing about installed extensions, nor that the host
+/// runs Talos. A Node with only the synthetic entries (an Image Factory schematic with no
+/// extension) gives `Some` of an empty list.
 pub fn extensions_from_node_metadata<'a>(
     entries: impl IntoIterator<Item = (&'a str, &'a str)>,
-) -> Vec<Extension> {
+) -> Option<Vec<Extension>> {
+    let mut published = false;
     let mut out: Vec<Extension> = Vec::new();
     for (k, v) in entries {
         let Some(name) = k.strip_prefix(NODE_EXTENSION_PREFIX) else {
             continue;
         };
         let name = name.trim_start_matches("siderolabs/");
-        if name.is_empty() || name == "schematic" || name == "modules.dep" {
+        if name.is_empty() {
+            continue;
+        }
+        published = true;
+        if name == "schematic" || name == "modules.dep" {
             continue;
         }
         if out.iter().any(|e| e.name == name) {
@@ -84,16 +103,20 @@ pub fn extensions_from_node_metadata<'a>(
         });
     }
     out.sort();
-    out
+    published.then_some(out)
 }
 
 /// The installed extensions the verdicts use: the Node's entries, plus file entries for names
-/// the Node does not list. `None` when neither source could be read (Talos hosts only).
+/// the Node does not list. `None` when neither source could be read (Talos hosts only). Node
+/// entries count only where Talos publishes them (v1.8 and later, or a version that cannot be
+/// read): on an older Talos any `extensions.talos.dev/*` key was written by someone else.
 pub fn effective_extensions(host: &Host, ev: &Evidence) -> Option<Vec<Extension>> {
     let talos = host.talos.as_ref()?;
-    let file_path = format!("/{EXTENSIONS_YAML}");
-    let file_ok = !host.unread.iter().any(|u| u.path == file_path);
-    match (&ev.node_extensions, file_ok) {
+    let file_ok = host.read_errors.extensions_yaml.is_none();
+    let node = ev.node_extensions.as_ref().filter(|_| {
+        TalosVersion::parse(&talos.version).is_none_or(|v| v >= talos::NODE_EXTENSION_LABELS)
+    });
+    match (node, file_ok) {
         (None, false) => None,
         (None, true) => Some(talos.extensions.clone()),
         (Some(node), ok) => {
@@ -114,8 +137,8 @@ pub fn effective_extensions(host: &Host, ev: &Evidence) -> Option<Vec<Extension>
 /// What the host tells us about Talos.
 enum TalosState {
     NotTalos,
-    /// A `-talos` kernel whose `/etc/os-release` could not be read.
-    Unreadable(String),
+    /// The host looks like Talos but its os-release cannot say which version.
+    Unreadable(Cause),
     Talos {
         raw: String,
         version: Option<TalosVersion>,
@@ -125,30 +148,35 @@ enum TalosState {
 }
 
 fn talos_state(host: &Host, ev: &Evidence) -> TalosState {
-    match &host.talos {
-        Some(t) => TalosState::Talos {
+    if let Some(t) = &host.talos {
+        return TalosState::Talos {
             raw: t.version.clone(),
             version: TalosVersion::parse(&t.version),
             extensions: effective_extensions(host, ev),
-        },
-        None => {
-            let talos_kernel = host
-                .kernel
-                .as_deref()
-                .is_some_and(|k| k.ends_with("-talos"));
-            if talos_kernel || ev.node_extensions.is_some() {
-                let why = host
-                    .unread
-                    .iter()
-                    .find(|u| u.path.ends_with("os-release"))
-                    .map(|u| format!("{}: {}", u.path, u.error))
-                    .unwrap_or_else(|| "/etc/os-release is missing".to_owned());
-                TalosState::Unreadable(why)
-            } else {
-                TalosState::NotTalos
-            }
-        }
+        };
     }
+    // Host facts first: a `-talos` kernel is Talos. Node records of Talos extensions count
+    // only where the host's own os-release could not be read; a readable os-release of another
+    // system wins over them.
+    let os_release = match (&host.read_errors.os_release, &host.os) {
+        (Some(u), _) => OsRelease::Unreadable {
+            path: u.path.clone(),
+            error: u.error.clone(),
+        },
+        (None, Some(name)) => OsRelease::OtherOs { name: name.clone() },
+        (None, None) => OsRelease::Missing,
+    };
+    let evidence = match host.kernel.as_deref() {
+        Some(k) if k.ends_with("-talos") => TalosEvidence::Kernel {
+            release: k.to_owned(),
+        },
+        _ if host.os.is_none() && ev.node_extensions.is_some() => TalosEvidence::Node,
+        _ => return TalosState::NotTalos,
+    };
+    TalosState::Unreadable(Cause::TalosVersionUnreadable {
+        evidence,
+        os_release,
+    })
 }
 
 /// Assess every GPU and set its `problems` and `status`.
@@ -172,12 +200,12 @@ pub fn problem_line(gpu: &Gpu, p: &Problem) -> String {
     )
 }
 
-fn problem(status: Status, detail: impl Into<String>, hint: impl Into<String>) -> Problem {
-    Problem {
-        status,
-        detail: detail.into(),
-        hint: hint.into(),
-    }
+fn problem(cause: Cause) -> Problem {
+    Problem::new(cause)
+}
+
+fn owned(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| (*s).to_owned()).collect()
 }
 
 /// Everything one GPU's verdict looks at.
@@ -217,6 +245,14 @@ impl Ctx<'_> {
         self.exts?.iter().find(|e| names.contains(&e.name.as_str()))
     }
 
+    fn installed_names(&self) -> Vec<String> {
+        self.exts
+            .unwrap_or_default()
+            .iter()
+            .map(|e| e.name.clone())
+            .collect()
+    }
+
     fn firmware_dir(&self) -> &'static str {
         talos::firmware_dir(self.version)
     }
@@ -230,25 +266,18 @@ fn judge(
     gpu: &Gpu,
 ) -> Vec<Problem> {
     let mut out = Vec::new();
-    if let Some(u) = gpu.unread.iter().find(|u| u.path.ends_with("/driver")) {
+    if let Some(u) = &gpu.driver_link_error {
         // Without the binding nothing else can be judged.
-        return vec![problem(
-            Status::Unknown,
-            format!("the driver link {} could not be read: {}", u.path, u.error),
-            "give the agent read access to the host /sys (read-only hostPath mount of /sys)",
-        )];
+        return vec![problem(Cause::DriverLinkUnreadable {
+            path: u.path.clone(),
+            error: u.error.clone(),
+        })];
     }
     let on_talos = !matches!(state, TalosState::NotTalos);
     let (version, exts) = match state {
         TalosState::NotTalos => (None, None),
-        TalosState::Unreadable(why) => {
-            out.push(problem(
-                Status::Unknown,
-                format!(
-                    "the kernel is a Talos kernel but the Talos version is unreadable ({why}); extension checks skipped"
-                ),
-                "mount the host root (including /etc and /usr/lib) read-only into the agent and pass it as --root",
-            ));
+        TalosState::Unreadable(cause) => {
+            out.push(problem(cause.clone()));
             (None, None)
         }
         TalosState::Talos {
@@ -256,18 +285,18 @@ fn judge(
             version,
             extensions,
         } => {
-            if version.is_none() {
-                out.push(problem(
-                    Status::Unknown,
-                    format!("Talos version {raw:?} in /etc/os-release is not a Talos release tag; extension checks skipped"),
-                    "check the host's /etc/os-release VERSION_ID (expected vX.Y.Z)",
-                ));
-            } else if extensions.is_none() {
-                out.push(problem(
-                    Status::Unknown,
-                    format!("installed Talos extensions unknown: /{EXTENSIONS_YAML} could not be read and no Node labels were given"),
-                    "let the agent read its Node (RBAC get nodes) or mount the host /etc read-only",
-                ));
+            match (version, extensions) {
+                (None, _) => out.push(problem(Cause::TalosVersionUnparsable { raw: raw.clone() })),
+                (Some(v), None) => out.push(problem(Cause::ExtensionsUnknown {
+                    path: host
+                        .read_errors
+                        .extensions_yaml
+                        .as_ref()
+                        .map_or_else(|| "/etc/extensions.yaml".to_owned(), |u| u.path.clone()),
+                    running: v.to_string(),
+                    node_publishes: *v >= talos::NODE_EXTENSION_LABELS,
+                })),
+                _ => {}
             }
             (*version, extensions.as_deref())
         }
@@ -294,21 +323,10 @@ fn judge_stack(ctx: &Ctx<'_>, out: &mut Vec<Problem>) {
     let gpu = ctx.gpu;
     let natives = native_drivers(gpu.vendor);
     if let Some(other) = gpu.driver.as_deref().filter(|d| !natives.contains(d)) {
-        let hint = if other.starts_with("vfio") || other == "pci-stub" {
-            format!(
-                "{other} holds this device for passthrough to a VM: expected there; gpuscout reports it and changes nothing"
-            )
-        } else {
-            format!(
-                "{other} owns this device: if {} should drive it, blacklist {other} (or unbind it) and reboot; gpuscout changes nothing",
-                natives.join(" or ")
-            )
-        };
-        out.push(problem(
-            Status::BoundToOtherDriver,
-            format!("bound to {other}, not {}", natives.join(" or ")),
-            hint,
-        ));
+        out.push(problem(Cause::BoundToOtherDriver {
+            driver: other.to_owned(),
+            native: owned(natives),
+        }));
         return;
     }
     let bound = gpu.driver.as_deref();
@@ -317,13 +335,15 @@ fn judge_stack(ctx: &Ctx<'_>, out: &mut Vec<Problem>) {
         device_id: gpu.device_id_u16().unwrap_or(0),
         intel: gpu.intel.as_ref(),
         amd_gc_version: gpu.amd.as_ref().and_then(|a| a.gc_version.as_deref()),
+        model: &gpu.model,
+        nvswitches: !ctx.host.nvswitches.is_empty(),
     };
     // Talos version or extensions unknown: judge like a plain host (kernel checks only).
     let req = match talos::requirements(ctx.talos, &facts) {
         Need::Supported(r) => r,
-        Need::Unsupported { detail, hint } => {
+        Need::Unsupported(cause) => {
             if bound.is_none() {
-                out.push(problem(Status::UnsupportedByTalosVersion, detail, hint));
+                out.push(problem(cause));
             }
             // Bound anyway: the kernel says it works.
             return;
@@ -343,8 +363,8 @@ fn judge_stack(ctx: &Ctx<'_>, out: &mut Vec<Problem>) {
                     // Kernel first: modules that are live work, whatever their record says.
                     let works = match need.role {
                         Role::Driver => bound.is_some() && driver_live,
-                        Role::Mei => ctx.usable("mei_me"),
-                        Role::Firmware | Role::ContainerToolkit => false,
+                        Role::Mei => ctx.usable("mei_gsc"),
+                        Role::Firmware | Role::ContainerToolkit | Role::FabricManager => false,
                     };
                     if let Some(built) =
                         talos::built_for(&e.version).filter(|_| talos::ships_modules(&e.name))
@@ -354,30 +374,25 @@ fn judge_stack(ctx: &Ctx<'_>, out: &mut Vec<Problem>) {
                         if need.role == Role::Driver {
                             stale_driver_ext = true;
                         }
-                        out.push(problem(
-                            Status::ExtensionVersionMismatch,
-                            format!("extension {} {} is built for Talos {built}, the node runs {running}", e.name, e.version),
-                            format!("regenerate the installer for {running} in Image Factory with the same schematic and upgrade, so {} matches the running Talos", e.name),
-                        ));
+                        out.push(problem(Cause::ExtensionBuiltForOtherTalos {
+                            extension: e.name.clone(),
+                            version: e.version.clone(),
+                            built: built.to_string(),
+                            running: running.to_string(),
+                        }));
                     }
                 }
                 None => match need.role {
                     Role::Driver => missing_driver_ext = Some(need),
                     Role::Firmware => {} // judged with the firmware files below
                     Role::ContainerToolkit => out.push(toolkit_missing(ctx, need)),
+                    Role::FabricManager => out.push(fabricmanager_missing(ctx, need)),
                     Role::Mei => {
                         missing_mei = true;
-                        out.push(problem(
-                            Status::ExtensionMissing,
-                            format!(
-                                "Arc discrete GPU without the mei extension (installed: {})",
-                                installed_names(ctx)
-                            ),
-                            format!(
-                                "add {} to the Image Factory schematic and upgrade",
-                                need.suggest
-                            ),
-                        ));
+                        out.push(problem(Cause::MeiMissing {
+                            installed: ctx.installed_names(),
+                            extension: need.suggest.extensions.first().cloned().unwrap_or_default(),
+                        }));
                     }
                 },
             }
@@ -393,11 +408,10 @@ fn judge_stack(ctx: &Ctx<'_>, out: &mut Vec<Problem>) {
     match bound {
         Some(d) => {
             if let Some(m) = ctx.module(d).filter(|m| !m.is_usable()) {
-                out.push(problem(
-                    Status::ModuleNotLoaded,
-                    format!("{d} is bound but its module is {}", m.state),
-                    format!("check the kernel log for {d} errors; the module is unloading or failed to initialise"),
-                ));
+                out.push(problem(Cause::ModuleUnusable {
+                    module: d.to_owned(),
+                    state: m.state.clone(),
+                }));
             }
             let missing: Vec<&str> = req
                 .modules
@@ -407,12 +421,7 @@ fn judge_stack(ctx: &Ctx<'_>, out: &mut Vec<Problem>) {
                 .filter(|m| !(missing_mei && m.starts_with("mei")))
                 .collect();
             if !missing.is_empty() {
-                out.push(modules_missing(
-                    ctx,
-                    &req,
-                    &missing,
-                    "the driver is bound but",
-                ));
+                out.push(modules_missing(ctx, &req, &missing, true));
             }
         }
         None if driver_live => {
@@ -431,43 +440,42 @@ fn judge_stack(ctx: &Ctx<'_>, out: &mut Vec<Problem>) {
                         out.push(firmware_missing(ctx, &need));
                         explained = true;
                     }
-                    Err(why) => {
-                        out.push(problem(
-                            Status::Unknown,
-                            format!("{driver_module} did not bind and the firmware directory could not be read: {why}"),
-                            "mount the host firmware directory read-only into the agent",
-                        ));
+                    Err(error) => {
+                        out.push(problem(Cause::FirmwareUnreadable {
+                            driver: driver_module.to_owned(),
+                            error,
+                        }));
                         explained = true;
                     }
                 }
             }
             if !explained {
-                out.push(problem(
-                    Status::DriverNotBound,
-                    format!(
-                        "{driver_module} is loaded but not bound to this device (probe failed)"
-                    ),
-                    not_bound_hint(ctx, driver_module),
-                ));
+                out.push(problem(Cause::DriverNotBound {
+                    driver: driver_module.to_owned(),
+                    address: gpu.pci_address.clone(),
+                    on_talos: ctx.on_talos,
+                    reason: not_bound_reason(ctx, driver_module),
+                }));
             }
         }
         None => {
             if nvidia_flavor_problem {
                 // Reported by the coherence check: wrong flavour or branch for this GPU.
             } else if let Some(need) = missing_driver_ext {
-                out.push(problem(
-                    Status::ExtensionMissing,
-                    format!(
-                        "no {} extension installed (installed: {}) and {driver_module} is not loaded",
-                        if gpu.vendor == Vendor::Nvidia {
-                            "NVIDIA kernel-module"
-                        } else {
-                            need.accepted.first().copied().unwrap_or(driver_module)
-                        },
-                        installed_names(ctx)
-                    ),
-                    format!("add {} to the Image Factory schematic and upgrade the node with the new installer", need.suggest),
-                ));
+                out.push(problem(Cause::DriverExtensionMissing {
+                    what: if gpu.vendor == Vendor::Nvidia {
+                        "NVIDIA kernel-module".to_owned()
+                    } else {
+                        need.accepted
+                            .first()
+                            .copied()
+                            .unwrap_or(driver_module)
+                            .to_owned()
+                    },
+                    installed: ctx.installed_names(),
+                    module: driver_module.to_owned(),
+                    add: need.suggest.clone(),
+                }));
             } else if stale_driver_ext {
                 // Reported above: the extension's modules do not match the running kernel.
             } else {
@@ -478,25 +486,9 @@ fn judge_stack(ctx: &Ctx<'_>, out: &mut Vec<Problem>) {
                     .filter(|m| !ctx.usable(m))
                     .filter(|m| !(missing_mei && m.starts_with("mei")))
                     .collect();
-                out.push(modules_missing(
-                    ctx,
-                    &req,
-                    &missing,
-                    "no driver is bound and",
-                ));
+                out.push(modules_missing(ctx, &req, &missing, false));
             }
         }
-    }
-}
-
-fn installed_names(ctx: &Ctx<'_>) -> String {
-    match ctx.exts {
-        Some(e) if !e.is_empty() => e
-            .iter()
-            .map(|e| e.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
-        _ => "none".to_owned(),
     }
 }
 
@@ -504,57 +496,42 @@ fn modules_missing(
     ctx: &Ctx<'_>,
     req: &talos::Requirements,
     missing: &[&str],
-    lead: &str,
+    bound: bool,
 ) -> Problem {
-    let list = missing.join(", ");
-    let hint = if ctx.on_talos && ctx.talos.is_none() {
-        format!(
-            "check `talosctl get extensions` for the GPU's driver extension and `talosctl dmesg` for why {list} did not load"
-        )
+    let fix = if ctx.on_talos && ctx.talos.is_none() {
+        ModulesFix::TalosUnknown
     } else if ctx.talos.is_some() && !req.autoload {
-        format!(
-            "add {list} to machine.kernel.modules in the machine config and reboot (the extension's modprobe.d blacklists them)"
-        )
+        ModulesFix::MachineConfig
     } else if ctx.talos.is_some() && req.builtin_driver {
-        format!(
-            "{list} is part of the Talos base image: check the kernel log (`talosctl dmesg`) for why it did not load"
-        )
+        ModulesFix::BaseImage
     } else if ctx.talos.is_some() {
-        format!(
-            "the extension is installed but {list} did not load: check `talosctl dmesg` for 'module not found' (reboot once after install) or 'key was rejected' (extension built for another Talos)"
-        )
+        ModulesFix::ExtensionInstalled
     } else {
-        format!(
-            "load {list} (`modprobe {}`) and make it persistent in /etc/modules-load.d; install the driver package if modprobe cannot find it",
-            missing.first().copied().unwrap_or_default()
-        )
+        ModulesFix::Modprobe
     };
-    problem(
-        Status::ModuleNotLoaded,
-        format!("{lead} {list} not loaded"),
-        hint,
-    )
+    problem(Cause::ModulesNotLoaded {
+        modules: owned(missing),
+        bound,
+        fix,
+        config: None,
+        open_alpha: ctx.gpu.vendor == Vendor::Nvidia && nvidia::open_alpha(ctx),
+    })
 }
 
-fn not_bound_hint(ctx: &Ctx<'_>, module: &str) -> String {
+fn not_bound_reason(ctx: &Ctx<'_>, module: &str) -> NotBound {
     let gpu = ctx.gpu;
-    let log = if ctx.on_talos {
-        "talosctl dmesg"
-    } else {
-        "dmesg"
-    };
     if gpu.vendor == Vendor::Intel && module == "xe" && !ctx.on_talos {
-        return format!(
-            "xe did not take {} ({}): use kernel 6.12 or later, or boot with xe.force_probe={}; see `{log}`",
-            gpu.pci_address,
-            gpu.model,
-            gpu.device_id.trim_start_matches("0x")
-        );
+        return NotBound::XeForceProbe {
+            model: gpu.model.clone(),
+            device_id: gpu.device_id.trim_start_matches("0x").to_owned(),
+        };
     }
-    format!(
-        "read the probe error for {} in `{log} | grep {}` (unsupported id, firmware, power or BAR problems)",
-        gpu.pci_address, gpu.pci_address
-    )
+    if gpu.vendor == Vendor::Nvidia && nvidia::open_alpha(ctx) {
+        return NotBound::OpenAlpha {
+            version: nvidia::running_version(ctx).unwrap_or_default(),
+        };
+    }
+    NotBound::Probe
 }
 
 /// Firmware to check for an unbound GPU: the table's, plus the GSP firmware of NVIDIA's open
@@ -590,50 +567,53 @@ fn firmware_present(ctx: &Ctx<'_>, need: &FirmwareNeed) -> Result<bool, String> 
 
 fn firmware_missing(ctx: &Ctx<'_>, need: &FirmwareNeed) -> Problem {
     let pattern = format!("/{}/{}/{}*", ctx.firmware_dir(), need.subdir, need.prefix);
-    let detail = format!(
-        "{} is loaded but not bound, and no firmware matches {pattern}",
-        ctx.gpu
-            .driver
-            .as_deref()
-            .unwrap_or_else(|| native_drivers(ctx.gpu.vendor)[0])
-    );
-    if let Some(ver) = need.subdir.strip_prefix("nvidia/") {
+    let files = format!("{}/{}*", need.subdir, need.prefix);
+    let driver = ctx
+        .gpu
+        .driver
+        .as_deref()
+        .unwrap_or_else(|| native_drivers(ctx.gpu.vendor)[0])
+        .to_owned();
+    let fix = if let Some(ver) = need.subdir.strip_prefix("nvidia/") {
         // Open modules load GSP firmware of exactly their own version.
-        let hint = if ctx.on_talos {
+        if ctx.on_talos {
             let branch = ctx
                 .installed_any(talos::NVIDIA_KMODS)
                 .and_then(|k| talos::nvidia_branch(&k.name))
                 .unwrap_or("production");
-            format!(
-                "install siderolabs/nvidia-container-toolkit-{branch} of driver {ver} (it ships the GSP firmware of the open modules) and upgrade"
-            )
+            FirmwareFix::NvidiaGspExtension {
+                version: ver.to_owned(),
+                extension: talos::siderolabs(&format!("nvidia-container-toolkit-{branch}")),
+            }
         } else {
-            format!(
-                "install the NVIDIA firmware package of driver {ver} (gsp_*.bin) matching the loaded open module"
-            )
-        };
-        return problem(Status::FirmwareMissing, detail, hint);
-    }
-    let hint = match (&need.shipped_by, ctx.talos) {
-        (None, _) if ctx.on_talos => format!(
-            "check `talosctl get extensions` for the extension that ships {}/{}* (installed extensions are unknown to gpuscout)",
-            need.subdir, need.prefix
-        ),
-        (Some(ext), Some(running)) => {
-            match ctx.exts.and_then(|x| x.iter().find(|e| &e.name == ext)) {
-                None => format!("add siderolabs/{ext} to the Image Factory schematic and upgrade"),
-                Some(e) => format!(
-                    "the installed {ext} {} lacks {}/{}*: upgrade to a Talos release newer than {running} whose {ext} carries it",
-                    e.version, need.subdir, need.prefix
-                ),
+            FirmwareFix::NvidiaGspPackage {
+                version: ver.to_owned(),
             }
         }
-        _ => format!(
-            "install a linux-firmware package that provides {}/{}* in /lib/firmware and reload the driver",
-            need.subdir, need.prefix
-        ),
+    } else {
+        match (&need.shipped_by, ctx.talos) {
+            (None, _) if ctx.on_talos => FirmwareFix::ExtensionsUnknown { files },
+            (Some(ext), Some(running)) => {
+                match ctx.exts.and_then(|x| x.iter().find(|e| &e.name == ext)) {
+                    None => FirmwareFix::AddExtension {
+                        extension: talos::siderolabs(ext),
+                    },
+                    Some(e) => FirmwareFix::UpgradeExtension {
+                        extension: ext.clone(),
+                        version: e.version.clone(),
+                        files,
+                        running: running.to_string(),
+                    },
+                }
+            }
+            _ => FirmwareFix::LinuxFirmware { files },
+        }
     };
-    problem(Status::FirmwareMissing, detail, hint)
+    problem(Cause::FirmwareMissing {
+        driver,
+        pattern,
+        fix,
+    })
 }
 
 #[cfg(test)]

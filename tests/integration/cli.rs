@@ -102,3 +102,50 @@ fn usage_errors_are_one_line_and_exit_2() {
         }
     }
 }
+
+/// A root without `sys/bus/pci` (an empty directory, a container's own filesystem) is a wrong
+/// `--root`, not a host without GPUs: exit 2 with one clear line, for discover and check.
+#[test]
+fn a_root_without_a_pci_bus_is_a_configuration_error() {
+    let empty = tempfile::tempdir().unwrap();
+    let root = empty.path().to_str().unwrap();
+    for cmd in ["discover", "check"] {
+        let out = gpuscout(&[cmd, "--root", root]);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{cmd}: {err}");
+        assert!(err.contains("no sys/bus/pci below it"), "{cmd}: {err}");
+        assert!(err.contains(root), "{cmd}: {err}");
+        assert!(out.stdout.is_empty(), "{cmd}: nothing on stdout");
+    }
+    // A host without GPUs but with a PCI bus is fine.
+    let out = gpuscout(&["check", "--root", host("no-gpu").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}
+
+#[test]
+fn check_min_gpus_fails_with_one_line_when_fewer_gpus_are_found() {
+    let root = host("talos-strixhalo-apu");
+    let root = root.to_str().unwrap();
+    let out = gpuscout(&["check", "--root", root, "--min-gpus", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = gpuscout(&["check", "--root", root, "--min-gpus", "2"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("found 1 GPU, --min-gpus requires at least 2"),
+        "{err}"
+    );
+    let out = gpuscout(&[
+        "check",
+        "--root",
+        host("no-gpu").to_str().unwrap(),
+        "--min-gpus",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("found 0 GPUs"));
+    let out = gpuscout(&["check", "--root", root, "--min-gpus", "many"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}

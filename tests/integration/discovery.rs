@@ -107,6 +107,50 @@ fn intel_drivers_and_arch() {
     );
 }
 
+/// AMD names come from libdrm's amdgpu.ids by device and revision (pci.ids says only
+/// `Navi 48`), and a gfx1036 APU's family from ip_discovery (Mendocino, not Raphael).
+#[test]
+fn amd_marketing_names_and_families() {
+    let r = report("rx9070xt-talos");
+    let g = &r.gpus[0];
+    assert_eq!(g.model, "AMD Radeon RX 9070 XT");
+    assert_eq!(g.model_source, gpuscout::model::ModelSource::AmdgpuIds);
+    assert_eq!(
+        r.labels.get("gpuscout.io/amd.product").map(String::as_str),
+        Some("AMD-Radeon-RX-9070-XT")
+    );
+    assert_eq!(
+        g.amd.as_ref().unwrap().gc_version.as_deref(),
+        Some("12.0.1")
+    );
+    let m = report("mendocino-610m-laptop");
+    let a = m.gpus[0].amd.as_ref().unwrap();
+    assert_eq!(a.gfx_target.as_deref(), Some("gfx1036"));
+    assert_eq!(a.family.as_deref(), Some("GC_10_3_7"));
+    assert_eq!(m.gpus[0].model, "AMD Radeon 610M");
+}
+
+/// Older iGPUs homelab transcoding nodes run: classified from the kernel's id table.
+#[test]
+fn intel_homelab_igpus() {
+    let c = report("coffeelake-uhd630-debian");
+    let i = c.gpus[0].intel.as_ref().unwrap();
+    assert_eq!(i.platform.as_deref(), Some("Coffee Lake"));
+    assert_eq!(i.arch.as_deref(), Some("gen9"));
+    assert_eq!(i.discrete, Some(false));
+    assert_eq!(i.expected_driver.as_deref(), Some("i915"));
+    assert_eq!(c.gpus[0].status, gpuscout::model::Status::Ok);
+    assert_eq!(
+        c.labels.get("gpuscout.io/intel.arch").map(String::as_str),
+        Some("gen9")
+    );
+    let j = report("jasperlake-talos-i915");
+    let i = j.gpus[0].intel.as_ref().unwrap();
+    assert_eq!(i.platform.as_deref(), Some("Jasper Lake"));
+    assert_eq!(i.arch.as_deref(), Some("gen11"));
+    assert_eq!(j.gpus[0].status, gpuscout::model::Status::Ok);
+}
+
 #[test]
 fn dual_vendor_joins_kfd_by_render_minor() {
     let r = report("dual-vendor");

@@ -3,6 +3,7 @@
 //! plus the real `kubectl` as a second client over TCP.
 
 use crate::standin::{Action, Fault, Match, StandIn};
+use gpuscout::cause::{Cause, ModulesFix, Suggestion};
 use gpuscout::k8s::{LabelMode, LabelSync, SyncConfig, SyncMetrics};
 use gpuscout::model::{
     Extension, Gpu, Host, ModelSource, PcieLink, Problem, Report, Status, Vendor,
@@ -47,6 +48,7 @@ fn gpu(addr: &str, status: Status, problems: Vec<Problem>) -> Gpu {
         problems,
         unread: Vec::new(),
         disagreements: Vec::new(),
+        driver_link_error: None,
     }
 }
 
@@ -59,6 +61,8 @@ fn report(l: &[(&str, &str)], gpus: Vec<Gpu>) -> Arc<Report> {
             modules: Vec::new(),
             unread: Vec::new(),
             disagreements: Vec::new(),
+            nvswitches: Vec::new(),
+            read_errors: Default::default(),
         },
         gpus,
         labels: labels(l),
@@ -664,11 +668,15 @@ async fn verdict_change_posts_a_rate_limited_event() {
     let missing = gpu(
         "0000:c5:00.0",
         Status::ExtensionMissing,
-        vec![Problem {
-            status: Status::ExtensionMissing,
-            detail: "amdgpu extension is not installed".into(),
-            hint: "add siderolabs/amdgpu to the Image Factory schematic".into(),
-        }],
+        vec![Problem::new(Cause::DriverExtensionMissing {
+            what: "amdgpu".into(),
+            installed: Vec::new(),
+            module: "amdgpu".into(),
+            add: Suggestion {
+                extensions: vec!["siderolabs/amdgpu".into()],
+                ..Suggestion::default()
+            },
+        })],
     );
     let agent = Agent::start(Some(&api), cfg(), report(OURS, vec![ok.clone()]));
     pass(5).await;
@@ -1212,11 +1220,13 @@ async fn events_wait_for_the_api_to_come_back() {
     let bad = gpu(
         "0000:03:00.0",
         Status::ModuleNotLoaded,
-        vec![Problem {
-            status: Status::ModuleNotLoaded,
-            detail: "no driver bound and i915/xe not loaded".into(),
-            hint: "load the i915 or xe kernel module".into(),
-        }],
+        vec![Problem::new(Cause::ModulesNotLoaded {
+            modules: vec!["i915".into()],
+            bound: false,
+            fix: ModulesFix::Modprobe,
+            config: None,
+            open_alpha: false,
+        })],
     );
     let agent = Agent::start(Some(&api), cfg(), report(OURS, vec![ok]));
     pass(5).await;

@@ -195,7 +195,10 @@ impl Node {
     }
 
     /// An RTX 4090 node with the open NVIDIA extensions, the given `machine.kernel.modules`,
-    /// persistenced in the given state and the GPU bound to `driver` at boot.
+    /// persistenced in the given state and the GPU bound to `driver` at boot. As on Talos, a
+    /// `Services` resource exists only while its service runs: machined's ServiceController
+    /// destroys it on every other state (siderolabs/talos
+    /// `internal/app/machined/pkg/controllers/v1alpha1/service.go`).
     fn nvidia(modules: &[&str], persistenced_running: bool, driver: Option<&str>) -> Self {
         let mut n = Node::default()
             .extension(
@@ -211,9 +214,11 @@ impl Node {
             .extension("2", "schematic", "0123456789abcdef")
             .extension("modules.dep", "modules.dep", "6.12.57-talos")
             .service("apid", true, true)
-            .service(PERSISTENCED, persistenced_running, persistenced_running)
             .pci("0000:00:01.1", "0x1022", "0x14db", Some("pcieport"))
             .pci("0000:01:00.0", "0x10de", "0x2684", driver);
+        if persistenced_running {
+            n = n.service(PERSISTENCED, true, true);
+        }
         for m in modules {
             n = n.kernel_module(m);
         }
@@ -409,7 +414,7 @@ async fn facts_from(node: Node) -> (TalosApiFacts, Vec<String>) {
 
 #[tokio::test]
 async fn reads_all_four_resource_types_over_mtls_for_its_own_node() {
-    let (facts, seen) = facts_from(Node::nvidia(&NVIDIA_MODULES, true, Some("nvidia"))).await;
+    let (facts, seen) = facts_from(Node::nvidia(NVIDIA_MODULES, true, Some("nvidia"))).await;
     let names: Vec<(&str, &str)> = facts
         .extensions
         .iter()
@@ -451,7 +456,7 @@ async fn get_returns_one_resource_and_none_when_not_found() {
     let addr = serve(
         &pki,
         Fake {
-            node: Node::nvidia(&[], false, None),
+            node: Node::nvidia(&[], true, None),
             ..Default::default()
         },
     )
@@ -469,7 +474,7 @@ async fn get_returns_one_resource_and_none_when_not_found() {
         .unwrap()
         .expect("persistenced");
     assert_eq!(r.metadata.unwrap().id, PERSISTENCED);
-    assert!(r.spec.unwrap().yaml_spec.contains("running: false"));
+    assert!(r.spec.unwrap().yaml_spec.contains("running: true"));
     assert!(
         bounded(client.get(ns, t, "ext-nvidia-cdi-gen"))
             .await
@@ -484,7 +489,7 @@ async fn unconfigured_kernel_modules_refine_module_not_loaded_with_the_exact_hin
     let mut report = util::report_at(host.path());
     assert_eq!(the_gpu(&report).status, Status::ModuleNotLoaded);
     let (facts, _) = facts_from(Node::nvidia(&[], false, None)).await;
-    talosapi::refine(&facts, &mut report.gpus);
+    talosapi::refine(&facts, &report.host, &mut report.gpus);
     let g = the_gpu(&report);
     assert_eq!(g.status, Status::ModuleNotLoaded);
     let p = g
@@ -519,7 +524,7 @@ async fn partly_configured_modules_name_only_the_missing_ones() {
     let host = nvidia_not_loaded();
     let mut report = util::report_at(host.path());
     let (facts, _) = facts_from(Node::nvidia(&["nvidia", "nvidia_drm"], false, None)).await;
-    talosapi::refine(&facts, &mut report.gpus);
+    talosapi::refine(&facts, &report.host, &mut report.gpus);
     let p = the_gpu(&report)
         .problems
         .iter()
@@ -537,8 +542,8 @@ async fn partly_configured_modules_name_only_the_missing_ones() {
 async fn configured_modules_that_did_not_load_are_not_blamed_on_the_config() {
     let host = nvidia_not_loaded();
     let mut report = util::report_at(host.path());
-    let (facts, _) = facts_from(Node::nvidia(&NVIDIA_MODULES, false, None)).await;
-    talosapi::refine(&facts, &mut report.gpus);
+    let (facts, _) = facts_from(Node::nvidia(NVIDIA_MODULES, false, None)).await;
+    talosapi::refine(&facts, &report.host, &mut report.gpus);
     let p = the_gpu(&report)
         .problems
         .iter()
@@ -554,23 +559,23 @@ async fn persistenced_not_running_with_the_driver_bound_is_a_verdict() {
     let mut report = util::report_at(host.path());
     let before = the_gpu(&report).clone();
     assert_eq!(before.driver.as_deref(), Some("nvidia"));
-    let (facts, _) = facts_from(Node::nvidia(&NVIDIA_MODULES, false, Some("nvidia"))).await;
-    talosapi::refine(&facts, &mut report.gpus);
+    let (facts, _) = facts_from(Node::nvidia(NVIDIA_MODULES, false, Some("nvidia"))).await;
+    talosapi::refine(&facts, &report.host, &mut report.gpus);
     let g = the_gpu(&report);
     assert_eq!(g.problems.len(), before.problems.len() + 1);
     let p = g.problems.last().unwrap();
-    assert_eq!(p.status, Status::DriverVersionMismatch);
+    assert_eq!(p.status, Status::ServiceNotRunning);
     assert!(
         p.detail.contains("ext-nvidia-persistenced is not running"),
         "{}",
         p.detail
     );
-    assert!(g.status >= Status::DriverVersionMismatch);
+    assert!(g.status >= Status::ServiceNotRunning);
 
     // Running: the bound GPU's verdict is what the kernel evidence said.
     let mut report = util::report_at(host.path());
-    let (facts, _) = facts_from(Node::nvidia(&NVIDIA_MODULES, true, Some("nvidia"))).await;
-    talosapi::refine(&facts, &mut report.gpus);
+    let (facts, _) = facts_from(Node::nvidia(NVIDIA_MODULES, true, Some("nvidia"))).await;
+    talosapi::refine(&facts, &report.host, &mut report.gpus);
     assert_eq!(the_gpu(&report), &before);
 }
 
@@ -581,8 +586,8 @@ async fn the_driver_talos_saw_at_boot_explains_an_unbound_gpu() {
     let before = the_gpu(&report).clone();
     assert!(before.driver.is_none());
     assert_ne!(before.status, Status::Ok);
-    let (facts, _) = facts_from(Node::nvidia(&NVIDIA_MODULES, true, Some("nvidia"))).await;
-    talosapi::refine(&facts, &mut report.gpus);
+    let (facts, _) = facts_from(Node::nvidia(NVIDIA_MODULES, true, Some("nvidia"))).await;
+    talosapi::refine(&facts, &report.host, &mut report.gpus);
     let g = the_gpu(&report);
     assert_eq!(g.status, before.status, "the kernel decides the verdict");
     assert!(
@@ -720,7 +725,7 @@ async fn the_poller_backs_off_after_a_failure_and_rereads_the_talosconfig() {
     let addr = serve(
         &pki,
         Fake {
-            node: Node::nvidia(&NVIDIA_MODULES, true, Some("nvidia")),
+            node: Node::nvidia(NVIDIA_MODULES, true, Some("nvidia")),
             ..Default::default()
         },
     )

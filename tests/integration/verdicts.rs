@@ -8,6 +8,7 @@
 use gpuscout::discover::{self, Options};
 use gpuscout::hostroot::HostRoot;
 use gpuscout::model::{Extension, Report, Status};
+use gpuscout::talosapi::{self, TalosApiFacts};
 use gpuscout::verdict::{self, Evidence, NvmlFacts};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -32,10 +33,14 @@ fn discover(case: &str) -> Report {
     discover_with(case, Evidence::default())
 }
 
-/// One fixture: the verdict of its single GPU, every problem status it must list (in order),
-/// and a substring each problem's hint must contain (same order).
+/// One fixture: how many GPUs it has, the verdict of the GPU at index `gpu`, every problem
+/// status it must list (in order), and a substring each problem's hint must contain (same
+/// order). `api`: Talos API facts given with the fixture (as `--talos-api` would read them).
 struct Case {
     name: &'static str,
+    gpus: usize,
+    gpu: usize,
+    api: Option<fn() -> TalosApiFacts>,
     talos: Option<&'static str>,
     status: Status,
     problems: &'static [(Status, &'static str)],
@@ -44,36 +49,54 @@ struct Case {
 const CASES: &[Case] = &[
     Case {
         name: "talos-amd-ok-v1.8",
+        gpus: 1,
+        gpu: 0,
+        api: None,
         talos: Some("v1.8.3"),
         status: Status::Ok,
         problems: &[],
     },
     Case {
         name: "talos-amd-ok-v1.10",
+        gpus: 1,
+        gpu: 0,
+        api: None,
         talos: Some("v1.10.6"),
         status: Status::Ok,
         problems: &[],
     },
     Case {
         name: "talos-nvidia-ok-v1.11",
+        gpus: 1,
+        gpu: 0,
+        api: None,
         talos: Some("v1.11.5"),
         status: Status::Ok,
         problems: &[],
     },
     Case {
         name: "talos-intel-ok-v1.12",
+        gpus: 1,
+        gpu: 0,
+        api: None,
         talos: Some("v1.12.0"),
         status: Status::Ok,
         problems: &[],
     },
     Case {
         name: "ubuntu-nvidia-ok",
+        gpus: 1,
+        gpu: 0,
+        api: None,
         talos: None,
         status: Status::Ok,
         problems: &[],
     },
     Case {
         name: "f1-talos-amd-extension-missing-v1.12",
+        gpus: 1,
+        gpu: 0,
+        api: None,
         talos: Some("v1.12.0"),
         status: Status::ExtensionMissing,
         problems: &[(
@@ -83,6 +106,9 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "f2-talos-nvidia-modules-not-loaded-v1.10",
+        gpus: 1,
+        gpu: 0,
+        api: None,
         talos: Some("v1.10.6"),
         status: Status::ModuleNotLoaded,
         problems: &[(
@@ -92,6 +118,9 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "f4-talos-nvidia-kmod-toolkit-mismatch-v1.11",
+        gpus: 1,
+        gpu: 0,
+        api: None,
         talos: Some("v1.11.5"),
         status: Status::DriverVersionMismatch,
         problems: &[(
@@ -101,6 +130,9 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "f4-talos-nvidia-open-gsp-mismatch-v1.11",
+        gpus: 1,
+        gpu: 0,
+        api: None,
         talos: Some("v1.11.5"),
         status: Status::FirmwareMissing,
         problems: &[
@@ -116,6 +148,9 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "f5-talos-amd-extension-for-other-talos-v1.11",
+        gpus: 1,
+        gpu: 0,
+        api: None,
         talos: Some("v1.11.5"),
         status: Status::ExtensionVersionMismatch,
         problems: &[(
@@ -125,6 +160,9 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "f6-talos-nvidia-blackwell-proprietary-v1.11",
+        gpus: 1,
+        gpu: 0,
+        api: None,
         talos: Some("v1.11.5"),
         status: Status::DriverVersionMismatch,
         problems: &[(
@@ -134,18 +172,27 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "f9-talos-amd-firmware-missing-v1.10",
+        gpus: 1,
+        gpu: 0,
+        api: None,
         talos: Some("v1.10.6"),
         status: Status::FirmwareMissing,
         problems: &[(Status::FirmwareMissing, "lacks amdgpu/gc_11_5_1_*")],
     },
     Case {
         name: "f10-talos-intel-i915-ucode-missing-v1.8",
+        gpus: 1,
+        gpu: 0,
+        api: None,
         talos: Some("v1.8.3"),
         status: Status::FirmwareMissing,
         problems: &[(Status::FirmwareMissing, "add siderolabs/i915-ucode")],
     },
     Case {
         name: "f11-talos-intel-battlemage-v1.11",
+        gpus: 1,
+        gpu: 0,
+        api: None,
         talos: Some("v1.11.5"),
         status: Status::UnsupportedByTalosVersion,
         problems: &[(
@@ -155,18 +202,27 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "f12-talos-intel-arc-without-mei-v1.11",
+        gpus: 1,
+        gpu: 0,
+        api: None,
         talos: Some("v1.11.5"),
         status: Status::ExtensionMissing,
         problems: &[(Status::ExtensionMissing, "add siderolabs/mei")],
     },
     Case {
         name: "f13-talos-amd-driver-not-bound-v1.11",
+        gpus: 1,
+        gpu: 0,
+        api: None,
         talos: Some("v1.11.5"),
         status: Status::DriverNotBound,
         problems: &[(Status::DriverNotBound, "talosctl dmesg | grep 0000:03:00.0")],
     },
     Case {
         name: "talos-nvidia-no-toolkit-v1.11",
+        gpus: 1,
+        gpu: 0,
+        api: None,
         talos: Some("v1.11.5"),
         status: Status::ExtensionMissing,
         problems: &[
@@ -179,28 +235,192 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "talos-nvidia-vfio-v1.11",
+        gpus: 1,
+        gpu: 0,
+        api: None,
         talos: Some("v1.11.5"),
         status: Status::BoundToOtherDriver,
         problems: &[(Status::BoundToOtherDriver, "changes nothing")],
     },
     Case {
         name: "talos-unknown-os-release-loop",
+        gpus: 1,
+        gpu: 0,
+        api: None,
         talos: None,
         status: Status::Unknown,
         problems: &[(Status::Unknown, "mount the host root")],
     },
     Case {
         name: "talos-unknown-extensions-unreadable-v1.11",
+        gpus: 1,
+        gpu: 0,
+        api: None,
         talos: Some("v1.11.5"),
         status: Status::Unknown,
         problems: &[(Status::Unknown, "read its Node")],
     },
+    Case {
+        name: "talos-intel-arc-amd-cpu-v1.12",
+        gpus: 1,
+        gpu: 0,
+        api: None,
+        talos: Some("v1.12.0"),
+        status: Status::Ok,
+        problems: &[],
+    },
+    Case {
+        name: "talos-nvidia-pascal-open-v1.11",
+        gpus: 1,
+        gpu: 0,
+        api: None,
+        talos: Some("v1.11.5"),
+        status: Status::DriverVersionMismatch,
+        problems: &[(
+            Status::DriverVersionMismatch,
+            "replace siderolabs/nvidia-open-gpu-kernel-modules-production with siderolabs/nonfree-kmod-nvidia-production",
+        )],
+    },
+    Case {
+        name: "talos-nvidia-pascal-production-v1.13",
+        gpus: 1,
+        gpu: 0,
+        api: None,
+        talos: Some("v1.13.0"),
+        status: Status::DriverVersionMismatch,
+        problems: &[(
+            Status::DriverVersionMismatch,
+            "switch to siderolabs/nonfree-kmod-nvidia-lts",
+        )],
+    },
+    Case {
+        name: "talos-nvidia-open-lts-geforce-v1.11",
+        gpus: 1,
+        gpu: 0,
+        api: None,
+        talos: Some("v1.11.5"),
+        status: Status::DriverNotBound,
+        problems: &[(
+            Status::DriverNotBound,
+            "add NVreg_OpenRmEnableUnsupportedGpus=1 to the nvidia module's parameters",
+        )],
+    },
+    Case {
+        name: "talos-nvidia-blackwell-no-kmod-v1.12",
+        gpus: 1,
+        gpu: 0,
+        api: None,
+        talos: Some("v1.12.0"),
+        status: Status::ExtensionMissing,
+        problems: &[
+            (
+                Status::ExtensionMissing,
+                "add siderolabs/nvidia-container-toolkit-lts",
+            ),
+            (
+                Status::ExtensionMissing,
+                "add siderolabs/nvidia-open-gpu-kernel-modules-lts (or siderolabs/nvidia-open-gpu-kernel-modules-production)",
+            ),
+        ],
+    },
+    Case {
+        name: "talos-nvidia-hgx-no-fabricmanager-v1.11",
+        gpus: 1,
+        gpu: 0,
+        api: None,
+        talos: Some("v1.11.5"),
+        status: Status::ExtensionMissing,
+        problems: &[(
+            Status::ExtensionMissing,
+            "add siderolabs/nvidia-fabricmanager-production 570.172.08 (exactly the kernel-module extension's driver version)",
+        )],
+    },
+    Case {
+        name: "talos-nvidia-extensions-unreadable-v1.7",
+        gpus: 1,
+        gpu: 0,
+        api: None,
+        talos: Some("v1.7.7"),
+        status: Status::Unknown,
+        problems: &[(Status::Unknown, "mount the host /etc read-only")],
+    },
+    Case {
+        name: "talos-amd-vfio-and-missing-extension-v1.11",
+        gpus: 2,
+        gpu: 1,
+        api: None,
+        talos: Some("v1.11.5"),
+        status: Status::ExtensionMissing,
+        problems: &[(Status::ExtensionMissing, "add siderolabs/amdgpu")],
+    },
+    // The Talos API shows no running ext-nvidia-persistenced (Talos keeps a Services resource
+    // only while the service runs) next to a bound, healthy driver.
+    Case {
+        name: "talos-nvidia-ok-v1.11",
+        gpus: 1,
+        gpu: 0,
+        api: Some(api_without_persistenced),
+        talos: Some("v1.11.5"),
+        status: Status::ServiceNotRunning,
+        problems: &[(
+            Status::ServiceNotRunning,
+            "talosctl logs ext-nvidia-persistenced",
+        )],
+    },
 ];
+
+/// Talos API facts of the healthy NVIDIA fixture: its extensions, all four modules in
+/// machine.kernel.modules, the GPU bound at boot, and no ext-nvidia-persistenced resource.
+fn api_without_persistenced() -> TalosApiFacts {
+    let mut f = TalosApiFacts {
+        extensions: vec![
+            Extension {
+                name: "nonfree-kmod-nvidia-production".into(),
+                version: "570.172.08-v1.11.5".into(),
+            },
+            Extension {
+                name: "nvidia-container-toolkit-production".into(),
+                version: "570.172.08-v1.17.8".into(),
+            },
+        ],
+        kernel_modules: talosapi::NVIDIA_MODULES
+            .iter()
+            .map(|m| (*m).to_owned())
+            .collect(),
+        ..TalosApiFacts::default()
+    };
+    f.services.insert(
+        "apid".into(),
+        talosapi::ServiceState {
+            running: true,
+            healthy: true,
+            unknown: false,
+        },
+    );
+    f
+}
+
+fn report_of(c: &Case) -> Report {
+    match c.api {
+        None => discover(c.name),
+        Some(api) => {
+            let root = HostRoot::new(fixtures().join(c.name)).unwrap();
+            discover::discover_with(
+                &root,
+                &Options::default(),
+                &discover::Extras {
+                    talos: Some(std::sync::Arc::new(api())),
+                    ..Default::default()
+                },
+            )
+        }
+    }
+}
 
 #[test]
 fn every_fixture_gets_its_verdict_and_hint() {
     for c in CASES {
-        let r = discover(c.name);
+        let r = report_of(c);
         assert_eq!(
             r.host.talos.as_ref().map(|t| t.version.as_str()),
             c.talos,
@@ -209,11 +429,11 @@ fn every_fixture_gets_its_verdict_and_hint() {
         );
         assert_eq!(
             r.gpus.len(),
-            1,
-            "{}: one GPU (audio functions ignored)",
+            c.gpus,
+            "{}: GPUs (audio functions and NVSwitches ignored)",
             c.name
         );
-        let g = &r.gpus[0];
+        let g = &r.gpus[c.gpu];
         let got: Vec<Status> = g.problems.iter().map(|p| p.status).collect();
         let want: Vec<Status> = c.problems.iter().map(|p| p.0).collect();
         assert_eq!(got, want, "{}: problems {:#?}", c.name, g.problems);
@@ -240,7 +460,7 @@ fn every_fixture_gets_its_verdict_and_hint() {
 fn every_verdict_of_spec_5_is_produced_by_a_fixture() {
     let seen: BTreeSet<Status> = CASES
         .iter()
-        .map(|c| discover(c.name).gpus[0].status)
+        .map(|c| report_of(c).gpus[c.gpu].status)
         .collect();
     for s in Status::ALL {
         assert!(seen.contains(&s), "no fixture produces {s}");
@@ -258,6 +478,7 @@ fn every_fixture_directory_is_in_the_table() {
     dirs.sort();
     let mut names: Vec<String> = CASES.iter().map(|c| c.name.to_owned()).collect();
     names.sort();
+    names.dedup();
     assert_eq!(dirs, names);
 }
 
@@ -303,7 +524,8 @@ fn node_labels_fill_in_for_an_unreadable_extensions_file() {
         ),
         ("extensions.talos.dev/modules.dep", "6.12.57-talos"),
         ("kubernetes.io/hostname", "gpu-1"),
-    ]);
+    ])
+    .expect("Talos keys present");
     assert_eq!(node.len(), 2, "{node:?}");
     let r = discover_with(
         case,
@@ -420,10 +642,12 @@ fn an_unreadable_driver_link_is_unknown() {
     let root = HostRoot::new(fixtures().join("talos-amd-ok-v1.10")).unwrap();
     let mut r = discover("talos-amd-ok-v1.10");
     r.gpus[0].driver = None;
-    r.gpus[0].unread.push(gpuscout::model::Unread {
+    let link = gpuscout::model::Unread {
         path: "/sys/devices/pci0000:00/0000:00:08.1/0000:c5:00.0/driver".into(),
         error: "permission denied".into(),
-    });
+    };
+    r.gpus[0].unread.push(link.clone());
+    r.gpus[0].driver_link_error = Some(link);
     verdict::assess(&root, &r.host, &mut r.gpus, &Evidence::default());
     assert_eq!(r.gpus[0].status, Status::Unknown);
     assert_eq!(r.gpus[0].problems.len(), 1);
@@ -574,4 +798,51 @@ fn snapshot(dir: &Path) -> Vec<(String, String)> {
     walk(dir, dir, &mut out);
     out.sort();
     out
+}
+
+/// Node-level status: a genuine fault on one GPU outranks a GPU passed through to a VM.
+#[test]
+fn a_genuine_fault_outranks_a_passthrough_gpu_in_the_vendor_status() {
+    let r = discover("talos-amd-vfio-and-missing-extension-v1.11");
+    assert_eq!(r.gpus[0].status, Status::BoundToOtherDriver);
+    assert_eq!(r.gpus[1].status, Status::ExtensionMissing);
+    assert_eq!(r.labels["gpuscout.io/amd.status"], "extension-missing");
+    assert_eq!(r.labels["gpuscout.io/amd.ready"], "false");
+    // A node whose only GPU is passed through still says so.
+    let r = discover("talos-nvidia-vfio-v1.11");
+    assert_eq!(
+        r.labels["gpuscout.io/nvidia.status"],
+        "bound-to-other-driver"
+    );
+}
+
+/// The JSON report carries each problem's typed cause next to the rendered text.
+#[test]
+fn the_json_report_carries_typed_causes() {
+    let json = gpuscout(&[
+        "discover",
+        "--format",
+        "json",
+        "--root",
+        &root_arg("talos-nvidia-hgx-no-fabricmanager-v1.11"),
+    ]);
+    assert!(json.status.success(), "{json:?}");
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(
+        v["host"]["nvswitches"],
+        serde_json::json!([
+            "0000:05:00.0",
+            "0000:06:00.0",
+            "0000:07:00.0",
+            "0000:08:00.0"
+        ])
+    );
+    let cause = &v["gpus"][0]["problems"][0]["cause"];
+    assert_eq!(cause["kind"], "fabric-manager-missing");
+    assert_eq!(
+        cause["extension"],
+        "siderolabs/nvidia-fabricmanager-production"
+    );
+    assert_eq!(cause["driver_version"], "570.172.08");
+    assert_eq!(cause["nvswitches"].as_array().unwrap().len(), 4);
 }

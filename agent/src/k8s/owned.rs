@@ -92,8 +92,9 @@ pub fn stale_prefix_keys(
 /// Talos' `extensions.talos.dev/<name>=<version>` labels and annotations (a version that is not
 /// a valid label value is published as an annotation), parsed by the verdict engine's own
 /// [`crate::verdict::extensions_from_node_metadata`]: sorted by name, without `schematic` and
-/// `modules.dep`, a label winning over an annotation of the same name.
-pub fn extensions_from_node(node: &NodeView) -> Vec<Extension> {
+/// `modules.dep`, a label winning over an annotation of the same name. `None` when the Node
+/// carries no `extensions.talos.dev/*` key (not Talos, or Talos before v1.8).
+pub fn extensions_from_node(node: &NodeView) -> Option<Vec<Extension>> {
     crate::verdict::extensions_from_node_metadata(
         node.labels
             .iter()
@@ -217,7 +218,7 @@ mod tests {
         let ext = extensions_from_node(&v);
         assert_eq!(
             ext,
-            vec![
+            Some(vec![
                 Extension {
                     name: "amdgpu".into(),
                     version: "20251021-v1.11.5".into()
@@ -226,7 +227,10 @@ mod tests {
                     name: "nvidia-open-gpu-kernel-modules-lts".into(),
                     version: "570.1+v1".into()
                 },
-            ]
+            ])
         );
+        // A Node without any such key (not Talos, or Talos before v1.8) says nothing.
+        let plain = view(&[("kubernetes.io/os", "linux")], &[]);
+        assert_eq!(extensions_from_node(&plain), None);
     }
 }

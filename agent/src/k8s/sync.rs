@@ -137,7 +137,8 @@ impl LabelSync {
     }
 
     /// Talos extensions from the Node's `extensions.talos.dev/*` labels and annotations
-    /// (`None` until the Node has been seen), for `verdict::Evidence::node_extensions`.
+    /// (`None` until the Node has been seen, and while it carries no such key), for
+    /// `verdict::Evidence::node_extensions`.
     pub fn extensions(&self) -> watch::Receiver<Option<Vec<Extension>>> {
         self.ext_tx.subscribe()
     }
@@ -427,10 +428,10 @@ impl Runner {
     fn set_node(&mut self, view: NodeView) {
         let ext = extensions_from_node(&view);
         self.ext_tx.send_if_modified(|cur| {
-            if cur.as_ref() == Some(&ext) {
+            if *cur == ext {
                 false
             } else {
-                *cur = Some(ext);
+                *cur = ext;
                 true
             }
         });

@@ -40,6 +40,7 @@ fn gpu(vendor: Vendor, addr: &str, model: &str) -> Gpu {
         problems: Vec::new(),
         unread: Vec::new(),
         disagreements: Vec::new(),
+        driver_link_error: None,
     }
 }
 
@@ -66,6 +67,8 @@ fn host() -> Host {
         modules: vec![module("amdgpu", "live", None)],
         unread: Vec::new(),
         disagreements: Vec::new(),
+        nvswitches: Vec::new(),
+        read_errors: Default::default(),
     }
 }
 
@@ -77,6 +80,8 @@ fn plain_host() -> Host {
         modules: Vec::new(),
         unread: Vec::new(),
         disagreements: Vec::new(),
+        nvswitches: Vec::new(),
+        read_errors: Default::default(),
     }
 }
 
@@ -760,10 +765,14 @@ fn gfd_without_nvml_and_with_mixed_models() {
     ] {
         assert_eq!(get(&l, &format!("nvidia.com/{k}")), None, "{k}");
     }
-    // GFD's family table stops at Hopper.
+    // GFD's family table (internal/lm/resource.go @ 1b826acc6af3).
     assert_eq!(gfd_family(9, 0), "hopper");
     assert_eq!(gfd_family(7, 5), "turing");
-    assert_eq!(gfd_family(12, 0), "undefined");
+    assert_eq!(gfd_family(10, 0), "blackwell");
+    assert_eq!(gfd_family(12, 0), "blackwell");
+    assert_eq!(gfd_family(13, 0), "rubin");
+    assert_eq!(gfd_family(11, 0), "undefined");
+    assert_eq!(gfd_family(4, 0), "undefined");
 
     let mut other = h100.clone();
     other.model = "NVIDIA A100-SXM4-40GB".into();
@@ -771,6 +780,61 @@ fn gfd_without_nvml_and_with_mixed_models() {
     assert_eq!(get(&l, "nvidia.com/gpu.count"), Some("2"));
     assert_eq!(get(&l, "nvidia.com/gpu.product"), None);
     assert_all_valid(&l);
+}
+
+#[test]
+fn gfd_blackwell_family_and_explicit_mig_false() {
+    let cfg = all_compat();
+    let mut rtx5090 = with_nvml(rtx4090("0000:01:00.0"));
+    rtx5090.model = "NVIDIA GeForce RTX 5090".into();
+    let nv = rtx5090.nvidia.as_mut().unwrap();
+    nv.compute_capability = Some("12.0".into());
+    // NVML answered, and the MIG mode query was not supported: not MIG-capable.
+    nv.mig_enabled = None;
+    let l = compute(&plain_host(), &[rtx5090], &cfg);
+    assert_eq!(get(&l, "nvidia.com/gpu.family"), Some("blackwell"));
+    assert_eq!(get(&l, "nvidia.com/gpu.compute.major"), Some("12"));
+    assert_eq!(get(&l, "nvidia.com/mig.capable"), Some("false"));
+}
+
+#[test]
+fn gfd_mode_is_unknown_for_mixed_classes() {
+    let cfg = all_compat();
+    let a = with_nvml(rtx4090("0000:01:00.0"));
+    let mut b = with_nvml(rtx4090("0000:02:00.0"));
+    b.class = "0x030200".into();
+    let l = compute(&plain_host(), &[a.clone(), b], &cfg);
+    assert_eq!(get(&l, "nvidia.com/gpu.mode"), Some("unknown"));
+    let l = compute(&plain_host(), &[a], &cfg);
+    assert_eq!(get(&l, "nvidia.com/gpu.mode"), Some("graphics"));
+}
+
+#[test]
+fn gfd_writes_nothing_without_the_nvidia_driver() {
+    let cfg = all_compat();
+    // Unbound, and held by vfio-pci: NVML (and so GFD) sees neither.
+    let mut unbound = rtx4090("0000:01:00.0");
+    unbound.driver = None;
+    let mut vfio = rtx4090("0000:02:00.0");
+    vfio.driver = Some("vfio-pci".into());
+    let l = compute(&plain_host(), &[unbound.clone(), vfio.clone()], &cfg);
+    assert!(l.keys().all(|k| !k.starts_with("nvidia.com/")), "{l:#?}");
+    // Only the GPUs bound to nvidia are counted, as NVML would list them.
+    let bound = with_nvml(rtx4090("0000:03:00.0"));
+    let l = compute(&plain_host(), &[unbound, vfio, bound], &cfg);
+    assert_eq!(get(&l, "nvidia.com/gpu.count"), Some("1"));
+}
+
+#[test]
+fn gfd_product_sanitising() {
+    assert_eq!(
+        gfd_product("NVIDIA TITAN X (Pascal)").as_deref(),
+        Some("NVIDIA-TITAN-X-Pascal")
+    );
+    assert_eq!(
+        gfd_product("NVIDIA  RTX 4000/Ada").as_deref(),
+        Some("NVIDIA-RTX-4000Ada")
+    );
 }
 
 #[test]
@@ -787,7 +851,11 @@ fn amd_labeller_single_values() {
         cu_count: Some(304),
         simd_count: Some(1216),
         vram_bytes: Some(192 << 30),
+        kfd_mem_bank_bytes: Some(192 << 30),
         apu: Some(false),
+        driver_srcversion: Some("5D8A6F0B1C2E3F4A5B6C7D8".into()),
+        compute_partition: Some("SPX".into()),
+        memory_partition: Some("NPS1".into()),
         ..AmdInfo::default()
     });
     let mut h = host();
@@ -807,21 +875,84 @@ fn amd_labeller_single_values() {
             ("amd.com/gpu.product-name", "AMD_Instinct_MI300X_OAM"),
             ("amd.com/gpu.vram", "192G"),
             ("amd.com/gpu.driver-version", "6.8.5"),
+            ("amd.com/gpu.driver-src-version", "5D8A6F0B1C2E3F4A5B6C7D8"),
+            ("amd.com/gpu.compute-memory-partition", "spx_nps1"),
         ])
     );
+}
+
+/// The labeller reads each partition as a GPU: an MI300X in CPX mode has 8 partitions of 38
+/// CUs and a 24 GiB first memory bank each; `vram` is the KFD bank, not `mem_info_vram_total`.
+#[test]
+fn amd_labeller_counts_per_partition_and_reads_vram_from_kfd() {
+    let cfg = all_compat();
+    let mut mi300 = gpu(Vendor::Amd, "0000:05:00.0", "AMD Instinct MI300X OAM");
+    mi300.model_source = ModelSource::Vendor;
+    mi300.amd = Some(AmdInfo {
+        family: Some("AI".into()),
+        cu_count: Some(304),
+        simd_count: Some(1216),
+        partitions: Some(8),
+        vram_bytes: Some(192 << 30),
+        kfd_mem_bank_bytes: Some(24 << 30),
+        ..AmdInfo::default()
+    });
+    let l = compute(&host(), &[mi300.clone()], &cfg);
+    assert_eq!(get(&l, "amd.com/gpu.cu-count"), Some("38"));
+    assert_eq!(get(&l, "amd.com/gpu.simd-count"), Some("152"));
+    assert_eq!(get(&l, "amd.com/gpu.vram"), Some("24G"));
+    // No KFD bank: no vram label (the labeller reads nothing else).
+    mi300.amd.as_mut().unwrap().kfd_mem_bank_bytes = None;
+    let l = compute(&host(), &[mi300], &cfg);
+    assert_eq!(get(&l, "amd.com/gpu.vram"), None);
+}
+
+/// Names from amdgpu.ids are what the labeller writes (libdrm's marketing name); pci.ids names
+/// are not (the labeller never reads pci.ids); families the labeller cannot name are left out.
+#[test]
+fn amd_labeller_product_name_sources_and_unknown_families() {
+    let cfg = all_compat();
+    let mut rx = gpu(Vendor::Amd, "0000:03:00.0", "AMD Radeon RX 9070 XT");
+    rx.model_source = ModelSource::AmdgpuIds;
+    rx.amd.as_mut().unwrap().family = Some("GC_12_0_0".into());
+    let l = compute(&host(), &[rx.clone()], &cfg);
+    assert_eq!(
+        get(&l, "amd.com/gpu.product-name"),
+        Some("AMD_Radeon_RX_9070_XT")
+    );
+    assert_eq!(
+        get(&l, "gpuscout.io/amd.product"),
+        Some("AMD-Radeon-RX-9070-XT")
+    );
+    rx.model = "Navi 48".into();
+    rx.model_source = ModelSource::PciIds;
+    rx.amd.as_mut().unwrap().family = Some("GC_11_5_4".into());
+    let l = compute(&host(), &[rx], &cfg);
+    assert_eq!(get(&l, "amd.com/gpu.product-name"), None);
+    assert_eq!(get(&l, "amd.com/gpu.family"), None);
+    assert_eq!(get(&l, "gpuscout.io/amd.family"), Some("GC_11_5_4"));
 }
 
 #[test]
 fn amd_labeller_mixed_values_become_counts() {
     let cfg = all_compat();
     let apu = strix_halo(); // 512 MiB carve-out rounds to 1G, as the labeller's math.Round does
-    let mut dgpu = gpu(Vendor::Amd, "0000:03:00.0", "Radeon RX 7900 XTX (Navi 31)");
+    let mut apu = apu;
+    apu.model_source = ModelSource::AmdgpuIds;
+    apu.amd.as_mut().unwrap().kfd_mem_bank_bytes = Some(536_870_912);
+    let mut dgpu = gpu(
+        Vendor::Amd,
+        "0000:03:00.0",
+        "AMD Radeon RX 7900 XTX (Navi 31)",
+    );
+    dgpu.model_source = ModelSource::AmdgpuIds;
     dgpu.device_id = "0x744c".into();
     dgpu.amd = Some(AmdInfo {
         family: Some("GC_11_0_0".into()),
         cu_count: Some(96),
         simd_count: Some(192),
         vram_bytes: Some(24 << 30),
+        kfd_mem_bank_bytes: Some(24 << 30),
         ..AmdInfo::default()
     });
     let mut fallback = gpu(Vendor::Amd, "0000:04:00.0", "AMD device 0x7551");
@@ -846,7 +977,10 @@ fn amd_labeller_mixed_values_become_counts() {
             ("amd.com/gpu.device-id.744c", "1"),
             ("amd.com/gpu.device-id.7551", "1"),
             ("amd.com/gpu.product-name.Radeon_8060S", "1"),
-            ("amd.com/gpu.product-name.Radeon_RX_7900_XTX_Navi_31", "1"),
+            (
+                "amd.com/gpu.product-name.AMD_Radeon_RX_7900_XTX_Navi_31",
+                "1"
+            ),
             ("amd.com/gpu.vram.1G", "1"),
             ("amd.com/gpu.vram.24G", "1"),
         ])
@@ -877,6 +1011,10 @@ fn intel_nfd_keys() {
             ("gpu.intel.com/device-id.0380-56c0.present", "true"),
             ("gpu.intel.com/device-id.0300-56a0.count", "1"),
             ("gpu.intel.com/device-id.0380-56c0.count", "1"),
+            // platform-labeling-rules.yaml: Flex 170, then the A-series rule (last wins).
+            ("gpu.intel.com/product", "Flex_170"),
+            ("gpu.intel.com/device.count", "1"),
+            ("gpu.intel.com/family", "A_Series"),
         ])
     );
 

@@ -173,6 +173,7 @@ mod tests {
             problems: vec![],
             unread: vec![],
             disagreements: Vec::new(),
+            driver_link_error: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! Unit tests of the requirements table, per Talos version and vendor.
 
 use super::*;
+use crate::cause::Cause;
 use crate::vendors::intel::classify;
 
 fn v(s: &str) -> Option<TalosVersion> {
@@ -13,13 +14,15 @@ fn facts(vendor: Vendor, device_id: u16, intel: Option<&IntelInfo>) -> GpuFacts<
         device_id,
         intel,
         amd_gc_version: None,
+        model: "GeForce RTX",
+        nvswitches: false,
     }
 }
 
 fn supported(n: Need) -> Requirements {
     match n {
         Need::Supported(r) => r,
-        Need::Unsupported { detail, .. } => panic!("unsupported: {detail}"),
+        Need::Unsupported(cause) => panic!("unsupported: {cause:?}"),
     }
 }
 
@@ -100,13 +103,16 @@ fn nvidia_per_version() {
         assert!(names(&r)[0].contains(&"nonfree-kmod-nvidia"));
         assert!(names(&r)[0].contains(&"nvidia-open-gpu-kernel-modules-lts"));
         assert!(names(&r)[1].contains(&"nvidia-container-toolkit"));
-        assert!(r.extensions[1].suggest.ends_with("-production"), "{t}");
+        assert!(
+            r.extensions[1].suggest.extensions[0].ends_with("-production"),
+            "{t}"
+        );
     }
     // Before the split the suggestions use the old names.
     let old = supported(requirements(v("v1.7.6"), &rtx4090));
     assert_eq!(
-        old.extensions[1].suggest,
-        "siderolabs/nvidia-container-toolkit"
+        old.extensions[1].suggest.extensions,
+        ["siderolabs/nvidia-container-toolkit"]
     );
     // Off Talos: only the driver module.
     let plain = supported(requirements(None, &rtx4090));
@@ -115,23 +121,118 @@ fn nvidia_per_version() {
 }
 
 #[test]
-fn blackwell_needs_open_modules_from_v1_10() {
-    assert!(nvidia_needs_open(0x2b85)); // RTX 5090
-    assert!(nvidia_needs_open(0x2d05)); // RTX 5060
-    assert!(nvidia_needs_open(0x2f04)); // RTX 5070
-    assert!(!nvidia_needs_open(0x2684)); // RTX 4090
-    assert!(!nvidia_needs_open(0x2330)); // H100
+fn blackwell_needs_open_modules_from_v1_10_and_the_newest_branch_first() {
     let rtx5090 = facts(Vendor::Nvidia, 0x2b85, None);
-    assert!(matches!(
-        requirements(v("v1.9.6"), &rtx5090),
-        Need::Unsupported { .. }
-    ));
+    match requirements(v("v1.9.6"), &rtx5090) {
+        Need::Unsupported(Cause::NvidiaNeedsNewerTalos {
+            first_talos,
+            ships_max_major,
+            extensions,
+            ..
+        }) => {
+            assert_eq!(first_talos, "v1.10.0");
+            assert_eq!(ships_max_major, 550);
+            assert_eq!(
+                extensions,
+                [
+                    "siderolabs/nvidia-open-gpu-kernel-modules-production",
+                    "siderolabs/nvidia-container-toolkit-production"
+                ]
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // v1.10 and v1.11: production (570) is the only branch that drives it.
     let r = supported(requirements(v("v1.10.0"), &rtx5090));
-    assert_eq!(names(&r)[0], NVIDIA_OPEN_KMODS);
+    assert_eq!(
+        r.extensions[0].suggest.extensions,
+        ["siderolabs/nvidia-open-gpu-kernel-modules-production"]
+    );
+    // v1.12: LTS (580) is newer than production (570), and both drive it.
+    let r = supported(requirements(v("v1.12.0"), &rtx5090));
+    assert_eq!(
+        r.extensions[0].suggest.extensions,
+        [
+            "siderolabs/nvidia-open-gpu-kernel-modules-lts",
+            "siderolabs/nvidia-open-gpu-kernel-modules-production"
+        ]
+    );
+    // v1.13: production is 595.
+    let r = supported(requirements(v("v1.13.0"), &rtx5090));
+    assert_eq!(
+        r.extensions[0].suggest.extensions[0],
+        "siderolabs/nvidia-open-gpu-kernel-modules-production"
+    );
+}
+
+#[test]
+fn pascal_needs_proprietary_modules_and_only_lts_from_v1_13() {
+    let gtx1080 = facts(Vendor::Nvidia, 0x1b80, None);
+    let r = supported(requirements(v("v1.11.5"), &gtx1080));
+    assert_eq!(
+        r.extensions[0].suggest.extensions,
+        [
+            "siderolabs/nonfree-kmod-nvidia-production",
+            "siderolabs/nonfree-kmod-nvidia-lts"
+        ]
+    );
+    let r = supported(requirements(v("v1.13.0"), &gtx1080));
+    assert_eq!(
+        r.extensions[0].suggest.extensions,
+        ["siderolabs/nonfree-kmod-nvidia-lts"]
+    );
+    // Kepler: no Talos NVIDIA extension has its branch (470).
+    let gtx680 = facts(Vendor::Nvidia, 0x1180, None);
+    assert!(matches!(
+        requirements(v("v1.11.5"), &gtx680),
+        Need::Unsupported(Cause::NvidiaArchDropped {
+            last_major: 470,
+            ..
+        })
+    ));
+    // Off Talos nothing is claimed beyond the driver module.
+    assert!(matches!(requirements(None, &gtx680), Need::Supported(_)));
+}
+
+#[test]
+fn nvidia_releases_follow_the_extensions_vars() {
+    let row = |s: &str| nvidia_release(TalosVersion::parse(s).unwrap());
+    assert_eq!(row("v1.7.7").production, None);
+    assert_eq!(row("v1.8.3").production, Some(550));
+    assert_eq!(row("v1.10.6").production, Some(570));
+    assert_eq!(row("v1.11.5").lts, 535);
+    assert_eq!(row("v1.12.0").lts, 580);
+    assert_eq!(row("v1.12.0").production, Some(570));
+    assert_eq!(row("v1.13.2").production, Some(595));
+    // Older and newer than the table: its first and last rows.
+    assert_eq!(row("v1.3.0").lts, 535);
+    assert_eq!(row("v1.20.0").production, Some(595));
+    for w in NVIDIA_RELEASES.windows(2) {
+        assert!(w[0].talos < w[1].talos);
+    }
+    // The open 535 LTS on a GeForce card needs the unsupported-GPUs parameter: said when it is
+    // the only open choice (Talos before v1.8).
+    let ada = crate::vendors::nvidia_arch::arch_of(0x2684);
     assert!(
-        r.extensions[0]
-            .suggest
-            .contains("nvidia-open-gpu-kernel-modules-production")
+        nvidia_kmod_suggestion(v("v1.7.7").unwrap(), ada, "NVIDIA GeForce RTX 4090").open_alpha
+    );
+    assert!(
+        !nvidia_kmod_suggestion(v("v1.11.5").unwrap(), ada, "NVIDIA GeForce RTX 4090").open_alpha
+    );
+    assert!(!nvidia_kmod_suggestion(v("v1.7.7").unwrap(), ada, "NVIDIA L40S").open_alpha);
+}
+
+#[test]
+fn nvlink_systems_need_the_fabric_manager() {
+    let mut h100 = facts(Vendor::Nvidia, 0x2330, None);
+    h100.nvswitches = true;
+    let r = supported(requirements(v("v1.11.5"), &h100));
+    assert_eq!(r.extensions[2].role, Role::FabricManager);
+    assert_eq!(names(&r)[2], NVIDIA_FABRICMANAGERS);
+    let r = supported(requirements(v("v1.7.7"), &h100));
+    assert_eq!(
+        r.extensions[2].suggest.extensions,
+        ["siderolabs/nvidia-fabricmanager"]
     );
 }
 
@@ -143,6 +244,8 @@ fn amd_per_version() {
         device_id: 0x1586,
         intel: None,
         amd_gc_version: gc,
+        model: "Radeon 8060S",
+        nvswitches: false,
     };
     let r18 = supported(requirements(v("v1.8.3"), &f));
     assert!(r18.builtin_driver);
@@ -219,7 +322,8 @@ fn intel_per_version() {
     let r = supported(requirements(v("v1.8.3"), &fa));
     assert!(r.builtin_driver);
     assert_eq!(names(&r), [vec!["i915-ucode"], vec!["mei"]]);
-    assert_eq!(r.modules, ["i915", "mei_me"]);
+    // The Arc GSC binds to mei_gsc (kernel intel_gsc.c `mei-gsc` aux device), not mei_me.
+    assert_eq!(r.modules, ["i915", "mei_gsc"]);
     assert_eq!(r.firmware[0].prefix, "dg2_");
     // v1.9 on: the i915 extension.
     let r = supported(requirements(v("v1.11.5"), &fm));
@@ -237,7 +341,7 @@ fn intel_per_version() {
     }
     let r = supported(requirements(v("v1.12.0"), &fb));
     assert_eq!(names(&r), [vec!["xe"], vec!["mei"]]);
-    assert_eq!(r.modules, ["xe", "mei_me"]);
+    assert_eq!(r.modules, ["xe", "mei_gsc"]);
     assert_eq!(r.firmware[0].subdir, "xe");
     let r = supported(requirements(v("v1.12.0"), &fl));
     assert_eq!(names(&r), [["xe"]], "Lunar Lake is integrated: no mei");

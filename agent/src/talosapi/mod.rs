@@ -32,6 +32,7 @@ pub mod proto {
     tonic::include_proto!("cosi.resource");
 }
 
+pub use crate::cause::kernel_modules_hint;
 pub use backoff::{Backoff, Poller, fetch_once};
 pub use client::{Client, Error, Settings};
 pub use config::{
@@ -41,7 +42,7 @@ pub use facts::{
     EXTENSION_STATUSES, KERNEL_MODULE_SPECS, PCI_DEVICES, SERVICES, ServiceState, TalosApiFacts,
     TalosPciDevice,
 };
-pub use refine::{NVIDIA_MODULES, PERSISTENCED, kernel_modules_hint, refine};
+pub use refine::{NVIDIA_MODULES, PERSISTENCED, refine};
 
 use clap::Args;
 use std::path::PathBuf;

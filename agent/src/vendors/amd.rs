@@ -2,8 +2,9 @@
 //!
 //! Reads, on the PCI device directory: `mem_info_vram_total`, `mem_info_vis_vram_total`,
 //! `mem_info_gtt_total`, `vbios_version`, `product_name` (FRU, server boards only),
-//! `current_compute_partition`, `current_memory_partition` and
-//! `ip_discovery/die/0/11/0/{major,minor,revision}` (the GC IP version). Then
+//! `current_compute_partition`, `current_memory_partition`,
+//! `ip_discovery/die/0/11/0/{major,minor,revision}` (the GC IP version) and
+//! `driver/module/srcversion` (absent for most in-tree builds: `None`, not an error). Then
 //! `sys/class/kfd/kfd/topology/nodes/*/properties` (+ `mem_banks/0/properties`): the node is
 //! joined by `drm_render_minor`, else by `domain` + `location_id`; every node with the same
 //! location is a compute partition of the same device (MI300 CPX), never a GPU of its own.
@@ -106,28 +107,127 @@ pub fn gfx_target_name(v: u64) -> Option<String> {
     Some(format!("gfx{major}{minor:x}{step:x}"))
 }
 
-/// The family name ROCm's node labeller uses (it reads libdrm's `family_id`; we derive it from
-/// the gfx target, which sysfs has).
-pub fn family_of(target: &str) -> Option<&'static str> {
+/// The GC (graphics-core) IP versions the kernel knows, with the KFD `gfx_target_version` it
+/// reports for each and the `AMDGPU_FAMILY_*` it gives the device. Source: Linux 7.2.13
+/// `drivers/gpu/drm/amd/amdkfd/kfd_device.c` (`kgd2kfd_probe`) for the target,
+/// `drivers/gpu/drm/amd/amdgpu/amdgpu_discovery.c` (`amdgpu_discovery_set_ip_blocks`) for the
+/// family, whose names are those of `include/uapi/drm/amdgpu_drm.h`.
+const GC_TABLE: &[((u32, u32, u32), u64, &str)] = &[
+    ((9, 0, 1), 90000, "AI"),    // Vega 10
+    ((9, 1, 0), 90002, "RV"),    // Raven
+    ((9, 2, 1), 90004, "AI"),    // Vega 12
+    ((9, 2, 2), 90002, "RV"),    // Raven 2
+    ((9, 3, 0), 90012, "RV"),    // Renoir
+    ((9, 4, 0), 90006, "AI"),    // Vega 20
+    ((9, 4, 1), 90008, "AI"),    // Arcturus
+    ((9, 4, 2), 90010, "AI"),    // Aldebaran
+    ((9, 4, 3), 90402, "AI"),    // MI300
+    ((9, 4, 4), 90402, "AI"),    // MI300 variant
+    ((9, 5, 0), 90500, "AI"),    // MI350
+    ((10, 1, 10), 100100, "NV"), // Navi 10
+    ((10, 1, 1), 100102, "NV"),  // Navi 14
+    ((10, 1, 2), 100101, "NV"),  // Navi 12
+    ((10, 1, 3), 100103, "NV"),  // Cyan Skillfish
+    ((10, 1, 4), 100103, "NV"),
+    ((10, 3, 0), 100300, "NV"),        // Sienna Cichlid
+    ((10, 3, 1), 100303, "VGH"),       // Van Gogh
+    ((10, 3, 2), 100301, "NV"),        // Navy Flounder
+    ((10, 3, 3), 100305, "YC"),        // Yellow Carp (Rembrandt)
+    ((10, 3, 4), 100302, "NV"),        // Dimgrey Cavefish
+    ((10, 3, 5), 100304, "NV"),        // Beige Goby
+    ((10, 3, 6), 100306, "GC_10_3_6"), // Raphael
+    ((10, 3, 7), 100306, "GC_10_3_7"), // Mendocino
+    ((11, 0, 0), 110000, "GC_11_0_0"),
+    ((11, 0, 1), 110003, "GC_11_0_1"),
+    ((11, 0, 2), 110002, "GC_11_0_0"),
+    // "Compiler version is 11.0.1 while HW version is 11.0.3" (kfd_device.c).
+    ((11, 0, 3), 110001, "GC_11_0_0"),
+    ((11, 0, 4), 110003, "GC_11_0_1"),
+    ((11, 5, 0), 110500, "GC_11_5_0"),
+    ((11, 5, 1), 110501, "GC_11_5_0"),
+    ((11, 5, 2), 110502, "GC_11_5_0"),
+    ((11, 5, 3), 110503, "GC_11_5_0"),
+    ((11, 5, 4), 110504, "GC_11_5_0"),
+    ((11, 5, 6), 110504, "GC_11_5_0"),
+    ((11, 7, 0), 110700, "GC_11_5_4"),
+    ((11, 7, 1), 110701, "GC_11_5_4"),
+    ((12, 0, 0), 120000, "GC_12_0_0"),
+    ((12, 0, 1), 120001, "GC_12_0_0"),
+    ((12, 1, 0), 120500, "GC_12_0_0"),
+];
+
+/// KFD targets of ASICs from before IP discovery (no GC version in sysfs): `kgd2kfd_probe`'s
+/// `asic_type` cases and the family `amdgpu_device.c` gives those chips.
+const PRE_DISCOVERY_TARGETS: &[(u64, &str)] = &[
+    (70000, "KV"), // Kaveri
+    (70001, "CI"), // Hawaii
+    (80001, "CZ"), // Carrizo
+    (80002, "VI"), // Tonga
+    (80003, "VI"), // Fiji, Polaris 10/11/12, VegaM
+];
+
+/// The families ROCm's node labeller can name (`FamilyIDtoString` in ROCm/k8s-device-plugin
+/// `internal/pkg/amdgpu/amdgpu.go` @ ed7646843003); for any other family it writes no label.
+pub const LABELLER_FAMILIES: &[&str] = &[
+    "SI",
+    "CI",
+    "KV",
+    "VI",
+    "CZ",
+    "AI",
+    "RV",
+    "NV",
+    "VGH",
+    "GC_11_0_0",
+    "YC",
+    "GC_11_0_1",
+    "GC_10_3_6",
+    "GC_10_3_7",
+    "GC_11_5_0",
+    "GC_12_0_0",
+];
+
+fn parse_gc(gc: &str) -> Option<(u32, u32, u32)> {
+    let mut it = gc.split('.').map(|p| p.parse::<u32>().ok());
+    let v = (it.next()??, it.next()??, it.next()??);
+    it.next().is_none().then_some(v)
+}
+
+fn target_version(target: &str) -> Option<u64> {
     let t = target.strip_prefix("gfx")?;
-    Some(match t {
-        "700" | "701" | "702" | "704" | "705" => "CI",
-        "703" | "706" | "707" => "KV",
-        "801" => "CZ",
-        "802" | "803" | "805" | "810" => "VI",
-        "902" | "909" | "90c" => "RV",
-        _ if t.starts_with('9') => "AI",
-        "1033" => "VGH",
-        "1035" => "YC",
-        "1036" => "GC_10_3_6",
-        "1037" => "GC_10_3_7",
-        _ if t.starts_with("10") => "NV",
-        "1100" | "1101" | "1102" => "GC_11_0_0",
-        "1103" => "GC_11_0_1",
-        _ if t.starts_with("115") => "GC_11_5_0",
-        _ if t.starts_with("12") => "GC_12_0_0",
-        _ => return None,
-    })
+    if t.len() < 3 {
+        return None;
+    }
+    let (major, rest) = t.split_at(t.len() - 2);
+    let major: u64 = major.parse().ok()?;
+    let minor = u64::from_str_radix(&rest[..1], 16).ok()?;
+    let step = u64::from_str_radix(&rest[1..], 16).ok()?;
+    Some(major * 10000 + minor * 100 + step)
+}
+
+/// The kernel's family (`AMDGPU_FAMILY_*` name) of a GC IP version (`10.3.7` gives `GC_10_3_7`).
+pub fn family_of_gc(gc: &str) -> Option<&'static str> {
+    let v = parse_gc(gc)?;
+    GC_TABLE
+        .iter()
+        .find(|(g, _, _)| *g == v)
+        .map(|(_, _, f)| *f)
+}
+
+/// The family of a KFD target, where every GC version behind it has the same family:
+/// `gfx1036` runs on GC 10.3.6 (Raphael, `GC_10_3_6`) and 10.3.7 (Mendocino, `GC_10_3_7`), so
+/// it gives `None` and the family must come from `ip_discovery` ([`family_of_gc`]).
+pub fn family_of(target: &str) -> Option<&'static str> {
+    let v = target_version(target)?;
+    if let Some((_, f)) = PRE_DISCOVERY_TARGETS.iter().find(|(t, _)| *t == v) {
+        return Some(f);
+    }
+    let mut fams = GC_TABLE
+        .iter()
+        .filter(|(_, t, _)| *t == v)
+        .map(|(_, _, f)| *f);
+    let first = fams.next()?;
+    fams.all(|f| f == first).then_some(first)
 }
 
 /// Targets of integrated GPUs (APUs).
@@ -171,6 +271,7 @@ pub fn read(
         ..AmdInfo::default()
     };
     let product_name = r.text("product_name");
+    info.driver_srcversion = r.text("driver/module/srcversion");
     let gc = ["major", "minor", "revision"]
         .map(|f| r.opt(&format!("ip_discovery/die/0/11/0/{f}"), parse::int::<u32>));
     if let [Some(a), Some(b), Some(c)] = gc {
@@ -215,17 +316,25 @@ pub fn read(
             .sum::<Option<u64>>()
             .map(|c| c as u32);
         info.gfx_target = node.gfx_target_version.and_then(gfx_target_name);
+        info.kfd_mem_bank_bytes = node.mem_bank_bytes;
         if info.vram_bytes.is_none() {
             info.vram_bytes = parts.iter().map(|n| n.mem_bank_bytes).sum();
         }
     }
     if let Some(t) = &info.gfx_target {
-        info.family = family_of(t).map(str::to_owned);
         info.apu = Some(is_apu_target(t));
         if info.gc_version.is_none() {
             info.gc_version = gc_from_target(t);
         }
     }
+    // The family from the GC version (ip_discovery) where known: one target can span two
+    // families (gfx1036: Raphael and Mendocino).
+    info.family = info
+        .gc_version
+        .as_deref()
+        .and_then(family_of_gc)
+        .or_else(|| info.gfx_target.as_deref().and_then(family_of))
+        .map(str::to_owned);
     (info, product_name, r.unread)
 }
 
@@ -234,20 +343,15 @@ fn partition_base(location_id: u64) -> u64 {
     location_id & 0x0fff_fff8
 }
 
-/// From GFX11 on the compiler target names the GC IP version (`gfx1151` is GC 11.5.1).
-/// Older targets do not (`gfx1035` runs on GC 10.3.3), so they give `None`.
+/// The GC IP version behind a KFD target, where exactly one is ([`GC_TABLE`]): `gfx1101` is
+/// GC 11.0.3; `gfx1103` (11.0.1 or 11.0.4) and `gfx942` (9.4.3 or 9.4.4) give `None`.
 fn gc_from_target(target: &str) -> Option<String> {
-    let t = target.strip_prefix("gfx")?;
-    if t.len() != 4 {
-        return None;
+    let v = target_version(target)?;
+    let mut gcs = GC_TABLE.iter().filter(|(_, t, _)| *t == v);
+    match (gcs.next(), gcs.next()) {
+        (Some(((a, b, c), _, _)), None) => Some(format!("{a}.{b}.{c}")),
+        _ => None,
     }
-    let major: u32 = t[..2].parse().ok()?;
-    if major < 11 {
-        return None;
-    }
-    let minor = u32::from_str_radix(&t[2..3], 16).ok()?;
-    let step = u32::from_str_radix(&t[3..4], 16).ok()?;
-    Some(format!("{major}.{minor}.{step}"))
 }
 
 #[cfg(test)]
@@ -262,7 +366,34 @@ mod tests {
         assert_eq!(gfx_target_name(100305).as_deref(), Some("gfx1035"));
         assert_eq!(gfx_target_name(0), None);
         assert_eq!(gc_from_target("gfx1151").as_deref(), Some("11.5.1"));
-        assert_eq!(gc_from_target("gfx1035"), None);
+        assert_eq!(gc_from_target("gfx1035").as_deref(), Some("10.3.3"));
+        assert_eq!(gc_from_target("gfx90a").as_deref(), Some("9.4.2"));
+    }
+
+    /// The rows the old derivation (target digits as the GC version) got wrong, per
+    /// kfd_device.c: the compiler target and the hardware version differ.
+    #[test]
+    fn gc_versions_that_differ_from_the_target() {
+        assert_eq!(gc_from_target("gfx1101").as_deref(), Some("11.0.3"));
+        assert_eq!(gc_from_target("gfx1103"), None); // 11.0.1 or 11.0.4
+        assert_eq!(gc_from_target("gfx1154"), None); // 11.5.4 or 11.5.6
+        assert_eq!(gc_from_target("gfx942"), None); // 9.4.3 or 9.4.4
+        assert_eq!(gc_from_target("gfx1036"), None); // 10.3.6 or 10.3.7
+        assert_eq!(gc_from_target("gfx1250").as_deref(), Some("12.1.0"));
+        assert_eq!(gc_from_target("gfx1102").as_deref(), Some("11.0.2"));
+    }
+
+    #[test]
+    fn every_gc_row_round_trips() {
+        for ((a, b, c), t, fam) in GC_TABLE {
+            let gc = format!("{a}.{b}.{c}");
+            let name = gfx_target_name(*t).expect("target name");
+            assert_eq!(target_version(&name), Some(*t), "{name}");
+            assert_eq!(family_of_gc(&gc), Some(*fam), "{gc}");
+            if let Some(back) = gc_from_target(&name) {
+                assert_eq!(back, gc, "{name}");
+            }
+        }
     }
 
     #[test]
@@ -270,9 +401,20 @@ mod tests {
         assert_eq!(family_of("gfx1151"), Some("GC_11_5_0"));
         assert_eq!(family_of("gfx1035"), Some("YC"));
         assert_eq!(family_of("gfx1100"), Some("GC_11_0_0"));
+        assert_eq!(family_of("gfx1101"), Some("GC_11_0_0"));
+        assert_eq!(family_of("gfx1103"), Some("GC_11_0_1"));
         assert_eq!(family_of("gfx942"), Some("AI"));
+        assert_eq!(family_of("gfx90c"), Some("RV"));
         assert_eq!(family_of("gfx1201"), Some("GC_12_0_0"));
-        assert_eq!(family_of("gfx1036"), Some("GC_10_3_6"));
+        assert_eq!(family_of("gfx1033"), Some("VGH"));
+        assert_eq!(family_of("gfx803"), Some("VI"));
+        // Raphael and Mendocino share gfx1036: only ip_discovery tells them apart.
+        assert_eq!(family_of("gfx1036"), None);
+        assert_eq!(family_of_gc("10.3.6"), Some("GC_10_3_6"));
+        assert_eq!(family_of_gc("10.3.7"), Some("GC_10_3_7"));
+        assert_eq!(family_of("gfx1037"), None); // no such KFD target
+        assert_eq!(family_of_gc("11.7.0"), Some("GC_11_5_4"));
+        assert!(!LABELLER_FAMILIES.contains(&"GC_11_5_4"));
         assert_eq!(family_of("bogus"), None);
     }
 

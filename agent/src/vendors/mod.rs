@@ -6,4 +6,7 @@
 
 pub mod amd;
 pub mod intel;
+pub mod intel_ids;
 pub mod nvidia;
+pub mod nvidia_arch;
+pub mod nvswitch;

@@ -1,6 +1,7 @@
 //! Unit tests of the verdict rules on hand-built hosts and GPUs.
 
 use super::*;
+use crate::cause::{Cause, OsRelease, TalosEvidence};
 use crate::model::{ModelSource, ModuleState, NvidiaInfo, PcieLink, TalosInfo, Unread};
 
 fn ext(name: &str, version: &str) -> Extension {
@@ -36,6 +37,8 @@ fn host(talos: Option<(&str, Vec<Extension>)>, modules: &[(&str, &str)]) -> Host
             .collect(),
         unread: Vec::new(),
         disagreements: Vec::new(),
+        nvswitches: Vec::new(),
+        read_errors: Default::default(),
     }
 }
 
@@ -69,6 +72,7 @@ fn nvidia_gpu(device_id: &str, driver: Option<&str>, module: Option<(&str, &str)
         problems: Vec::new(),
         unread: Vec::new(),
         disagreements: Vec::new(),
+        driver_link_error: None,
     }
 }
 
@@ -101,7 +105,20 @@ fn node_metadata_keeps_only_talos_extension_keys() {
     ]);
     assert_eq!(
         e,
-        vec![ext("amdgpu", "20251021-v1.11.5"), ext("mei", "v1.11.5")]
+        Some(vec![
+            ext("amdgpu", "20251021-v1.11.5"),
+            ext("mei", "v1.11.5")
+        ])
+    );
+    // No Talos key at all: the Node says nothing (not "no extensions").
+    assert_eq!(
+        extensions_from_node_metadata([("kubernetes.io/os", "linux")]),
+        None
+    );
+    // Only the schematic: Talos publishes, and nothing is installed.
+    assert_eq!(
+        extensions_from_node_metadata([("extensions.talos.dev/schematic", "3765")]),
+        Some(Vec::new())
     );
 }
 
@@ -129,7 +146,7 @@ fn node_entries_win_and_the_file_fills_gaps() {
     );
     // An unreadable file without Node labels: unknown.
     let mut broken = h.clone();
-    broken.unread.push(Unread {
+    broken.read_errors.extensions_yaml = Some(Unread {
         path: "/etc/extensions.yaml".into(),
         error: "permission denied".into(),
     });
@@ -329,9 +346,106 @@ fn nvidia_without_any_extension_on_talos() {
 #[test]
 fn problem_lines_are_single_lines() {
     let g = nvidia_gpu("0x2684", None, None);
-    let p = problem(Status::ModuleNotLoaded, "d", "h");
+    let mut p = problem(Cause::ModuleUnusable {
+        module: "nvidia".into(),
+        state: "unloading".into(),
+    });
+    p.detail = "d".into();
+    p.hint = "h".into();
     assert_eq!(
         problem_line(&g, &p),
         "0000:01:00.0 nvidia module-not-loaded: d; fix: h"
     );
+}
+
+/// The field bug: on a host whose os-release names another system, Node evidence never makes
+/// it Talos, even if some Node carried Talos-looking keys.
+#[test]
+fn a_readable_non_talos_os_release_wins_over_node_evidence() {
+    let mut h = host(None, &[("nvidia", "live")]);
+    h.os = Some("Ubuntu 24.04.1 LTS".into());
+    let ev = Evidence {
+        node_extensions: Some(vec![ext(
+            "nonfree-kmod-nvidia-production",
+            "570.172.08-v1.11.5",
+        )]),
+        nvml: None,
+    };
+    let g = run(
+        &h,
+        nvidia_gpu("0x2684", Some("nvidia"), Some(("open", "580.95.05"))),
+        &ev,
+    );
+    assert_eq!(g.status, Status::Ok, "{:#?}", g.problems);
+    // An os-release that cannot be read: the Node's Talos records do say Talos.
+    let mut h = host(None, &[("nvidia", "live")]);
+    h.kernel = Some("6.12.57".into());
+    h.read_errors.os_release = Some(Unread {
+        path: "/etc/os-release".into(),
+        error: "permission denied".into(),
+    });
+    let g = run(
+        &h,
+        nvidia_gpu("0x2684", Some("nvidia"), Some(("open", "580.95.05"))),
+        &ev,
+    );
+    assert_eq!(g.status, Status::Unknown);
+    assert!(matches!(
+        g.problems[0].cause,
+        Cause::TalosVersionUnreadable {
+            evidence: TalosEvidence::Node,
+            os_release: OsRelease::Unreadable { .. }
+        }
+    ));
+}
+
+/// Talos before v1.8 publishes no extension records on the Node: keys someone else wrote are
+/// ignored, and with an unreadable file the extension set is unknown, nothing missing.
+#[test]
+fn before_v1_8_node_records_do_not_count_and_unknown_means_nothing_missing() {
+    let mut h = host(Some(("v1.7.7", vec![])), ALL_NV);
+    h.read_errors.extensions_yaml = Some(Unread {
+        path: "/etc/extensions.yaml".into(),
+        error: "too many levels of symbolic links".into(),
+    });
+    let ev = Evidence {
+        node_extensions: Some(Vec::new()),
+        nvml: None,
+    };
+    assert_eq!(effective_extensions(&h, &ev), None);
+    let g = run(
+        &h,
+        nvidia_gpu(
+            "0x2684",
+            Some("nvidia"),
+            Some(("proprietary", "535.129.03")),
+        ),
+        &ev,
+    );
+    let statuses: Vec<Status> = g.problems.iter().map(|p| p.status).collect();
+    assert_eq!(statuses, [Status::Unknown], "{:#?}", g.problems);
+    assert!(matches!(
+        g.problems[0].cause,
+        Cause::ExtensionsUnknown {
+            node_publishes: false,
+            ..
+        }
+    ));
+    // From v1.8 the Node's (empty) record is Talos' own: nothing installed.
+    h.talos.as_mut().unwrap().version = "v1.8.3".into();
+    assert_eq!(effective_extensions(&h, &ev), Some(Vec::new()));
+}
+
+#[test]
+fn every_problem_carries_its_cause_and_the_text_is_rendered_from_it() {
+    let h = host(Some(("v1.11.5", vec![])), &[]);
+    let g = run(&h, nvidia_gpu("0x2684", None, None), &Evidence::default());
+    for p in &g.problems {
+        let (d, hint) = crate::cause::render(&p.cause, &p.notes);
+        assert_eq!(
+            (d.as_str(), hint.as_str()),
+            (p.detail.as_str(), p.hint.as_str())
+        );
+        assert_eq!(p.status, p.cause.status());
+    }
 }

@@ -88,7 +88,7 @@ compat profiles that are switched on. Rendered as a CEL list literal for the adm
 {{- $p = concat $p (list "amd.com/gpu.") }}
 {{- end }}
 {{- if .Values.labels.compat.intelNfd }}
-{{- $p = concat $p (list "intel.feature.node.kubernetes.io/gpu" "gpu.intel.com/device-id.") }}
+{{- $p = concat $p (list "intel.feature.node.kubernetes.io/gpu" "gpu.intel.com/device-id." "gpu.intel.com/device.count" "gpu.intel.com/product" "gpu.intel.com/family") }}
 {{- end }}
 {{- $q := list }}
 {{- range $p }}

@@ -3,7 +3,9 @@
 // Error responses are whole `http::Response`s; their size does not matter in a test server.
 #![allow(clippy::result_large_err)]
 
-use super::{Action, ChanBody, Logged, NodeObj, StandIn, State, Watcher, node_json, watch_line};
+use super::{
+    Action, ChanBody, Logged, NodeInfo, NodeObj, StandIn, State, Watcher, node_json, watch_line,
+};
 use bytes::Bytes;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -592,6 +594,7 @@ fn apply_node(
             rv: st.rv,
             owned: Default::default(),
             annotations: BTreeMap::new(),
+            node_info: NodeInfo::default(),
         };
         let _ = n.owned.apply(&manager, &labels, true);
         st.nodes.insert(name.to_owned(), n.clone());

@@ -164,6 +164,24 @@ pub struct NodeObj {
     pub rv: u64,
     pub owned: Owned,
     pub annotations: BTreeMap<String, String>,
+    pub node_info: NodeInfo,
+}
+
+/// `status.nodeInfo` fields the kubelet reports from the host (`osImage` is os-release's
+/// `PRETTY_NAME`, `kernelVersion` the kernel release).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub os_image: String,
+    pub kernel_version: String,
+}
+
+impl Default for NodeInfo {
+    fn default() -> Self {
+        Self {
+            os_image: "Debian GNU/Linux 12 (bookworm)".to_owned(),
+            kernel_version: "6.1.0-28-amd64".to_owned(),
+        }
+    }
 }
 
 struct Watcher {
@@ -238,6 +256,7 @@ impl StandIn {
             rv: st.rv,
             owned,
             annotations: BTreeMap::new(),
+            node_info: NodeInfo::default(),
         };
         st.nodes.insert(name.to_owned(), node.clone());
         st.emit("ADDED", node);
@@ -270,6 +289,19 @@ impl StandIn {
         let mut st = self.st();
         st.mutate_node(node, |n| {
             n.annotations.insert(key.to_owned(), value.to_owned()) != Some(value.to_owned())
+        });
+    }
+
+    /// Set `status.nodeInfo.osImage` and `kernelVersion`, as the kubelet reports them.
+    pub fn set_node_info(&self, node: &str, os_image: &str, kernel_version: &str) {
+        let info = NodeInfo {
+            os_image: os_image.to_owned(),
+            kernel_version: kernel_version.to_owned(),
+        };
+        self.st().mutate_node(node, |n| {
+            let changed = n.node_info != info;
+            n.node_info = info.clone();
+            changed
         });
     }
 
@@ -510,7 +542,8 @@ pub fn node_json(n: &NodeObj, meta_only: bool) -> Value {
             "kind": "Node", "apiVersion": "v1", "metadata": meta_json(n),
             "spec": {},
             "status": {"conditions": [{"type": "Ready", "status": "True"}],
-                       "nodeInfo": {"kubeletVersion": "v1.32.0", "operatingSystem": "linux", "architecture": "amd64"}},
+                       "nodeInfo": {"kubeletVersion": "v1.32.0", "operatingSystem": "linux", "architecture": "amd64",
+                                    "osImage": n.node_info.os_image, "kernelVersion": n.node_info.kernel_version}},
         })
     }
 }

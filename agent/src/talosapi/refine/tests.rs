@@ -1,5 +1,6 @@
 use super::*;
-use crate::model::{ModelSource, PcieLink, Unread};
+use crate::cause::{ModulesFix, NotBound};
+use crate::model::{Extension, ModelSource, PcieLink, TalosInfo, Unread};
 
 fn nvidia_gpu(driver: Option<&str>, problems: Vec<Problem>) -> Gpu {
     let mut g = Gpu {
@@ -27,17 +28,20 @@ fn nvidia_gpu(driver: Option<&str>, problems: Vec<Problem>) -> Gpu {
         problems,
         unread: Vec::new(),
         disagreements: Vec::new(),
+        driver_link_error: None,
     };
     g.settle_status();
     g
 }
 
-fn not_loaded() -> Problem {
-    Problem {
-        status: Status::ModuleNotLoaded,
-        detail: "no driver is bound and nvidia, nvidia_uvm not loaded".to_owned(),
-        hint: "add nvidia, nvidia_uvm to machine.kernel.modules".to_owned(),
-    }
+fn not_loaded(modules: &[&str], bound: bool) -> Problem {
+    Problem::new(Cause::ModulesNotLoaded {
+        modules: modules.iter().map(|m| (*m).to_owned()).collect(),
+        bound,
+        fix: ModulesFix::MachineConfig,
+        config: None,
+        open_alpha: false,
+    })
 }
 
 fn facts_with_modules(mods: &[&str]) -> TalosApiFacts {
@@ -47,11 +51,53 @@ fn facts_with_modules(mods: &[&str]) -> TalosApiFacts {
     }
 }
 
+fn ext(name: &str, version: &str) -> Extension {
+    Extension {
+        name: name.to_owned(),
+        version: version.to_owned(),
+    }
+}
+
+/// A Talos host with the production kmod and toolkit installed.
+fn host() -> Host {
+    Host {
+        kernel: Some("6.12.57-talos".to_owned()),
+        os: Some("Talos (v1.11.5)".to_owned()),
+        talos: Some(TalosInfo {
+            version: "v1.11.5".to_owned(),
+            extensions: vec![
+                ext("nonfree-kmod-nvidia-production", "570.172.08-v1.11.5"),
+                ext("nvidia-container-toolkit-production", "570.172.08-v1.17.8"),
+            ],
+        }),
+        modules: Vec::new(),
+        unread: Vec::new(),
+        disagreements: Vec::new(),
+        nvswitches: Vec::new(),
+        read_errors: Default::default(),
+    }
+}
+
+fn running(facts: &mut TalosApiFacts, service: &str) {
+    facts.services.insert(
+        service.to_owned(),
+        crate::talosapi::ServiceState {
+            running: true,
+            healthy: true,
+            unknown: false,
+        },
+    );
+}
+
 #[test]
 fn missing_kernel_modules_give_the_exact_config_hint() {
-    let facts = facts_with_modules(&[]);
-    let mut gpus = vec![nvidia_gpu(None, vec![not_loaded()])];
-    refine(&facts, &mut gpus);
+    let mut facts = facts_with_modules(&[]);
+    running(&mut facts, PERSISTENCED);
+    let mut gpus = vec![nvidia_gpu(
+        None,
+        vec![not_loaded(&["nvidia", "nvidia_uvm"], false)],
+    )];
+    refine(&facts, &host(), &mut gpus);
     let p = &gpus[0].problems[0];
     assert_eq!(gpus[0].status, Status::ModuleNotLoaded);
     assert_eq!(
@@ -61,13 +107,21 @@ fn missing_kernel_modules_give_the_exact_config_hint() {
     assert!(p.detail.ends_with(
         "machine.kernel.modules lacks nvidia, nvidia_uvm, nvidia_drm, nvidia_modeset (Talos API)"
     ));
+    // The cause carries what the config lacks.
+    assert!(matches!(
+        &p.cause,
+        Cause::ModulesNotLoaded { config: Some(c), .. } if c.lacking.len() == 4
+    ));
 }
 
 #[test]
 fn only_the_missing_modules_are_named() {
     let facts = facts_with_modules(&["nvidia", "nvidia_drm"]);
-    let mut gpus = vec![nvidia_gpu(None, vec![not_loaded()])];
-    refine(&facts, &mut gpus);
+    let mut gpus = vec![nvidia_gpu(
+        None,
+        vec![not_loaded(&["nvidia", "nvidia_uvm"], false)],
+    )];
+    refine(&facts, &host(), &mut gpus);
     assert!(
         gpus[0].problems[0]
             .hint
@@ -77,9 +131,12 @@ fn only_the_missing_modules_are_named() {
 
 #[test]
 fn configured_modules_that_did_not_load_point_at_the_kernel_log() {
-    let facts = facts_with_modules(&NVIDIA_MODULES);
-    let mut gpus = vec![nvidia_gpu(None, vec![not_loaded()])];
-    refine(&facts, &mut gpus);
+    let facts = facts_with_modules(NVIDIA_MODULES);
+    let mut gpus = vec![nvidia_gpu(
+        None,
+        vec![not_loaded(&["nvidia", "nvidia_uvm"], false)],
+    )];
+    refine(&facts, &host(), &mut gpus);
     let p = &gpus[0].problems[0];
     assert_eq!(p.status, Status::ModuleNotLoaded);
     assert!(p.hint.contains("key was rejected"), "{}", p.hint);
@@ -88,78 +145,112 @@ fn configured_modules_that_did_not_load_point_at_the_kernel_log() {
 
 #[test]
 fn non_nvidia_and_healthy_gpus_are_left_alone() {
-    let facts = facts_with_modules(&[]);
-    let mut amd = nvidia_gpu(None, vec![not_loaded()]);
+    let mut facts = facts_with_modules(&[]);
+    running(&mut facts, PERSISTENCED);
+    let mut amd = nvidia_gpu(None, vec![not_loaded(&["amdgpu"], false)]);
     amd.vendor = Vendor::Amd;
     let before_amd = amd.clone();
     let ok = nvidia_gpu(Some("nvidia"), vec![]);
     let mut gpus = vec![amd, ok.clone()];
-    refine(&facts, &mut gpus);
+    refine(&facts, &host(), &mut gpus);
     assert_eq!(gpus[0], before_amd);
     assert_eq!(gpus[1], ok);
 }
 
+/// Talos destroys a Services resource when the service stops, so an installed toolkit whose
+/// persistenced has no running resource is not running.
 #[test]
-fn persistenced_not_running_with_bound_driver_is_a_problem() {
-    let mut facts = facts_with_modules(&NVIDIA_MODULES);
-    facts.services.insert(
-        PERSISTENCED.to_owned(),
-        crate::talosapi::ServiceState {
-            running: false,
-            healthy: false,
-            unknown: true,
-        },
-    );
+fn persistenced_not_running_with_bound_driver_is_service_not_running() {
+    let facts = facts_with_modules(NVIDIA_MODULES);
     let mut gpus = vec![nvidia_gpu(Some("nvidia"), vec![])];
-    refine(&facts, &mut gpus);
-    assert_eq!(gpus[0].status, Status::DriverVersionMismatch);
+    refine(&facts, &host(), &mut gpus);
+    assert_eq!(gpus[0].status, Status::ServiceNotRunning);
     assert_eq!(gpus[0].problems.len(), 1);
-    assert!(gpus[0].problems[0].detail.contains(PERSISTENCED));
-    assert!(
-        gpus[0].problems[0]
-            .hint
-            .contains("talosctl logs ext-nvidia-persistenced")
+    let p = &gpus[0].problems[0];
+    assert_eq!(
+        p.cause,
+        Cause::ServiceNotRunning {
+            service: PERSISTENCED.to_owned(),
+            driver: "nvidia".to_owned(),
+            extension: "nvidia-container-toolkit-production".to_owned(),
+            driver_version: None,
+        }
     );
+    assert!(p.hint.contains("talosctl logs ext-nvidia-persistenced"));
+    // A resource that says not running (older Talos, or a fake) counts the same.
+    let mut facts = facts_with_modules(NVIDIA_MODULES);
+    facts
+        .services
+        .insert(PERSISTENCED.to_owned(), Default::default());
+    let mut gpus = vec![nvidia_gpu(Some("nvidia"), vec![])];
+    refine(&facts, &host(), &mut gpus);
+    assert_eq!(gpus[0].status, Status::ServiceNotRunning);
 }
 
 #[test]
-fn persistenced_running_or_absent_adds_nothing() {
-    let mut facts = facts_with_modules(&NVIDIA_MODULES);
+fn persistenced_running_or_no_toolkit_adds_nothing() {
+    let mut facts = facts_with_modules(NVIDIA_MODULES);
+    running(&mut facts, PERSISTENCED);
     let ok = nvidia_gpu(Some("nvidia"), vec![]);
     let mut gpus = vec![ok.clone()];
-    refine(&facts, &mut gpus);
+    refine(&facts, &host(), &mut gpus);
     assert_eq!(gpus[0], ok);
-    facts.services.insert(
-        PERSISTENCED.to_owned(),
-        crate::talosapi::ServiceState {
-            running: true,
-            healthy: true,
-            unknown: false,
-        },
+    // No toolkit installed: the extension checks report that; no service is expected.
+    let mut bare = host();
+    bare.talos.as_mut().unwrap().extensions.truncate(1);
+    let facts = facts_with_modules(NVIDIA_MODULES);
+    refine(&facts, &bare, &mut gpus);
+    assert_eq!(gpus[0], ok);
+}
+
+#[test]
+fn fabric_manager_not_running_on_an_nvswitch_system() {
+    let mut h = host();
+    h.nvswitches = vec!["0000:05:00.0".to_owned()];
+    h.talos
+        .as_mut()
+        .unwrap()
+        .extensions
+        .push(ext("nvidia-fabricmanager-production", "570.172.08"));
+    let mut facts = facts_with_modules(NVIDIA_MODULES);
+    running(&mut facts, PERSISTENCED);
+    let mut gpus = vec![nvidia_gpu(Some("nvidia"), vec![])];
+    refine(&facts, &h, &mut gpus);
+    assert_eq!(gpus[0].status, Status::ServiceNotRunning);
+    let p = &gpus[0].problems[0];
+    assert!(
+        matches!(&p.cause, Cause::ServiceNotRunning { service, driver_version: Some(v), .. }
+            if service == "ext-nvidia-fabricmanager" && v == "570.172.08"),
+        "{:?}",
+        p.cause
     );
-    refine(&facts, &mut gpus);
-    assert_eq!(gpus[0], ok);
+    // Without NVSwitches the fabric manager is not expected to run.
+    h.nvswitches.clear();
+    let mut gpus = vec![nvidia_gpu(Some("nvidia"), vec![])];
+    refine(&facts, &h, &mut gpus);
+    assert_eq!(gpus[0].status, Status::Ok);
 }
 
 #[test]
 fn persistenced_waiting_is_noted_on_the_unbound_problem() {
-    let mut facts = facts_with_modules(&[]);
-    facts
-        .services
-        .insert(PERSISTENCED.to_owned(), Default::default());
-    let mut gpus = vec![nvidia_gpu(None, vec![not_loaded()])];
-    refine(&facts, &mut gpus);
+    let facts = facts_with_modules(&[]);
+    let mut gpus = vec![nvidia_gpu(None, vec![not_loaded(&["nvidia"], false)])];
+    refine(&facts, &host(), &mut gpus);
     assert_eq!(gpus[0].problems.len(), 1);
+    assert_eq!(gpus[0].status, Status::ModuleNotLoaded);
     assert!(
         gpus[0].problems[0]
             .detail
-            .contains("ext-nvidia-persistenced waits for the nvidia driver")
+            .contains("ext-nvidia-persistenced waits for the nvidia driver"),
+        "{}",
+        gpus[0].problems[0].detail
     );
 }
 
 #[test]
 fn talos_driver_at_boot_explains_an_unbound_device() {
-    let mut facts = facts_with_modules(&NVIDIA_MODULES);
+    let mut facts = facts_with_modules(NVIDIA_MODULES);
+    running(&mut facts, PERSISTENCED);
     facts.pci_devices.insert(
         "0000:01:00.0".to_owned(),
         crate::talosapi::TalosPciDevice {
@@ -168,13 +259,14 @@ fn talos_driver_at_boot_explains_an_unbound_device() {
             product_id: Some("0x2684".to_owned()),
         },
     );
-    let unbound = Problem {
-        status: Status::DriverNotBound,
-        detail: "nvidia is loaded but not bound to this device (probe failed)".to_owned(),
-        hint: "read the probe error".to_owned(),
-    };
+    let unbound = Problem::new(Cause::DriverNotBound {
+        driver: "nvidia".to_owned(),
+        address: "0000:01:00.0".to_owned(),
+        on_talos: true,
+        reason: NotBound::Probe,
+    });
     let mut gpus = vec![nvidia_gpu(None, vec![unbound])];
-    refine(&facts, &mut gpus);
+    refine(&facts, &host(), &mut gpus);
     let d = &gpus[0].problems[0].detail;
     assert!(
         d.contains("Talos saw nvidia bound at boot, so it was unbound since"),
@@ -182,18 +274,19 @@ fn talos_driver_at_boot_explains_an_unbound_device() {
     );
 
     // The driver link could not be read: Talos' record is reported as such.
-    let unknown = Problem {
-        status: Status::Unknown,
-        detail: "driver link unreadable".to_owned(),
-        hint: "mount /sys".to_owned(),
-    };
-    let mut g = nvidia_gpu(None, vec![unknown]);
-    g.unread.push(Unread {
+    let link = Unread {
         path: "/sys/bus/pci/devices/0000:01:00.0/driver".to_owned(),
         error: "permission denied".to_owned(),
+    };
+    let unknown = Problem::new(Cause::DriverLinkUnreadable {
+        path: link.path.clone(),
+        error: link.error.clone(),
     });
+    let mut g = nvidia_gpu(None, vec![unknown]);
+    g.unread.push(link.clone());
+    g.driver_link_error = Some(link);
     let mut gpus = vec![g];
-    refine(&facts, &mut gpus);
+    refine(&facts, &host(), &mut gpus);
     assert_eq!(gpus[0].status, Status::Unknown);
     assert!(
         gpus[0].problems[0]
@@ -204,7 +297,8 @@ fn talos_driver_at_boot_explains_an_unbound_device() {
 
 #[test]
 fn current_kernel_binding_wins_over_talos_snapshot() {
-    let mut facts = facts_with_modules(&NVIDIA_MODULES);
+    let mut facts = facts_with_modules(NVIDIA_MODULES);
+    running(&mut facts, PERSISTENCED);
     facts.pci_devices.insert(
         "0000:01:00.0".to_owned(),
         crate::talosapi::TalosPciDevice {
@@ -214,16 +308,13 @@ fn current_kernel_binding_wins_over_talos_snapshot() {
     );
     let ok = nvidia_gpu(Some("nvidia"), vec![]);
     let mut gpus = vec![ok.clone()];
-    refine(&facts, &mut gpus);
+    refine(&facts, &host(), &mut gpus);
     assert_eq!(gpus[0], ok);
 }
 
 #[test]
 fn refining_twice_equals_refining_once() {
     let mut facts = facts_with_modules(&["nvidia"]);
-    facts
-        .services
-        .insert(PERSISTENCED.to_owned(), Default::default());
     facts.pci_devices.insert(
         "0000:01:00.0".to_owned(),
         crate::talosapi::TalosPciDevice {
@@ -232,26 +323,23 @@ fn refining_twice_equals_refining_once() {
         },
     );
     let mut once = vec![
-        nvidia_gpu(None, vec![not_loaded()]),
+        nvidia_gpu(None, vec![not_loaded(&["nvidia"], false)]),
         nvidia_gpu(Some("nvidia"), vec![]),
     ];
-    refine(&facts, &mut once);
+    refine(&facts, &host(), &mut once);
     let mut twice = once.clone();
-    refine(&facts, &mut twice);
+    refine(&facts, &host(), &mut twice);
     assert_eq!(once, twice);
 }
 
 #[test]
-fn the_hint_follows_the_modules_the_problem_names() {
+fn the_hint_follows_the_modules_the_cause_names() {
     // Bound driver, nvidia_uvm not loaded: only nvidia_uvm matters, whatever else is missing.
-    let uvm = Problem {
-        status: Status::ModuleNotLoaded,
-        detail: "the driver is bound but nvidia_uvm not loaded".to_owned(),
-        hint: "add nvidia_uvm to machine.kernel.modules".to_owned(),
-    };
-    let facts = facts_with_modules(&["nvidia", "nvidia_uvm"]);
+    let uvm = not_loaded(&["nvidia_uvm"], true);
+    let mut facts = facts_with_modules(&["nvidia", "nvidia_uvm"]);
+    running(&mut facts, PERSISTENCED);
     let mut gpus = vec![nvidia_gpu(Some("nvidia"), vec![uvm.clone()])];
-    refine(&facts, &mut gpus);
+    refine(&facts, &host(), &mut gpus);
     let p = &gpus[0].problems[0];
     assert!(
         p.hint
@@ -271,9 +359,10 @@ fn the_hint_follows_the_modules_the_problem_names() {
     );
 
     // Not configured: the hint lists every NVIDIA module machine.kernel.modules lacks.
-    let facts = facts_with_modules(&["nvidia", "nvidia_drm"]);
+    let mut facts = facts_with_modules(&["nvidia", "nvidia_drm"]);
+    running(&mut facts, PERSISTENCED);
     let mut gpus = vec![nvidia_gpu(Some("nvidia"), vec![uvm])];
-    refine(&facts, &mut gpus);
+    refine(&facts, &host(), &mut gpus);
     assert!(
         gpus[0].problems[0]
             .hint
@@ -282,13 +371,14 @@ fn the_hint_follows_the_modules_the_problem_names() {
         gpus[0].problems[0].hint
     );
 
-    // Bound but the module is unloading: left to the kernel verdict.
-    let unloading = Problem {
-        status: Status::ModuleNotLoaded,
-        detail: "nvidia is bound but its module is unloading".to_owned(),
-        hint: "check the kernel log".to_owned(),
-    };
+    // Bound but the module is unloading: a different cause, left to the kernel verdict.
+    let unloading = Problem::new(Cause::ModuleUnusable {
+        module: "nvidia".to_owned(),
+        state: "unloading".to_owned(),
+    });
     let mut gpus = vec![nvidia_gpu(Some("nvidia"), vec![unloading.clone()])];
-    refine(&facts_with_modules(&[]), &mut gpus);
+    let mut facts = facts_with_modules(&[]);
+    running(&mut facts, PERSISTENCED);
+    refine(&facts, &host(), &mut gpus);
     assert_eq!(gpus[0].problems[0], unloading);
 }
