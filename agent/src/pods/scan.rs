@@ -91,6 +91,8 @@ struct Proc {
     drm_fds: Vec<(u32, Option<u64>)>,
     pod: Option<PodRef>,
     last_full: Instant,
+    /// `/proc/<pid>/fdinfo`, resolved once at the full read (procfs never turns it into a link).
+    fdinfo: Option<Resolved>,
 }
 
 /// The scanner and its cache (one per agent; not shared between threads).
@@ -239,19 +241,21 @@ impl Scanner {
         let Some(p) = self.procs.get_mut(&pid) else {
             return;
         };
-        let fdinfo_dir = match root.resolve_in(proc_dir, format!("{pid}/fdinfo")) {
-            Ok(d) => d,
-            Err(e) => {
-                Self::count(out, &e);
-                if e.is_not_found() {
-                    // exited since the listing: its clients are gone
-                    self.procs.remove(&pid);
-                } else {
-                    out.incomplete.insert(pid);
+        let cached = p.fdinfo.clone();
+        let fdinfo_dir =
+            match cached.map_or_else(|| root.resolve_in(proc_dir, format!("{pid}/fdinfo")), Ok) {
+                Ok(d) => d,
+                Err(e) => {
+                    Self::count(out, &e);
+                    if e.is_not_found() {
+                        // exited since the listing: its clients are gone
+                        self.procs.remove(&pid);
+                    } else {
+                        out.incomplete.insert(pid);
+                    }
+                    return;
                 }
-                return;
-            }
-        };
+            };
         let mut keep = Vec::with_capacity(p.drm_fds.len());
         for (fd, _ino) in std::mem::take(&mut p.drm_fds) {
             match Self::read_fdinfo(root, &fdinfo_dir, &fd.to_string(), out) {
@@ -290,6 +294,7 @@ impl Scanner {
             drm_fds: Vec::new(),
             pod: None,
             last_full: now,
+            fdinfo: None,
         };
         let fd_dir = match root.resolve_in(proc_dir, format!("{pid}/fd")) {
             Ok(d) => d,
@@ -355,6 +360,7 @@ impl Scanner {
                 Read::Failed => {}
             }
         }
+        entry.fdinfo = fdinfo_dir;
         if !found.is_empty() {
             let cg = root
                 .resolve_in(proc_dir, pid.to_string())
