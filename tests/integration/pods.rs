@@ -912,3 +912,54 @@ fn documented_promql_joins_allocation_and_usage_in_real_prometheus() {
         .collect();
     assert_eq!(who, [JELLYFIN]);
 }
+
+#[test]
+fn mig_device_ids_map_to_their_gpu_through_nvml() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hosts/nvidia-h100-mig"),
+        &root,
+    );
+    const MIG: &str = "MIG-1a2b3c4d-5e6f-5a7b-8c9d-0e1f2a3b4c5d";
+    let d = Double::new(&format!(
+        "log_calls=0\ngpu.0.bus_id=00000000:1B:00.0\ngpu.0.uuid=GPU-9f3e1a27-64b0-4c8d-a5e2-71d0c4b83f19\n\
+gpu.0.mig_current=1\ngpu.0.mig_max=7\ngpu.0.mig_devices=2\ngpu.0.mig_uuid.0={MIG}\n\
+gpu.0.mig_uuid.1=MIG-99999999-0000-5000-8000-000000000001\n"
+    ));
+    let answer = FakeKubelet {
+        list: proto::ListPodResourcesResponse {
+            pod_resources: vec![pod(
+                "ml",
+                "notebook-0",
+                vec![container(
+                    "jupyter",
+                    vec![devices("nvidia.com/mig-1g.10gb", &[MIG])],
+                )],
+            )],
+        },
+        allocatable: proto::AllocatableResourcesResponse::default(),
+    };
+    let _server = serve_kubelet(&rt, &root, answer);
+    let c = ctx(&root);
+    let src = Arc::new(AllocationSource::new(
+        gpuscout::pods::podresources::DEFAULT_SOCKET.into(),
+        Some(nvml(&root, &d)),
+        Duration::from_secs(5),
+    ));
+    let (sink, ok) = rt.block_on(async move {
+        tokio::task::spawn_blocking(move || collect(&*src, &c))
+            .await
+            .unwrap()
+    });
+    assert!(ok);
+    assert_eq!(
+        info(&sink, "notebook-0"),
+        [(
+            "0000:1b:00.0".into(),
+            MIG.into(),
+            "nvidia.com/mig-1g.10gb".into()
+        )]
+    );
+}
