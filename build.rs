@@ -5,9 +5,49 @@
 //! The protos are parsed by protox (pure Rust), so building needs no `protoc` on the machine.
 //! The server halves are generated too: the integration tests run a fake Talos COSI server and a
 //! fake kubelet PodResources server.
+//!
+//! Also sets `GPUSCOUT_GIT_COMMIT` for `--version`: the env var of that name when set (builds
+//! from a tarball), else `git rev-parse --short=12 HEAD`, else `unknown` (no git, or not a checkout).
+
+use std::process::Command;
+
+fn git(args: &[&str]) -> Option<String> {
+    let out = Command::new("git").args(args).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let s = String::from_utf8(out.stdout).ok()?.trim().to_owned();
+    (!s.is_empty()).then_some(s)
+}
+
+fn commit() -> String {
+    println!("cargo:rerun-if-env-changed=GPUSCOUT_GIT_COMMIT");
+    if let Ok(c) = std::env::var("GPUSCOUT_GIT_COMMIT")
+        && !c.trim().is_empty()
+    {
+        return c.trim().to_owned();
+    }
+    let Some(head) = git(&["rev-parse", "--short=12", "HEAD"]) else {
+        return "unknown".to_owned();
+    };
+    // Rebuild when HEAD moves: the HEAD file (branch switches, detached commits) and the
+    // branch's ref (new commits). Packed refs change on gc.
+    for p in ["HEAD", "packed-refs"] {
+        if let Some(path) = git(&["rev-parse", "--git-path", p]) {
+            println!("cargo:rerun-if-changed={path}");
+        }
+    }
+    if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"])
+        && let Some(path) = git(&["rev-parse", "--git-path", &r])
+    {
+        println!("cargo:rerun-if-changed={path}");
+    }
+    head
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rustc-env=GPUSCOUT_GIT_COMMIT={}", commit());
     println!("cargo:rerun-if-changed=proto/cosi/state.proto");
     println!("cargo:rerun-if-changed=proto/podresources/v1/api.proto");
     let fds = protox::compile(["cosi/state.proto"], ["proto"])?;

@@ -9,7 +9,7 @@ SECS=${FUZZ_SECONDS:-15}
 if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   CARGO=(cargo +nightly)
 else
-  # Stable with bootstrap works with -O (research/test-infrastructure.md §7).
+  # Stable with bootstrap works with -O (docs/research/test-infrastructure.md §7).
   export RUSTC_BOOTSTRAP=1
   CARGO=(cargo)
 fi

@@ -46,6 +46,7 @@ pub enum AuthMode {
 
 /// Flags of `serve` for securing the endpoint (flattened into `cli::ServeArgs`).
 #[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Security")]
 pub struct SecurityArgs {
     /// Authentication of `/metrics`: `none`, or `kubernetes` (TokenReview +
     /// SubjectAccessReview for `get` on `/metrics`; needs a cluster). `/healthz` and `/readyz`

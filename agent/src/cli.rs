@@ -1,16 +1,40 @@
 //! Command-line interface: flags (each with a `GPUSCOUT_*` env var) and the commands.
 //!
 //! Precedence for every setting: command-line flag, then environment variable, then default.
+//! Flags are grouped under help headings (Host, Discovery, Labels, Kubernetes, Metrics,
+//! Security, Talos API, Logging); `docs/reference/cli.md` is generated from this command tree
+//! ([`crate::clidoc`]).
 
 use crate::discover::{self, Options};
 use crate::hostroot::HostRoot;
 use crate::labels::{CompatProfiles, LabelConfig};
-use crate::model::Status;
+use crate::model::{Report, Status, Vendor};
 use crate::render::{self, Format};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// `--version`: the package version and the commit it was built from (`build.rs`; `unknown`
+/// when built outside a git checkout without `GPUSCOUT_GIT_COMMIT`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("GPUSCOUT_GIT_COMMIT"),
+    ")"
+);
+
+/// Help headings, in the order `--help` shows them.
+pub const HEADINGS: &[&str] = &[
+    "Host",
+    "Discovery",
+    "Labels",
+    "Kubernetes",
+    "Metrics",
+    "Security",
+    "Talos API",
+    "Logging",
+];
 
 /// GPU node agent: discovers AMD, NVIDIA and Intel GPUs, verifies their driver stack (Talos
 /// extensions, modules, binding, firmware), labels the Node and exports Prometheus metrics.
@@ -18,7 +42,7 @@ use std::time::Duration;
 /// Every flag can also be set with the environment variable named in its help; a flag given on
 /// the command line wins over the environment, which wins over the default.
 #[derive(Debug, Parser)]
-#[command(name = "gpuscout", version, propagate_version = true)]
+#[command(name = "gpuscout", version = VERSION, propagate_version = true)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -30,37 +54,70 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
     /// Host filesystem root: sys/, proc/, dev/, etc/, usr/ and lib/ are read below it.
-    #[arg(long, env = "GPUSCOUT_ROOT", default_value = "/", global = true)]
+    #[arg(
+        long,
+        env = "GPUSCOUT_ROOT",
+        default_value = "/",
+        global = true,
+        help_heading = "Host"
+    )]
     pub root: PathBuf,
 
+    /// Name of this Node: the report's `node`, and the Node whose labels `serve` keeps in sync.
+    /// In the DaemonSet set NODE_NAME from the downward API (spec.nodeName). Without it the
+    /// report names the host by its hostname.
+    #[arg(long, env = "NODE_NAME", global = true, help_heading = "Host")]
+    pub node_name: Option<String>,
+
     /// Prefix of the label keys gpuscout owns.
-    #[arg(long, env = "GPUSCOUT_LABEL_PREFIX", default_value = crate::labels::DEFAULT_PREFIX, global = true)]
+    #[arg(long, env = "GPUSCOUT_LABEL_PREFIX", default_value = crate::labels::DEFAULT_PREFIX, global = true, help_heading = "Labels")]
     pub label_prefix: String,
 
     /// Also write the `nvidia.com/gpu.*` / `nvidia.com/cuda.*` keys of NVIDIA GPU Feature Discovery.
-    #[arg(long, env = "GPUSCOUT_COMPAT_NVIDIA_GFD", global = true)]
+    #[arg(
+        long,
+        env = "GPUSCOUT_COMPAT_NVIDIA_GFD",
+        global = true,
+        help_heading = "Labels"
+    )]
     pub compat_nvidia_gfd: bool,
 
     /// Also write the `amd.com/gpu.*` keys of AMD's node labeller.
-    #[arg(long, env = "GPUSCOUT_COMPAT_AMD_LABELLER", global = true)]
+    #[arg(
+        long,
+        env = "GPUSCOUT_COMPAT_AMD_LABELLER",
+        global = true,
+        help_heading = "Labels"
+    )]
     pub compat_amd_labeller: bool,
 
     /// Also write the Intel NFD rule keys (`intel.feature.node.kubernetes.io/gpu`, ...).
-    #[arg(long, env = "GPUSCOUT_COMPAT_INTEL_NFD", global = true)]
+    #[arg(
+        long,
+        env = "GPUSCOUT_COMPAT_INTEL_NFD",
+        global = true,
+        help_heading = "Labels"
+    )]
     pub compat_intel_nfd: bool,
 
     /// NVML library to load instead of the Talos paths under --root
     /// (`usr/local/glibc/usr/lib/libnvidia-ml.so.1`, `usr/local/lib/libnvidia-ml.so.1`) and the
     /// loader's `libnvidia-ml.so.1`.
-    #[arg(long, env = "GPUSCOUT_NVML_LIB", global = true)]
+    #[arg(
+        long,
+        env = "GPUSCOUT_NVML_LIB",
+        global = true,
+        help_heading = "Discovery"
+    )]
     pub nvml_lib: Option<PathBuf>,
 
     /// Deadline of one NVML call in milliseconds; a call past it marks NVML failed.
-    #[arg(long, env = "GPUSCOUT_NVML_CALL_TIMEOUT_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=60_000), global = true)]
+    #[arg(long, env = "GPUSCOUT_NVML_CALL_TIMEOUT_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=60_000), global = true, help_heading = "Discovery")]
     pub nvml_call_timeout_ms: u64,
 
-    /// Log format: `plain` or `json`. The level comes from `RUST_LOG` (default `info`).
-    #[arg(long, env = "GPUSCOUT_LOG_FORMAT", default_value = "plain", value_parser = ["plain", "json"], global = true)]
+    /// Log format: `plain` or `json`. The level comes from `RUST_LOG` (default `info`). Plain
+    /// logs are coloured only when stderr is a terminal and `NO_COLOR` is unset; JSON never.
+    #[arg(long, env = "GPUSCOUT_LOG_FORMAT", default_value = "plain", value_parser = ["plain", "json"], global = true, help_heading = "Logging")]
     pub log_format: String,
 
     #[command(flatten)]
@@ -78,8 +135,9 @@ pub enum Command {
         #[arg(long, env = "GPUSCOUT_FORMAT", value_enum, default_value = "table")]
         format: Format,
     },
-    /// Exit 0 when every GPU's driver stack is `ok`, 1 otherwise (one line per problem on
-    /// stderr, with its fix), 2 on a usage or configuration error.
+    /// Exit 0 when every GPU's driver stack is `ok` (with a one-line summary on stdout), 1
+    /// otherwise (one line per problem on stderr, with its fix), 2 on a usage or configuration
+    /// error.
     Check {
         /// Also exit 1 when fewer than N GPUs are found (every GPU PCI function `discover`
         /// lists counts, SR-IOV virtual functions included).
@@ -89,28 +147,62 @@ pub enum Command {
     /// Run as a daemon: rediscover periodically and serve Prometheus `/metrics` (read from
     /// sysfs at scrape time), `/healthz` and `/readyz`. Standalone unless label sync is on.
     Serve(ServeArgs),
+    /// Remove what gpuscout wrote to the cluster, for an uninstall: on the Nodes every label
+    /// under --label-prefix and every label field manager `gpuscout` applied (compat keys),
+    /// never another label; with --nodefeature-namespace its NodeFeature objects; with
+    /// --nfd-file the NFD features file. Exit 0 when everything was removed, 1 otherwise.
+    PruneLabels(PruneArgs),
+    /// Print the host paths the agent reads, as the Helm chart mounts them (YAML; the chart's
+    /// `files/host-paths.yaml` is this output).
+    #[command(hide = true)]
+    HostPaths {
+        /// Instead: run discovery and one scrape of every source on --root with every read
+        /// recorded, print each path read and the mount that covers it, and exit 1 when one
+        /// falls outside the table.
+        #[arg(long)]
+        audit: bool,
+    },
+    /// Print a shell completion script (bash, elvish, fish, powershell, zsh) to stdout.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout, or write one page per command into a directory.
+    Man {
+        /// Write `gpuscout.1`, `gpuscout-discover.1`, ... into this directory instead.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// Flags of `serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address to serve on, `host:port` (`[::]:10106` for IPv6).
-    #[arg(long, env = "GPUSCOUT_LISTEN", default_value = crate::serve::DEFAULT_LISTEN)]
+    #[arg(long, env = "GPUSCOUT_LISTEN", default_value = crate::serve::DEFAULT_LISTEN, help_heading = "Metrics")]
     pub listen: String,
 
     /// How often discovery runs again (`30s`, `2m`, `500ms`).
-    #[arg(long, env = "GPUSCOUT_DISCOVERY_INTERVAL", default_value = "30s", value_parser = crate::serve::parse_positive_duration)]
+    #[arg(long, env = "GPUSCOUT_DISCOVERY_INTERVAL", default_value = "30s", value_parser = crate::serve::parse_positive_duration, help_heading = "Discovery")]
     pub discovery_interval: Duration,
 
     /// Deadline of one scrape: sources still reading then are reported failed
     /// (`gpuscout_scrape_source_success 0`) and the rest is served.
-    #[arg(long, env = "GPUSCOUT_SCRAPE_TIMEOUT", default_value = "4s", value_parser = crate::serve::parse_positive_duration)]
+    #[arg(long, env = "GPUSCOUT_SCRAPE_TIMEOUT", default_value = "4s", value_parser = crate::serve::parse_positive_duration, help_heading = "Metrics")]
     pub scrape_timeout: Duration,
 
     /// How long one scrape's readings are reused for back-to-back scrapes (`0` turns the cache
     /// off; scrapes that arrive while a pass runs still share it).
-    #[arg(long, env = "GPUSCOUT_SCRAPE_CACHE", default_value = "500ms", value_parser = crate::serve::parse_duration)]
+    #[arg(long, env = "GPUSCOUT_SCRAPE_CACHE", default_value = "500ms", value_parser = crate::serve::parse_duration, help_heading = "Metrics")]
     pub scrape_cache: Duration,
+
+    /// Metrics sources not to read at scrape time (repeat it, or separate with commas), e.g.
+    /// `nvml` beside DCGM exporter so NVML is not polled twice. Their series and
+    /// `gpuscout_scrape_source_*{source}` disappear; discovery still asks NVML once per
+    /// --discovery-interval for the GPU identity and driver versions.
+    #[arg(long, env = "GPUSCOUT_DISABLE_SOURCE", value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(crate::metrics::SOURCE_NAMES), help_heading = "Metrics")]
+    pub disable_source: Vec<String>,
 
     #[command(flatten)]
     pub k8s: crate::k8s::K8sArgs,
@@ -120,6 +212,70 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub security: crate::authn::SecurityArgs,
+}
+
+/// Flags of `prune-labels`.
+#[derive(Debug, Clone, Args)]
+pub struct PruneArgs {
+    /// Prune every Node of the cluster (the chart's uninstall hook does this).
+    #[arg(long, conflicts_with = "node")]
+    pub all_nodes: bool,
+
+    /// Prune only this Node.
+    #[arg(long)]
+    pub node: Option<String>,
+
+    /// Also delete the agent's NodeFeature objects (`gpuscout-<node>`) in this namespace.
+    #[arg(long)]
+    pub nodefeature_namespace: Option<String>,
+
+    /// Also remove this NFD features file (on the node itself).
+    #[arg(long)]
+    pub nfd_file: Option<PathBuf>,
+
+    /// First wait until no pod in --pods-namespace matches this label selector (the agents: a
+    /// running agent puts its labels back).
+    #[arg(long, requires = "pods_namespace")]
+    pub wait_for_pods: Option<String>,
+
+    /// Namespace of the pods of --wait-for-pods.
+    #[arg(long)]
+    pub pods_namespace: Option<String>,
+
+    /// Longest wait for those pods (`120s`, `2m`); then prune anyway and say so.
+    #[arg(long, default_value = "120s", value_parser = crate::serve::parse_duration)]
+    pub wait_timeout: Duration,
+
+    /// Kubeconfig file; without it the in-cluster service account is used.
+    #[arg(long, env = "GPUSCOUT_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+impl PruneArgs {
+    /// The prune settings; `prefix` is the validated label prefix.
+    pub fn prune_config(&self, prefix: &str) -> crate::k8s::prune::PruneConfig {
+        use crate::k8s::prune::{Nodes, PruneConfig};
+        let mut c = PruneConfig::new(prefix);
+        c.nodes = match (&self.node, self.all_nodes) {
+            (Some(n), _) => Nodes::One(n.clone()),
+            (None, true) => Nodes::All,
+            (None, false) => Nodes::None,
+        };
+        c.nodefeature_namespace = self.nodefeature_namespace.clone();
+        c.nfd_file = self.nfd_file.clone();
+        c.wait_for_pods = self
+            .wait_for_pods
+            .clone()
+            .zip(self.pods_namespace.clone())
+            .map(|(sel, ns)| (ns, sel));
+        c.wait = self.wait_timeout;
+        c
+    }
+
+    /// Whether the Kubernetes API is needed at all.
+    pub fn needs_api(&self) -> bool {
+        self.all_nodes || self.node.is_some() || self.nodefeature_namespace.is_some()
+    }
 }
 
 /// A configuration error: reported in one line, exit status 2.
@@ -137,7 +293,7 @@ pub enum ConfigError {
     Render(#[from] render::Error),
     #[error("writing output: {0}")]
     Output(#[source] std::io::Error),
-    #[error("`serve` is not a one-shot command")]
+    #[error("this command is not a one-shot discovery command")]
     NotOneShot,
     #[error(
         "--root {path}: no sys/bus/pci below it, so no GPU can be seen: point --root at a host root whose sys/ is the host's sysfs (in a pod: mount the host / or /sys read-only)"
@@ -177,6 +333,12 @@ impl GlobalArgs {
             evidence: Default::default(),
             nvml: None,
             nvml_source: None,
+            node_name: self
+                .node_name
+                .as_deref()
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned),
         })
     }
 
@@ -213,8 +375,53 @@ pub fn min_gpus_line(found: usize, min: usize) -> Option<String> {
     })
 }
 
+/// `host-paths --audit`: every host path discovery and one scrape read on --root, each with the
+/// mount that covers it (`OUTSIDE` when none does); exit status 1 when any is outside. Needs a
+/// multi-threaded Tokio runtime.
+pub async fn run_audit(global: &GlobalArgs) -> Result<u8, ConfigError> {
+    let root = global.host_root()?;
+    let opts = global.discover_options()?;
+    let mut nvml = global.nvml_config(&root);
+    nvml.quiet = true;
+    let reads = crate::readaudit::reads(&root, &opts, nvml).await;
+    let mut out = String::new();
+    for p in &reads {
+        let mount = crate::hostpaths::covering(p).map_or("OUTSIDE", |(m, _)| m.path);
+        out.push_str(&format!("{p}\t{mount}\n"));
+    }
+    std::io::stdout()
+        .write_all(out.as_bytes())
+        .map_err(ConfigError::Output)?;
+    Ok(u8::from(!crate::readaudit::uncovered(&reads).is_empty()))
+}
+
 /// Run a one-shot command; returns the process exit status.
 pub fn run_oneshot(cli: &Cli) -> Result<u8, ConfigError> {
+    match &cli.command {
+        Command::HostPaths { audit: false } => {
+            return write_stdout(crate::hostpaths::chart_file().as_bytes()).map(|()| 0);
+        }
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "gpuscout", &mut out);
+            return write_stdout(&out).map(|()| 0);
+        }
+        Command::Man { dir: None } => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut out)
+                .map_err(ConfigError::Output)?;
+            return write_stdout(&out).map(|()| 0);
+        }
+        Command::Man { dir: Some(dir) } => {
+            // Writing files the user asked for, not host reads: HostRoot does not apply.
+            #[allow(clippy::disallowed_methods)]
+            std::fs::create_dir_all(dir).map_err(ConfigError::Output)?;
+            clap_mangen::generate_to(Cli::command(), dir).map_err(ConfigError::Output)?;
+            return Ok(0);
+        }
+        _ => {}
+    }
     let root = cli.global.host_root()?;
     require_pci_bus(&root)?;
     let opts = cli.global.discover_options()?;
@@ -230,9 +437,7 @@ pub fn run_oneshot(cli: &Cli) -> Result<u8, ConfigError> {
     match &cli.command {
         Command::Discover { format } => {
             let text = render::render(&report, *format)?;
-            std::io::stdout()
-                .write_all(text.as_bytes())
-                .map_err(ConfigError::Output)?;
+            write_stdout(text.as_bytes())?;
             Ok(0)
         }
         Command::Check { min_gpus } => {
@@ -251,8 +456,48 @@ pub fn run_oneshot(cli: &Cli) -> Result<u8, ConfigError> {
                     let _ = writeln!(err, "{}", crate::verdict::problem_line(g, p));
                 }
             }
+            if !bad {
+                write_stdout(format!("{}\n", check_summary(&report)).as_bytes())?;
+            }
             Ok(u8::from(bad))
         }
-        Command::Serve(_) => Err(ConfigError::NotOneShot),
+        Command::Serve(_)
+        | Command::HostPaths { .. }
+        | Command::PruneLabels(_)
+        | Command::Completions { .. }
+        | Command::Man { .. } => Err(ConfigError::NotOneShot),
     }
+}
+
+fn write_stdout(bytes: &[u8]) -> Result<(), ConfigError> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(ConfigError::Output)
+}
+
+/// The line `check` prints on success, e.g.
+/// `ok: 2 GPUs (amd 1, nvidia 1), every driver stack ok, node gpu-7`.
+pub fn check_summary(report: &Report) -> String {
+    let n = report.gpus.len();
+    let node = report
+        .node
+        .as_deref()
+        .map(|n| format!(", node {n}"))
+        .unwrap_or_default();
+    if n == 0 {
+        return format!("ok: no GPUs found{node}");
+    }
+    let per_vendor: Vec<String> = Vendor::ALL
+        .iter()
+        .filter_map(|v| {
+            let c = report.gpus.iter().filter(|g| g.vendor == *v).count();
+            (c > 0).then(|| format!("{v} {c}"))
+        })
+        .collect();
+    let noun = if n == 1 { "GPU" } else { "GPUs" };
+    format!(
+        "ok: {n} {noun} ({}), every driver stack ok{node}",
+        per_vendor.join(", ")
+    )
 }

@@ -27,6 +27,9 @@ pub struct Options {
     /// The NVML source to ask when `nvml` is not given and PCI shows an NVIDIA GPU (blocking,
     /// bounded by the NVML deadlines): readings for the GPUs, versions for the verdicts.
     pub nvml_source: Option<crate::nvml::NvmlHandle>,
+    /// The Kubernetes Node name for the report (`--node-name`, env `NODE_NAME`); without it the
+    /// report names the host by its hostname.
+    pub node_name: Option<String>,
 }
 
 /// Run one discovery pass. Never fails: unreadable input is recorded in the report.
@@ -85,7 +88,13 @@ pub fn discover(root: &HostRoot, opts: &Options) -> Report {
     }
     verdict::assess(root, &host, &mut gpus, &evidence);
     let labels = labels::compute(&host, &gpus, &opts.labels);
-    Report { host, gpus, labels }
+    let mut report = Report::new(host, gpus, labels);
+    report.node = opts
+        .node_name
+        .clone()
+        .or_else(|| crate::host::hostname(root));
+    report.generated_at = Some(crate::model::now_rfc3339());
+    report
 }
 
 fn hex4(v: u16) -> String {

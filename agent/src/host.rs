@@ -9,6 +9,8 @@
 //!   the file is listed as unread.
 //! - `proc/modules` (`name size refcnt deps state address [taint]`) and `sys/module/<m>/`
 //!   (`initstate`, `version`, `taint`). A module directory without `initstate` is built in.
+//! - `proc/sys/kernel/hostname` for the report's `node` when no Node name is given ([`hostname`]);
+//!   missing or empty: `node` is `null`.
 
 use crate::hostroot::HostRoot;
 use crate::model::{Extension, Host, HostReadErrors, ModuleState, TalosInfo, Unread};
@@ -33,6 +35,15 @@ pub const GPU_MODULES: &[&str] = &[
     "nouveau",
     "vfio_pci",
 ];
+
+/// The host's name from `proc/sys/kernel/hostname` (the UTS name of whoever reads it: in a pod
+/// without `hostNetwork` that is the pod's name, so the DaemonSet passes `NODE_NAME`). `None`
+/// when missing, unreadable or empty; the report then has `node: null`.
+pub fn hostname(root: &HostRoot) -> Option<String> {
+    root.read_trimmed("proc/sys/kernel/hostname")
+        .ok()
+        .filter(|h| !h.is_empty() && h.len() <= 253)
+}
 
 /// Read host facts. Never fails: what cannot be read is recorded in `unread`.
 pub fn read(root: &HostRoot) -> Host {

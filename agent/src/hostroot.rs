@@ -1,4 +1,4 @@
-//! The one door to the host filesystem (SPEC §2).
+//! The one door to the host filesystem (`docs/development.md`, "How it reads the host").
 //!
 //! Every read of `sys/`, `proc/`, `dev/`, `etc/`, `usr/` and `lib/` goes through [`HostRoot`],
 //! which is built from `--root DIR` (env `GPUSCOUT_ROOT`, default `/`). No other module spells
@@ -14,12 +14,22 @@
 //! a hostile tree costs one capped read) and refuse anything that is not a regular file, so a
 //! FIFO or device node never blocks the agent. Every failure is a typed [`Error`] naming the
 //! path, so callers can record what they could not read instead of inventing a value.
+//!
+//! Opt-in read recording ([`HostRoot::recording`], off by default): every host path a root is
+//! asked for, every symlink it follows on the way and every path it ends up at goes into a
+//! [`ReadLog`]. [`crate::readaudit`] uses it (the mount-table test, `gpuscout host-paths
+//! --audit`) to learn what the agent touches; a host capture can too. Every internal operation
+//! that stats, opens, lists or readlinks calls the one hook, `note`; a rewrite of the internals
+//! must keep calling it (`recording_sees_every_kind_of_access` fails otherwise). When off it
+//! costs one `Option` check.
 
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// Largest number of bytes read from one file. Sysfs attributes are at most one page; procfs
 /// files we read (`/proc/modules`, NVIDIA `information`) stay far below this.
@@ -107,10 +117,51 @@ fn display(p: &Path) -> String {
     }
 }
 
+/// The host paths a recording [`HostRoot`] touched, relative to the root with a leading `/`
+/// (`/sys/bus/pci/devices`): every path it was asked for, every symlink it followed and every
+/// path it resolved to. Shared by the clones of the root.
+#[derive(Debug, Default)]
+pub struct ReadLog {
+    paths: Mutex<BTreeSet<String>>,
+}
+
+impl ReadLog {
+    /// Every path recorded so far, sorted.
+    pub fn paths(&self) -> Vec<String> {
+        self.lock().iter().cloned().collect()
+    }
+
+    /// Record `host` as `/a/b/c`. A requested path with `..` in it is recorded up to the first
+    /// `..` (what was walked as given); the walk records where the rest leads.
+    fn record(&self, host: &Path) {
+        let mut s = String::new();
+        for c in host.components() {
+            match c {
+                Component::Normal(n) => {
+                    s.push('/');
+                    s.push_str(&n.to_string_lossy());
+                }
+                Component::ParentDir => break,
+                Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+            }
+        }
+        if s.is_empty() {
+            s.push('/');
+        }
+        self.lock().insert(s);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        // Plain data: a panic elsewhere while holding the lock leaves nothing half-done.
+        self.paths.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// The host filesystem root every reader goes through.
 #[derive(Debug, Clone)]
 pub struct HostRoot {
     root: PathBuf,
+    log: Option<Arc<ReadLog>>,
 }
 
 impl HostRoot {
@@ -124,7 +175,24 @@ impl HostRoot {
                 format!("{} is not a directory", root.display()),
             ));
         }
-        Ok(Self { root })
+        Ok(Self { root, log: None })
+    }
+
+    /// This root with read recording on: every host path it (and its clones) touches from now
+    /// on goes into the returned [`ReadLog`].
+    pub fn recording(mut self) -> (Self, Arc<ReadLog>) {
+        let log = Arc::new(ReadLog::default());
+        self.log = Some(log.clone());
+        (self, log)
+    }
+
+    /// The one recording hook: every path an internal operation opens, lists, stats or
+    /// readlinks passes through here first (the requested path, each symlink followed, the
+    /// resolved path). Free when recording is off.
+    fn note(&self, host: &Path) {
+        if let Some(log) = &self.log {
+            log.record(host);
+        }
     }
 
     /// The directory this root stands for on the agent's own filesystem.
@@ -156,6 +224,7 @@ impl HostRoot {
 
     /// Walk `rel` starting from the symlink-free host components `done`.
     fn walk(&self, mut done: Vec<OsString>, rel: &Path, shown: &Path) -> Result<Resolved> {
+        self.note(shown);
         let mut pending: Vec<OsString> = Vec::new();
         push_components(&mut pending, rel);
         let mut hops = 0;
@@ -174,6 +243,7 @@ impl HostRoot {
                 Err(e) => return Err(Error::from_io(shown, e)),
             };
             if meta.file_type().is_symlink() {
+                self.note(candidate.strip_prefix(&self.root).unwrap_or(&candidate));
                 hops += 1;
                 if hops > MAX_LINK_HOPS {
                     return Err(Error::SymlinkLoop {
@@ -195,6 +265,7 @@ impl HostRoot {
         }
         let mut real = PathBuf::new();
         real.extend(done.iter());
+        self.note(&real);
         Ok(Resolved {
             host: real,
             abs: candidate,
@@ -228,6 +299,7 @@ impl HostRoot {
         })?;
         let dir = self.resolve(parent)?;
         let link = dir.abs.join(name);
+        self.note(link.strip_prefix(&self.root).unwrap_or(&link));
         #[allow(clippy::disallowed_methods)] // the one place that reads links
         let target = std::fs::read_link(&link).map_err(|e| Error::from_io(host_path, e))?;
         target
@@ -248,6 +320,7 @@ impl HostRoot {
         }
         let abs = dir.abs.join(name);
         let host = dir.host.join(name);
+        self.note(&host);
         match read_capped_text(&abs, &host) {
             Err(Error::SymlinkLoop { .. }) => {
                 let r = self.resolve_in(dir, name)?;
@@ -265,6 +338,7 @@ impl HostRoot {
     /// [`link_name`](Self::link_name) for an entry of an already resolved directory.
     pub fn link_name_in(&self, dir: &Resolved, name: &str) -> Result<String> {
         let host = dir.host.join(name);
+        self.note(&host);
         #[allow(clippy::disallowed_methods)] // the one place that reads links
         let target =
             std::fs::read_link(dir.abs.join(name)).map_err(|e| Error::from_io(&host, e))?;
@@ -445,6 +519,54 @@ mod tests {
             root.read_string("dir"),
             Err(Error::NotAFile { .. }) | Err(Error::Io { .. })
         ));
+    }
+
+    #[test]
+    fn recording_sees_every_kind_of_access() {
+        let (t, root) = tree();
+        let dev = t.path().join("sys/devices/pci0000:00/0000:01:00.0");
+        std::fs::create_dir_all(&dev).unwrap();
+        std::fs::create_dir_all(t.path().join("sys/bus/pci/devices")).unwrap();
+        std::fs::create_dir_all(t.path().join("sys/bus/pci/drivers/amdgpu")).unwrap();
+        std::fs::create_dir_all(t.path().join("usr/lib")).unwrap();
+        std::fs::create_dir_all(t.path().join("etc")).unwrap();
+        std::fs::write(dev.join("vendor"), "0x1002\n").unwrap();
+        std::fs::write(t.path().join("usr/lib/os-release"), "ID=talos\n").unwrap();
+        symlink("/usr/lib/os-release", t.path().join("etc/os-release")).unwrap();
+        symlink(
+            "../../../devices/pci0000:00/0000:01:00.0",
+            t.path().join("sys/bus/pci/devices/0000:01:00.0"),
+        )
+        .unwrap();
+        symlink("../../../../bus/pci/drivers/amdgpu", dev.join("driver")).unwrap();
+        // Off by default: nothing is kept.
+        root.read_string("etc/os-release").unwrap();
+        let (root, log) = root.recording();
+        assert!(log.paths().is_empty());
+
+        root.read_string("etc/os-release").unwrap();
+        let d = root.resolve("sys/bus/pci/devices/0000:01:00.0").unwrap();
+        root.read_attr(&d, "vendor").unwrap();
+        root.link_name_in(&d, "driver").unwrap();
+        root.link_name("sys/devices/pci0000:00/0000:01:00.0/driver")
+            .unwrap();
+        root.list_dir("sys/bus/pci/devices").unwrap();
+        assert!(!root.exists("proc/driver/nvidia/version"));
+        // A clone records into the same log.
+        root.clone().read_bytes("usr/lib/os-release").unwrap();
+        assert_eq!(
+            log.paths(),
+            [
+                "/etc/os-release",
+                "/proc/driver/nvidia/version",
+                "/sys/bus/pci/devices",
+                "/sys/bus/pci/devices/0000:01:00.0",
+                "/sys/devices/pci0000:00/0000:01:00.0",
+                "/sys/devices/pci0000:00/0000:01:00.0/driver",
+                "/sys/devices/pci0000:00/0000:01:00.0/vendor",
+                "/usr/lib/os-release",
+            ]
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Node labels (SPEC §6): a pure function from the host facts and the GPU list to the label map.
+//! Node labels (`docs/reference/labels.md`): a pure function from the host facts and the GPU list
+//! to the label map.
 //!
 //! No I/O here: every input comes from the [`Host`] and [`Gpu`]s discovery built. A fact that
 //! discovery could not read (`None`) gives no label; it never becomes a guessed, partial or `0`
@@ -17,7 +18,7 @@
 //! | `talos.version` | `v1.11.5` | Talos version; Talos nodes only, with or without GPUs |
 //! | `V.count` | `2` | GPUs of V (every GPU PCI function: unbound ones and SR-IOV VFs included) |
 //! | `V.ready` | `true` | `true` when every GPU of V has status `ok`, else `false` |
-//! | `V.status` | `driver-not-bound` | the worst verdict among V's GPUs (SPEC §5 order) |
+//! | `V.status` | `driver-not-bound` | the worst verdict among V's GPUs (`docs/reference/verdicts.md` order) |
 //! | `V.product` | `GeForce-RTX-4090` | sanitised model name; `mixed` when V's GPUs differ |
 //! | `V.product.<model>` | `1` | only with `V.product=mixed`: GPUs per sanitised model |
 //! | `V.memory-mib` | `24564` | smallest VRAM of V's GPUs in MiB; only when every size is known |
@@ -50,7 +51,7 @@
 //! - `driver-version` of a bound GPU: NVIDIA's kernel module version (`/proc/driver/nvidia/version`),
 //!   else `/sys/module/<driver>/version` (DKMS builds), else, for the in-tree drivers `amdgpu`,
 //!   `radeon`, `i915`, `xe` and `nouveau` (which have no `version` file), the kernel release,
-//!   because the driver is part of the kernel (research/sysfs-and-vendor-libs.md §6). Other
+//!   because the driver is part of the kernel (docs/research/sysfs-and-vendor-libs.md §6). Other
 //!   drivers (`vfio-pci`) have no known version, so the label is left out.
 //!
 //! # Sanitising

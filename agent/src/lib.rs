@@ -22,8 +22,10 @@
 pub mod authn;
 pub mod cause;
 pub mod cli;
+pub mod clidoc;
 pub mod discover;
 pub mod host;
+pub mod hostpaths;
 pub mod hostroot;
 pub mod k8s;
 pub mod labels;
@@ -34,6 +36,7 @@ pub mod nvml;
 pub mod parse;
 pub mod pci;
 pub mod pods;
+pub mod readaudit;
 pub mod render;
 #[cfg(feature = "rocm-smi")]
 pub mod rocm;

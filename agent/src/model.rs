@@ -1,4 +1,5 @@
-//! The report types: what discovery found on one host, in the stable JSON shape of SPEC §4.
+//! The report types: what discovery found on one host, in the stable JSON shape documented in
+//! `docs/reference/report.md`.
 //!
 //! Plain data, no I/O. A value that could not be read is `None` (serialised as `null` or left
 //! out), never `0`; what could not be read is listed in `unread` with the reason.
@@ -54,7 +55,7 @@ impl fmt::Display for Vendor {
     }
 }
 
-/// Driver-stack verdict per GPU, ordered from best to worst: a GPU's status is its worst
+/// Driver-stack verdict per GPU (`docs/reference/verdicts.md`), ordered from best to worst: a GPU's status is its worst
 /// problem, and a vendor's `V.status` label the worst status of its GPUs.
 ///
 /// `bound-to-other-driver` (a GPU held by vfio-pci for a VM, or by another driver) ranks just
@@ -399,7 +400,7 @@ pub struct TalosInfo {
 }
 
 /// Facts about the host as a whole.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Host {
     pub kernel: Option<String>,
     pub os: Option<String>,
@@ -431,10 +432,52 @@ pub struct HostReadErrors {
     pub extensions_yaml: Option<Unread>,
 }
 
-/// The whole `discover` report (SPEC §4).
+/// `apiVersion` of the report: bumped only when a field is renamed or removed (fields are only
+/// ever added within one version). Reference: `docs/reference/report.md`.
+pub const REPORT_API_VERSION: &str = "gpuscout.io/v1";
+
+fn report_api_version() -> String {
+    REPORT_API_VERSION.to_owned()
+}
+
+/// The whole `discover` report (`docs/reference/report.md`, schema
+/// `docs/reference/report.schema.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
+    /// [`REPORT_API_VERSION`].
+    #[serde(rename = "apiVersion", default = "report_api_version")]
+    pub api_version: String,
+    /// The Kubernetes Node this report is about (`--node-name`, env `NODE_NAME`), else the
+    /// host's hostname; `null` when neither is known.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// When the discovery pass that made this report ended (RFC 3339, UTC, whole seconds);
+    /// `null` only in the daemon's placeholder before the first pass.
+    #[serde(default)]
+    pub generated_at: Option<String>,
     pub host: Host,
     pub gpus: Vec<Gpu>,
     pub labels: BTreeMap<String, String>,
+}
+
+impl Report {
+    /// A report of the current [`REPORT_API_VERSION`] without node name or time.
+    pub fn new(host: Host, gpus: Vec<Gpu>, labels: BTreeMap<String, String>) -> Self {
+        Self {
+            api_version: report_api_version(),
+            node: None,
+            generated_at: None,
+            host,
+            gpus,
+            labels,
+        }
+    }
+}
+
+/// The current time as the report writes it: RFC 3339 in UTC, whole seconds.
+pub fn now_rfc3339() -> String {
+    let now = jiff::Timestamp::now();
+    jiff::Timestamp::from_second(now.as_second())
+        .unwrap_or(now)
+        .to_string()
 }

@@ -1,4 +1,4 @@
-//! Output formats of `discover`: a readable table, JSON (SPEC §4) and YAML.
+//! Output formats of `discover`: a readable table, JSON (`docs/reference/report.md`) and YAML.
 
 use crate::model::Report;
 use std::fmt::Write as _;

@@ -174,8 +174,8 @@ impl std::fmt::Debug for Daemon {
 
 /// The report the channel holds until the first discovery pass has finished.
 fn placeholder() -> Report {
-    Report {
-        host: Host {
+    Report::new(
+        Host {
             kernel: None,
             os: None,
             talos: None,
@@ -185,9 +185,9 @@ fn placeholder() -> Report {
             nvswitches: Vec::new(),
             read_errors: Default::default(),
         },
-        gpus: Vec::new(),
-        labels: BTreeMap::new(),
-    }
+        Vec::new(),
+        BTreeMap::new(),
+    )
 }
 
 impl Daemon {
@@ -250,6 +250,19 @@ impl Daemon {
     /// Add a metrics source (NVML, ROCm SMI). See [`metrics::Source`] for the contract.
     pub fn add_source(&mut self, source: Arc<dyn Source>) {
         self.sources.push(source);
+    }
+
+    /// Drop the sources named in `names` (`--disable-source`): they are not read at scrape
+    /// time and report no `gpuscout_scrape_source_*` series. Call it after the last
+    /// [`add_source`](Self::add_source).
+    pub fn disable_sources(&mut self, names: &[String]) {
+        self.sources
+            .retain(|s| !names.iter().any(|n| n.as_str() == s.name()));
+    }
+
+    /// Names of the sources a scrape reads, in order.
+    pub fn source_names(&self) -> Vec<&'static str> {
+        self.sources.iter().map(|s| s.name()).collect()
     }
 
     /// A registry served on `/metrics` after the scrape-time series, encoded on every request
@@ -552,8 +565,17 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<u8, Error> {
         Some(nvml.clone()),
         args.scrape_timeout,
     );
+    if !args.disable_source.is_empty() {
+        daemon.disable_sources(&args.disable_source);
+        info!(disabled = ?args.disable_source, sources = ?daemon.source_names(),
+            "metrics sources disabled by --disable-source");
+    }
     let client = label_sync_client(&args.k8s).await?;
-    let node_extensions = wire_label_sync(&mut daemon, args.k8s.sync_config(&prefix), client);
+    let node_extensions = wire_label_sync(
+        &mut daemon,
+        args.k8s.sync_config(global.node_name.as_deref(), &prefix),
+        client,
+    );
     let talos = wire_talos_api(&mut daemon, &global.talos_api, args.discovery_interval);
     wire_discovery(&mut daemon, node_extensions, talos, Some(nvml));
     daemon.serve(listener, stop).await;

@@ -633,7 +633,7 @@ fn nvidia(talos: Option<TalosVersion>, gpu: &GpuFacts<'_>) -> Need {
 /// id. Needed because an amdgpu device that failed to probe has no `ip_discovery` in sysfs and
 /// no KFD node, so its GC version cannot be read. From GFX11 on the gfx target names the GC
 /// version: 0x1586 Strix Halo is gfx1151 (GC 11.5.1), 0x150e Strix Point gfx1150, 0x744c Navi 31
-/// gfx1100, 0x7550 Navi 48 gfx1201 (research/sysfs-and-vendor-libs.md §3). Other ids: `None`.
+/// gfx1100, 0x7550 Navi 48 gfx1201 (docs/research/sysfs-and-vendor-libs.md §3). Other ids: `None`.
 pub fn amd_gc_by_device_id(device_id: u16) -> Option<&'static str> {
     match device_id {
         0x1586 => Some("11.5.1"),

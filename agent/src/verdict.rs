@@ -1,4 +1,5 @@
-//! Driver-stack verdicts per GPU (SPEC §5), each non-`ok` one with a one-line fix.
+//! Driver-stack verdicts per GPU (`docs/reference/verdicts.md`), each non-`ok` one with a
+//! one-line fix.
 //!
 //! Evidence, most trusted first:
 //! 1. the kernel: the PCI `driver` link, module state from `/proc/modules` and

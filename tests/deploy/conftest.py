@@ -84,15 +84,24 @@ def render(values: dict | None = None) -> dict[str, str]:
     return _render(json.dumps(values or {}, sort_keys=True))
 
 
-def manifests(values: dict | None = None) -> list[dict]:
-    """All Kubernetes objects the chart renders with these values."""
+def is_hook(doc: dict) -> bool:
+    return "helm.sh/hook" in ((doc.get("metadata") or {}).get("annotations") or {})
+
+
+def manifests(values: dict | None = None, hooks: bool = False) -> list[dict]:
+    """The Kubernetes objects the chart renders with these values: the release's objects, and
+    with `hooks` also the hook objects (the uninstall cleanup)."""
     y = yaml_mod()
     out = []
     for path, text in sorted(render(values).items()):
         if path.endswith("NOTES.txt"):
             continue
-        out.extend(d for d in y.safe_load_all(text) if d)
+        out.extend(d for d in y.safe_load_all(text) if d and (hooks or not is_hook(d)))
     return out
+
+
+def hook_objects(values: dict | None = None) -> list[dict]:
+    return [d for d in manifests(values, hooks=True) if is_hook(d)]
 
 
 def objects(values: dict | None, kind: str) -> list[dict]:
@@ -108,6 +117,14 @@ def one(values: dict | None, kind: str) -> dict:
 def load_scenario(path: str) -> dict:
     with open(path, encoding="utf-8") as f:
         return yaml_mod().safe_load(f) or {}
+
+
+def binary() -> str:
+    """The gpuscout binary the cargo test built (GPUSCOUT_BINARY), else target/debug/gpuscout."""
+    p = os.environ.get("GPUSCOUT_BINARY") or str(REPO / "target" / "debug" / "gpuscout")
+    if not Path(p).exists():
+        pytest.fail(f"{p} not found: run through `cargo test --test integration deploy` or set GPUSCOUT_BINARY")
+    return p
 
 
 def container(values=None) -> dict:

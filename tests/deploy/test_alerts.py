@@ -1,4 +1,4 @@
-"""Alert rules (SPEC §8): promtool check/test, annotation conventions, metric names of SPEC §7,
+"""Alert rules (docs/operations.md): promtool check/test, annotation conventions, metric names of docs/reference/metrics.md,
 runbooks, and a fire and a silent case for every alert."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from conftest import REPO, RULES, tool, yaml_mod
 TESTS = REPO / "tests" / "alerts"
 RUNBOOK_BASE = "https://github.com/gpuscout/gpuscout/blob/main/docs/runbooks/"
 
-# SPEC §7 minimum set, plus the Prometheus series every target has.
-SPEC_METRICS = {
+# Metric families of docs/reference/metrics.md the rules may use, plus the Prometheus series every target has.
+CONTRACT_METRICS = {
     "gpuscout_gpu_info", "gpuscout_gpus", "gpuscout_gpu_driver_status", "gpuscout_gpu_ready",
     "gpuscout_gpu_memory_total_bytes", "gpuscout_gpu_memory_used_bytes",
     "gpuscout_gpu_utilization_ratio", "gpuscout_gpu_temperature_celsius", "gpuscout_gpu_power_watts",
@@ -23,11 +23,11 @@ SPEC_METRICS = {
     "gpuscout_talos_extension_info", "gpuscout_scrape_source_success",
     "gpuscout_scrape_source_duration_seconds", "gpuscout_label_sync_total", "gpuscout_build_info",
 }
-# Used only where present (the rule falls back without it); not in the SPEC minimum set.
+# Used only where present (the rule falls back without it); not in that set.
 OPTIONAL_METRICS = {"gpuscout_gpu_temperature_critical_celsius"}
 PROMETHEUS_SERIES = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
 
-SPEC_ALERTS = {
+REQUIRED_ALERTS = {
     "driver not ready for 10m": "GpuscoutDriverNotReady",
     "Talos extension missing": "GpuscoutTalosExtensionMissing",
     "GPU count dropped below its recent maximum": "GpuscoutGpuCountDropped",
@@ -76,7 +76,7 @@ def test_promtool_unit_tests_can_fail(tmp_path):
 
 def test_every_spec_alert_exists():
     names = {r["alert"] for r in rules()}
-    missing = {k: v for k, v in SPEC_ALERTS.items() if v not in names}
+    missing = {k: v for k, v in REQUIRED_ALERTS.items() if v not in names}
     assert not missing, missing
 
 
@@ -98,7 +98,7 @@ def test_annotations_labels_and_runbooks():
 
 
 def test_metric_names_are_the_spec_names():
-    allowed = SPEC_METRICS | OPTIONAL_METRICS | PROMETHEUS_SERIES
+    allowed = CONTRACT_METRICS | OPTIONAL_METRICS | PROMETHEUS_SERIES
     funcs = {"max", "min", "sum", "avg", "count", "by", "on", "without", "ignoring", "group_left",
              "unless", "and", "or", "absent", "rate", "increase", "max_over_time", "humanize"}
     for r in rules():
@@ -107,7 +107,7 @@ def test_metric_names_are_the_spec_names():
         expr = re.sub(r"\b(by|on|without|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
         names = set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", expr)) - funcs
         unknown = {n for n in names if not re.fullmatch(r"\d+[smh]?", n)} - allowed
-        assert not unknown, f"{r['alert']}: metric names not in SPEC §7: {unknown}"
+        assert not unknown, f"{r['alert']}: metric names not in docs/reference/metrics.md: {unknown}"
 
 
 def test_every_alert_has_a_firing_and_a_silent_case():

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import pytest
 
-from conftest import (CHART, NAMESPACE, RELEASE, REPO, RULES, helm, load_scenario, manifests, objects,
-                      one, render, scenario_name, scenarios, tool, yaml_mod)
+from conftest import (CHART, NAMESPACE, RELEASE, REPO, RULES, binary, helm, load_scenario, manifests,
+                      objects, one, render, scenario_name, scenarios, tool, yaml_mod)
 
 # The oldest Kubernetes the chart supports (VAP v1, node-name claim) and a current one.
 KUBE_VERSIONS = ["1.30.0", "1.35.0"]
@@ -29,7 +30,7 @@ def pod(values=None) -> dict:
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=scenario_name)
 def test_scenario_renders_and_validates_strictly(path, tmp_path):
-    docs = manifests(load_scenario(path))
+    docs = manifests(load_scenario(path), hooks=True)
     assert any(d["kind"] == "DaemonSet" for d in docs)
     out = tmp_path / "rendered.yaml"
     out.write_text(yaml_mod().safe_dump_all(docs))
@@ -49,8 +50,9 @@ def test_scenario_lints_strictly(path):
     report = helm().lint(str(CHART), load_scenario(path), strict=True, namespace=NAMESPACE,
                          kube_version="v1.32.0")
     assert report["errors"] == [], report
-    # strict: warnings (severity 2) and errors (3) fail; info (1, e.g. "icon is recommended") may stay
+    # strict: warnings (severity 2) and errors (3) fail; info (1) may stay, but not the missing icon
     assert [m for m in report["messages"] if m["severity"] >= 2] == [], report
+    assert not [m for m in report["messages"] if "icon" in str(m).lower()], report
 
 
 def test_lint_catches_a_broken_template(tmp_path):
@@ -89,15 +91,32 @@ BAD_VALUES = [
     ({"updateStrategy": {"rollingUpdate": {"maxUnavailable": "a fifth"}}}, "maxUnavailable"),
     ({"admissionPolicy": {"validationActions": ["Block"]}}, "/admissionPolicy/validationActions"),
     ({"monitoring": {"serviceMonitor": {"enabled": True, "interval": "often"}}}, "interval"),
-    ({"monitoring": {"serviceMonitor": {"enabled": True, "honorLabels": True}}}, "honorLabels"),
-    ({"security": {"tier": "unprivileged"}, "labels": {"mode": "nfd-file"}}, "/labels/mode"),
-    ({"security": {"tier": "unprivileged", "privilegedContainer": True}}, "privilegedContainer"),
+    ({"monitoring": {"serviceMonitor": {"enabled": True, "honorLabels": "yes"}}}, "honorLabels"),
+    ({"monitoring": {"podMonitor": {"enabled": True, "sampleLimit": -1}}}, "sampleLimit"),
+    ({"monitoring": {"podMonitor": {"attachMetadata": {"pod": True}}}}, "pod"),
+    # tier/mode combinations say what is wrong and what to do, in words
+    ({"security": {"tier": "unprivileged"}, "labels": {"mode": "nfd-file"}},
+     "labels.mode=nfd-file writes the NFD features.d directory of the host (a hostPath): use it with security.tier=privileged"),
+    ({"security": {"tier": "unprivileged", "privilegedContainer": True}},
+     "security.privilegedContainer=true needs security.tier=privileged"),
+    ({"security": {"tier": "unprivileged"}, "hostPaths": {"talosExtensionsFile": True}},
+     "hostPaths.talosExtensionsFile=true mounts a host file (a hostPath): use it with security.tier=privileged"),
+    ({"monitoring": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}}},
+     "every agent would be scraped twice"),
+    ({"monitoring": {"prometheusRule": {"severityOverrides": {"GpuscoutAgentDown": "page"}}}}, "severityOverrides"),
+    ({"monitoring": {"prometheusRule": {"forOverrides": {"GpuscoutAgentDown": "ten minutes"}}}}, "forOverrides"),
+    ({"monitoring": {"prometheusRule": {"disabled": {"GpuscoutAgentDown": "yes"}}}}, "disabled"),
+    ({"networkPolicy": {"enabled": True, "podSelector": {"app": "prometheus"}}}, "podSelector"),
+    ({"namespaceOverride": "Not_A_Namespace"}, "/namespaceOverride"),
+    ({"revisionHistoryLimit": -1}, "/revisionHistoryLimit"),
+    ({"cleanup": {"waitSeconds": -5}}, "/cleanup/waitSeconds"),
+    ({"hostPaths": {"root": True}}, "root"),
     ({"tolerations": [{"key": "x", "operator": "Maybe"}]}, "operator"),
     ({"logFormat": "xml"}, "/logFormat"),
 ]
 
 
-@pytest.mark.parametrize("values,where", BAD_VALUES, ids=[w for _, w in BAD_VALUES])
+@pytest.mark.parametrize("values,where", BAD_VALUES, ids=[w[:40] for _, w in BAD_VALUES])
 def test_schema_rejects_bad_values(values, where):
     h = helm()
     with h.Chart.load(str(CHART)) as c:
@@ -135,7 +154,8 @@ def test_schema_is_draft07_with_descriptions_everywhere():
     def keys(v, path=""):
         for k, x in v.items():
             yield f"{path}/{k}"
-            if isinstance(x, dict) and x and k not in ("nodeSelector", "resources", "updateStrategy"):
+            if isinstance(x, dict) and x and k not in ("nodeSelector", "resources", "updateStrategy",
+                                                       "namespaceSelector", "podSelector"):
                 yield from keys(x, f"{path}/{k}")
 
     def has(path):
@@ -150,20 +170,39 @@ def test_schema_is_draft07_with_descriptions_everywhere():
     assert not missing, f"values.yaml keys without a schema entry: {missing}"
 
 
-def test_values_yaml_is_commented_key_by_key():
-    lines = (CHART / "values.yaml").read_text().splitlines()
-    for i, line in enumerate(lines):
-        stripped = line.lstrip()
-        if not stripped or stripped.startswith("#") or stripped.startswith("- "):
-            continue
-        if ":" in stripped and not line.startswith("    " * 4):
-            key, _, rest = stripped.partition(":")
-            if rest.strip() == "" and not lines[i + 1].lstrip().startswith("-"):
-                continue  # a section header: its keys carry the comments
-            prev = lines[i - 1].lstrip() if i else ""
-            if line.startswith(" " * 2) and stripped.startswith(("key:", "operator:", "effect:", "requests:", "limits:", "cpu:", "memory:", "type:", "rollingUpdate:", "maxUnavailable:", "kubernetes.io/os:")):
-                continue  # inside an example list or a structured default
-            assert prev.startswith("#"), f"values.yaml line {i + 1} ({stripped!r}) has no comment above it"
+def test_readme_documents_every_value_generated_from_values_yaml():
+    """The README's Values and host-paths tables are what scripts/chart-readme.py makes of
+    values.yaml and files/host-paths.yaml, and every value is documented."""
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "chart-readme.py"), "--check"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    readme = (CHART / "README.md").read_text()
+    values = yaml_mod().safe_load((CHART / "values.yaml").read_text())
+    for key in ("cleanup.enabled", "networkPolicy.enabled", "monitoring.prometheusRule.forOverrides",
+                "namespaceOverride", "hostPaths.talosExtensionsFile"):
+        assert f"| `{key}` |" in readme, key
+    assert len([line for line in readme.splitlines() if line.startswith("| `")]) > len(values)
+
+
+def test_readme_generator_bites(tmp_path):
+    """An undocumented value, and a comment changed without regenerating, both fail --check."""
+    import shutil
+
+    chart = tmp_path / "charts" / "gpuscout"
+    shutil.copytree(CHART, chart)
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(REPO / "scripts" / "chart-readme.py", tmp_path / "scripts")
+    script = str(tmp_path / "scripts" / "chart-readme.py")
+    values = chart / "values.yaml"
+    original = values.read_text()
+    values.write_text(original + "\nsneaky: true\n")
+    r = subprocess.run([sys.executable, script, "--check"], capture_output=True, text=True)
+    assert r.returncode == 1 and "sneaky" in r.stderr, r.stderr
+    values.write_text(original.replace("# -- Log format: plain or json.", "# -- Log format: plain, or json."))
+    r = subprocess.run([sys.executable, script, "--check"], capture_output=True, text=True)
+    assert r.returncode == 1 and "stale" in r.stderr, r.stderr
+    r = subprocess.run([sys.executable, script], capture_output=True, text=True)
+    assert r.returncode == 0 and "plain, or json." in (chart / "README.md").read_text()
 
 
 # --- what the objects promise ----------------------------------------------------------------
@@ -173,10 +212,13 @@ def test_default_daemonset_privileged_tier():
     assert "--root=/host" in c["args"] and c["args"][0] == "serve"
     assert "--listen=0.0.0.0:10106" in c["args"]
     assert "--labels=node" in c["args"] and "--label-prefix=gpuscout.io" in c["args"]
-    mount = next(m for m in c["volumeMounts"] if m["mountPath"] == "/host")
-    assert mount["readOnly"] is True and mount["mountPropagation"] == "HostToContainer"
-    vol = next(v for v in p["volumes"] if v["name"] == mount["name"])
-    assert vol["hostPath"]["path"] == "/"
+    # no longer the host's whole root: only the agent's table, read-only
+    assert all(m["mountPath"] != "/host" for m in c["volumeMounts"])
+    assert all(v.get("hostPath", {}).get("path") != "/" for v in p["volumes"])
+    host = [m for m in c["volumeMounts"] if m["mountPath"].startswith("/host/")]
+    assert host and all(m["readOnly"] is True for m in host)
+    # non-root: every file the agent reads is world-readable
+    assert p["securityContext"]["runAsNonRoot"] is True and p["securityContext"]["runAsUser"] == 65532
     env = {e["name"]: e for e in c["env"]}
     assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -223,6 +265,7 @@ def test_privileged_container_only_on_request():
 
 
 def test_rbac_is_minimal_per_mode():
+    # the agent's own RBAC (the uninstall hook's is checked in test_chart_knobs.py)
     for mode, verbs in (("node", {"get", "list", "watch", "patch"}), ("nfd-file", {"get", "list", "watch"}),
                         ("nodefeature", {"get", "list", "watch"}), ("off", {"get", "list", "watch"})):
         v = {"labels": {"mode": mode}}
@@ -280,11 +323,22 @@ def test_admission_policy_binds_own_node_and_prefix():
 
 
 def test_monitoring_objects_gated_on_the_crd():
-    v = {"monitoring": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True},
-                        "prometheusRule": {"enabled": True}}}
-    kinds = {d["kind"] for d in manifests(v)}
-    assert not kinds & {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
-    assert "monitoring.coreos.com/v1" in render(v)["gpuscout/templates/NOTES.txt"]
+    """crdCheck on and no monitoring.coreos.com/v1: no object, but `helm template` says why."""
+    for monitor in ("serviceMonitor", "podMonitor"):
+        v = {"monitoring": {monitor: {"enabled": True}, "prometheusRule": {"enabled": True}}}
+        kinds = {d["kind"] for d in manifests(v)}
+        assert not kinds & {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+        out = render(v)
+        assert "monitoring.coreos.com/v1" in out["gpuscout/templates/NOTES.txt"]
+        for t in (f"{monitor.lower()}.yaml", "prometheusrule.yaml"):
+            text = out[f"gpuscout/templates/{t}"]
+            assert "does not serve monitoring.coreos.com/v1" in text, t
+            assert "--api-versions monitoring.coreos.com/v1" in text and "crdCheck=false" in text, t
+            assert all(line.startswith("#") for line in text.strip().splitlines()), text
+    # with the check off (or the API present) the objects are rendered, and no comment
+    out = render({"monitoring": {"crdCheck": False, "podMonitor": {"enabled": True}}})
+    assert "kind: PodMonitor" in out["gpuscout/templates/podmonitor.yaml"]
+    assert "does not serve" not in out["gpuscout/templates/podmonitor.yaml"]
 
 
 def monitoring_values():
@@ -292,8 +346,10 @@ def monitoring_values():
 
 
 def test_monitors_carry_release_label_node_and_job():
-    v = monitoring_values()
-    for kind, key in (("ServiceMonitor", "endpoints"), ("PodMonitor", "podMetricsEndpoints")):
+    sm_values = monitoring_values()
+    pm_values = {**sm_values, "monitoring": {**sm_values["monitoring"], "serviceMonitor": {"enabled": False},
+                                             "podMonitor": {"enabled": True}}}
+    for v, kind, key in ((sm_values, "ServiceMonitor", "endpoints"), (pm_values, "PodMonitor", "podMetricsEndpoints")):
         m = one(v, kind)
         assert m["metadata"]["labels"]["release"] == "kube-prometheus-stack"
         ep = m["spec"][key][0]
@@ -302,9 +358,9 @@ def test_monitors_carry_release_label_node_and_job():
         assert {"action": "replace", "sourceLabels": ["__meta_kubernetes_pod_node_name"],
                 "targetLabel": "node"} in rl
         assert {"action": "replace", "targetLabel": "job", "replacement": "gpu-agent"} in rl
-    assert one(v, "ServiceMonitor")["metadata"]["labels"]["team"] == "platform"
+    assert one(sm_values, "ServiceMonitor")["metadata"]["labels"]["team"] == "platform"
     # the Service's port name is the one the ServiceMonitor scrapes
-    assert one(v, "Service")["spec"]["ports"][0]["name"] == "metrics"
+    assert one(sm_values, "Service")["spec"]["ports"][0]["name"] == "metrics"
 
 
 def test_prometheusrule_is_the_rules_file(tmp_path):
@@ -332,7 +388,9 @@ def test_dashboard_configmaps_match_dashboards_dir():
         assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
         assert cm["metadata"]["annotations"] == {"grafana_folder": "GPUs"}
     for f in src:
-        assert json.loads(by_file[f.name]) == json.loads(f.read_text()), f.name
+        # the same dashboards, selecting the job the monitors and rules use (gpu-agent here)
+        want = f.read_text().replace('job=\\"gpuscout\\"', 'job=\\"gpu-agent\\"')
+        assert json.loads(by_file[f.name]) == json.loads(want), f.name
     assert objects(None, "ConfigMap") == []
 
 
@@ -403,11 +461,11 @@ def test_unprivileged_tier_meets_pss_restricted():
     assert pss_violations({"security": {"tier": "unprivileged"}}, "restricted") == []
 
 
-def test_privileged_tier_needs_pss_privileged_only_for_the_host_root():
-    """The privileged tier breaks baseline only for its hostPath volumes: the host root and the
-    kubelet's PodResources socket directory (podResources.enabled, docs/POD-ATTRIBUTION.md)."""
-    assert pss_violations(None, "baseline") == ["hostPath volume host-root", "hostPath volume pod-resources"]
-    assert pss_violations({"podResources": {"enabled": False}}, "baseline") == ["hostPath volume host-root"]
+def test_privileged_tier_needs_pss_privileged_only_for_the_host_paths():
+    """The privileged tier breaks baseline for exactly one reason: its hostPath volumes, which are
+    the agent's own table (test_chart_knobs.py checks which)."""
+    v = pss_violations(None, "baseline")
+    assert v and all(x.startswith("hostPath volume host-") for x in v), v
     assert "privileged container" in pss_violations({"security": {"privilegedContainer": True}}, "baseline")
 
 
@@ -428,15 +486,18 @@ def test_monitoring_objects_match_the_operator_crds():
         model = getattr(v1, doc["kind"]).model_validate(doc)
         return dropped_keys(doc, model.model_dump(by_alias=True, exclude_unset=True, mode="json"))
 
-    docs = [d for d in manifests(monitoring_values())
+    docs = [d for path in SCENARIOS for d in manifests(load_scenario(path))
             if d["apiVersion"] == "monitoring.coreos.com/v1"]
-    assert sorted(d["kind"] for d in docs) == ["PodMonitor", "PrometheusRule", "ServiceMonitor"]
+    assert {d["kind"] for d in docs} == {"PodMonitor", "PrometheusRule", "ServiceMonitor"}
+    # the knobs are in what is checked: sampleLimit, attachMetadata, honorLabels, overrides
+    assert any(d["spec"].get("sampleLimit") and d["spec"].get("attachMetadata") for d in docs)
+    assert any(d["kind"] == "PodMonitor" and d["spec"]["podMetricsEndpoints"][0].get("honorLabels") for d in docs)
     for d in docs:
         assert check(d) == [], d["kind"]
     # the check bites: a misspelt endpoint key and a malformed interval
     import copy
 
-    sm = copy.deepcopy(next(d for d in docs if d["kind"] == "ServiceMonitor"))
+    sm = copy.deepcopy(one(monitoring_values(), "ServiceMonitor"))
     sm["spec"]["endpoints"][0]["scrapeTimout"] = "5s"
     assert check(sm) == ["/spec/endpoints[0]/scrapeTimout"]
     sm["spec"]["endpoints"][0]["interval"] = "often"

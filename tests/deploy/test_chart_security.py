@@ -135,6 +135,9 @@ def test_talos_notes_mention_the_machine_feature():
 # --- secured /metrics --------------------------------------------------------------------------
 
 SECURE = load_scenario(str(CHART / "ci" / "metrics-secure-values.yaml"))
+# The same, scraped by the PodMonitor (both monitors at once are refused).
+SECURE_PM = load_scenario(str(CHART / "ci" / "metrics-secure-podmonitor-values.yaml"))
+SECURE_BY_KIND = {"ServiceMonitor": SECURE, "PodMonitor": SECURE_PM}
 ENDPOINTS = {"ServiceMonitor": "endpoints", "PodMonitor": "podMetricsEndpoints"}
 REVIEW_RULES = [
     {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
@@ -155,8 +158,8 @@ def test_metrics_security_off_by_default():
     rules = one(None, "ClusterRole")["rules"]
     assert not [r for r in rules if r in REVIEW_RULES]
     assert [d["metadata"]["name"] for d in objects(None, "ClusterRole")] == ["gpuscout"]
-    mon = {"monitoring": {"crdCheck": False, "serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}}}
     for kind in ENDPOINTS:
+        mon = {"monitoring": {"crdCheck": False, kind[0].lower() + kind[1:]: {"enabled": True}}}
         ep = endpoint(mon, kind)
         assert not {"scheme", "tlsConfig", "authorization", "bearerTokenFile"} & set(ep), ep
 
@@ -198,7 +201,7 @@ def test_secure_scenario_daemonset():
 
 def test_secure_monitors_scrape_https_with_the_token():
     for kind in ENDPOINTS:
-        ep = endpoint(SECURE, kind)
+        ep = endpoint(SECURE_BY_KIND[kind], kind)
         assert ep["scheme"] == "https"
         assert ep["tlsConfig"] == {"ca": {"secret": {"name": "gpuscout-metrics-tls", "key": "ca.crt"}},
                                    "insecureSkipVerify": False, "serverName": "gpuscout.gpu-system.svc"}
@@ -250,7 +253,7 @@ def test_secure_monitors_match_the_operator_crds():
 
     sm_file = {"metrics": {"auth": "kubernetes", "tls": {"secretName": "agent-tls"}},
                "monitoring": {"crdCheck": False, "serviceMonitor": {"enabled": True}}}
-    docs = [one(SECURE, "ServiceMonitor"), one(SECURE, "PodMonitor"), one(sm_file, "ServiceMonitor")]
+    docs = [one(SECURE, "ServiceMonitor"), one(SECURE_PM, "PodMonitor"), one(sm_file, "ServiceMonitor")]
     for d in docs:
         assert check(d) == [], d["kind"]
     # bites: PodMonitor endpoints have no bearerTokenFile (why the chart needs tokenSecret there)

@@ -68,23 +68,36 @@ def test_chart_process_metrics_and_pod_resources_mounts():
     def pod(values):
         return next(d for d in manifests(values) if d["kind"] == "DaemonSet")["spec"]["template"]["spec"]
 
+    # off by default: no host path beyond the agent's table, non-root, no capability
     p = pod(None)
     c = p["containers"][0]
-    assert "--pod-resources=true" in c["args"] and "--process-metrics=false" in c["args"]
-    mount = next(m for m in c["volumeMounts"] if m["name"] == "pod-resources")
-    assert mount["mountPath"] == "/host/var/lib/kubelet/pod-resources" and mount["readOnly"] is True
-    vol = next(v for v in p["volumes"] if v["name"] == "pod-resources")
-    assert vol["hostPath"]["path"] == "/var/lib/kubelet/pod-resources"
+    assert "--pod-resources=false" in c["args"] and "--process-metrics=false" in c["args"]
+    names = {v["name"] for v in p["volumes"]}
+    assert not names & {"host-pod-resources", "host-proc", "host-var-log-pods", "host-var-log-containers"}
     assert "add" not in c["securityContext"]["capabilities"] and not p.get("hostPID")
+    assert p["securityContext"]["runAsUser"] == 65532
+    # the kubelet socket: its own read-only volume, uid 0 (the socket is root's)
+    pr = pod({"podResources": {"enabled": True}})
+    c = pr["containers"][0]
+    assert "--pod-resources=true" in c["args"] and pr["securityContext"]["runAsUser"] == 0
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "host-pod-resources")
+    assert mount["mountPath"] == "/host/var/lib/kubelet/pod-resources" and mount["readOnly"] is True
+    vol = next(v for v in pr["volumes"] if v["name"] == "host-pod-resources")
+    assert vol["hostPath"] == {"path": "/var/lib/kubelet/pod-resources", "type": "Directory"}
+    assert "add" not in c["securityContext"]["capabilities"]
+    # per-process usage: /proc and the kubelet's log directories, two capabilities, hostPID
     on = pod({"processMetrics": {"enabled": True, "hostPID": True}})
     c = on["containers"][0]
     assert "--process-metrics=true" in c["args"] and "--process-max-series=1000" in c["args"]
-    assert c["securityContext"]["capabilities"]["add"] == ["SYS_PTRACE", "DAC_READ_SEARCH"]
-    assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
-    assert next(m for m in c["volumeMounts"] if m["name"] == "host-proc")["mountPath"] == "/host/proc"
-    assert on["hostPID"] is True
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["SYS_PTRACE", "DAC_READ_SEARCH"]}
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert mounts["host-proc"] == "/host/proc"
+    assert mounts["host-var-log-pods"] == "/host/var/log/pods"
+    assert mounts["host-var-log-containers"] == "/host/var/log/containers"
+    assert on["hostPID"] is True and on["securityContext"]["runAsUser"] == 0
     # the unprivileged tier has no host paths: both features off
-    un = pod({"security": {"tier": "unprivileged"}, "processMetrics": {"enabled": True}})
+    un = pod({"security": {"tier": "unprivileged"}, "processMetrics": {"enabled": True},
+              "podResources": {"enabled": True}})
     c = un["containers"][0]
     assert "--pod-resources=false" in c["args"] and "--process-metrics=false" in c["args"]
     assert all("hostPath" not in v for v in un["volumes"])
@@ -96,10 +109,11 @@ def test_monitors_keep_the_workload_labels_of_usage_series():
     Prometheus' own syntax, are exercised against a real Prometheus in tests/integration/pods.rs."""
     from conftest import objects
 
-    v = {"monitoring": {"crdCheck": False, "serviceMonitor": {"enabled": True},
+    sm = {"monitoring": {"crdCheck": False, "serviceMonitor": {"enabled": True}}}
+    v = {"monitoring": {"crdCheck": False,
                         "podMonitor": {"enabled": True, "metricRelabelings": [{"action": "labeldrop", "regex": "x"}]}}}
-    for kind, key in (("ServiceMonitor", "endpoints"), ("PodMonitor", "podMetricsEndpoints")):
-        ep = objects(v, kind)[0]["spec"][key][0]
+    for kind, key, vals in (("ServiceMonitor", "endpoints", sm), ("PodMonitor", "podMetricsEndpoints", v)):
+        ep = objects(vals, kind)[0]["spec"][key][0]
         rules = ep["metricRelabelings"]
         targets = [r.get("targetLabel") for r in rules if r["action"] == "replace"]
         assert targets == ["namespace", "pod", "container"], kind

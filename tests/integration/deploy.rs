@@ -29,7 +29,13 @@ fn python() -> PathBuf {
 
 /// Runs `pytest` on one file of tests/deploy (optionally `-k` filtered) and fails with its output.
 fn pytest(file: &str, filter: Option<&str>) {
+    pytest_env(file, filter, &[]);
+}
+
+/// [`pytest`] with extra environment variables.
+fn pytest_env(file: &str, filter: Option<&str>, env: &[(&str, &Path)]) {
     let mut cmd = Command::new(python());
+    cmd.envs(env.iter().map(|(k, v)| (*k, *v)));
     cmd.current_dir(repo())
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA"])
         .arg(format!("tests/deploy/{file}"))
@@ -78,6 +84,14 @@ fn helm_chart_talos_api_and_metrics_security() {
     pytest("test_chart_security.py", None);
 }
 
+/// Least privilege and the operator knobs: the mounts are the agent's own host-path table (from
+/// the binary), non-root, securityContext overrides, namespaceOverride, NetworkPolicy, monitor
+/// and alert knobs, the shared job selector, and the uninstall hook with its short-lived RBAC.
+#[test]
+fn helm_chart_least_privilege_knobs_and_uninstall_hook() {
+    pytest("test_chart_knobs.py", None);
+}
+
 #[test]
 fn admission_policy_cel_allows_only_own_node_and_prefix() {
     pytest("test_admission_policy.py", None);
@@ -111,4 +125,77 @@ fn dashboards_and_alerts_against_prometheus_scraping_serve() {
 #[test]
 fn chart_flags_and_env_are_accepted_by_serve() {
     pytest("test_live.py", Some("flags"));
+}
+
+/// The chart refuses a compat profile while the tool whose keys it writes runs in the cluster:
+/// the Helm Go SDK renders cluster-aware against two API stand-ins over HTTP (one with GPU
+/// Feature Discovery, ROCm's node labeller and Intel's NodeFeatureRule, one with none).
+#[test]
+fn helm_chart_refuses_compat_keys_beside_a_peer() {
+    use crate::standin::StandIn;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let peers = StandIn::new();
+    peers.add_node("gpu-1", &[("nvidia.com/gpu.present", "true")]);
+    peers.add_daemonset(
+        "gpu-operator",
+        "gpu-feature-discovery",
+        "nvcr.io/nvidia/k8s-device-plugin:v0.17.0",
+    );
+    peers.add_daemonset(
+        "kube-amd-gpu",
+        "amdgpu-labeller",
+        "rocm/k8s-device-plugin:labeller-1.31.0.10",
+    );
+    peers.add_daemonset(
+        "monitoring",
+        "node-exporter",
+        "quay.io/prometheus/node-exporter:v1.9.1",
+    );
+    peers.add_nodefeaturerule(
+        "intel-dp-devices",
+        &[("intel.feature.node.kubernetes.io/gpu", "true")],
+    );
+    let empty = StandIn::new();
+    empty.add_node("gpu-1", &[]);
+    empty.add_daemonset(
+        "monitoring",
+        "node-exporter",
+        "quay.io/prometheus/node-exporter:v1.9.1",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut configs = Vec::new();
+    for (name, api) in [("peers", &peers), ("empty", &empty)] {
+        let addr = rt.block_on(api.serve_tcp());
+        let path = dir.path().join(format!("{name}.kubeconfig"));
+        #[allow(clippy::disallowed_methods)]
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: standin\n  cluster:\n    server: http://{addr}\nusers:\n- name: admin\n  user:\n    token: test-token\ncontexts:\n- name: standin\n  context:\n    cluster: standin\n    user: admin\ncurrent-context: standin\n"
+            ),
+        )
+        .unwrap();
+        configs.push(path);
+    }
+    pytest_env(
+        "test_chart_peers.py",
+        None,
+        &[
+            ("GPUSCOUT_PEER_KUBECONFIG_PEERS", &configs[0]),
+            ("GPUSCOUT_PEER_KUBECONFIG_EMPTY", &configs[1]),
+        ],
+    );
+    // The chart did look: Helm listed the DaemonSets of the cluster with the peers.
+    assert!(
+        peers
+            .log()
+            .iter()
+            .any(|l| l.path.contains("/apis/apps/v1/daemonsets")),
+        "no DaemonSet LIST reached the stand-in"
+    );
+    drop(rt);
 }

@@ -53,8 +53,8 @@ fn gpu(addr: &str, status: Status, problems: Vec<Problem>) -> Gpu {
 }
 
 fn report(l: &[(&str, &str)], gpus: Vec<Gpu>) -> Arc<Report> {
-    Arc::new(Report {
-        host: Host {
+    Arc::new(Report::new(
+        Host {
             kernel: None,
             os: None,
             talos: None,
@@ -65,8 +65,8 @@ fn report(l: &[(&str, &str)], gpus: Vec<Gpu>) -> Arc<Report> {
             read_errors: Default::default(),
         },
         gpus,
-        labels: labels(l),
-    })
+        labels(l),
+    ))
 }
 
 const OURS: &[(&str, &str)] = &[
@@ -1121,13 +1121,12 @@ async fn missing_node_name_is_reported_and_nothing_is_touched() {
     kubelet_node(&api);
     let args = gpuscout::k8s::K8sArgs {
         kubeconfig: None,
-        node_name: Some("  ".into()),
         labels: LabelMode::Node,
         nfd_file: "/nonexistent".into(),
         nodefeature_namespace: "gpu-system".into(),
         no_events: false,
     };
-    let mut c = args.sync_config("gpuscout.io");
+    let mut c = args.sync_config(Some("  "), "gpuscout.io");
     c.start_jitter = Duration::ZERO;
     let agent = Agent::start(Some(&api), c, report(OURS, vec![]));
     pass(600).await;

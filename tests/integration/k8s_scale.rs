@@ -76,11 +76,11 @@ fn k8s_scale_simulation() {
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
-        let report = Arc::new(Report {
-            host: Host { kernel: None, os: None, talos: None, modules: Vec::new(), unread: Vec::new(), disagreements: Vec::new(), nvswitches: Vec::new(), read_errors: Default::default() },
-            gpus: Vec::new(),
-            labels: labels.clone(),
-        });
+        let report = Arc::new(Report::new(
+            Host { kernel: None, os: None, talos: None, modules: Vec::new(), unread: Vec::new(), disagreements: Vec::new(), nvswitches: Vec::new(), read_errors: Default::default() },
+            Vec::new(),
+            labels.clone(),
+        ));
         let (_tx, rx) = watch::channel(report);
         let metrics = SyncMetrics::new();
         let mut stops = Vec::new();

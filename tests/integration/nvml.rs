@@ -4,7 +4,7 @@
 #![allow(clippy::disallowed_methods)]
 
 #[path = "../support/nvml_double.rs"]
-pub mod nvml_double;
+pub(crate) mod nvml_double;
 
 use gpuscout::discover::{self, Options};
 use gpuscout::hostroot::HostRoot;

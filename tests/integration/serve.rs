@@ -473,3 +473,49 @@ async fn label_sync_metrics_in_the_daemon_registry_are_served_live() {
     stop_tx.send(()).unwrap();
     server.await.unwrap();
 }
+
+/// `--disable-source pci,nvml`: those sources are neither read nor reported; the others are.
+#[test]
+fn disabled_sources_are_not_read_or_reported() {
+    let s = Served::start(&amd_root(), &["--disable-source", "pci,nvml"]);
+    s.wait_ready();
+    let (st, _, body) = http_get(s.addr, "/metrics", None).unwrap();
+    assert_eq!(st, 200);
+    assert!(
+        body.contains("gpuscout_scrape_source_success{source=\"amdgpu\"} 1"),
+        "{body}"
+    );
+    for gone in [
+        "source=\"pci\"",
+        "source=\"nvml\"",
+        "gpuscout_gpu_pcie_link_width",
+    ] {
+        assert!(!body.contains(gone), "{gone} still served:\n{body}");
+    }
+    // Without the flag the same fixture serves the PCIe series (so the check above can fail).
+    let all = Served::start(&amd_root(), &[]);
+    all.wait_ready();
+    let (_, _, body) = http_get(all.addr, "/metrics", None).unwrap();
+    assert!(body.contains("gpuscout_gpu_pcie_link_width"), "{body}");
+    assert!(body.contains("source=\"nvml\""), "{body}");
+    // An unknown source name is a usage error naming the valid ones.
+    let out = Command::new(BIN)
+        .args(["serve", "--disable-source", "dcgm"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nvidia_procfs"));
+}
+
+/// The source names `--disable-source` accepts are exactly the sources `serve` runs.
+#[test]
+fn disable_source_names_match_the_sources() {
+    let mut names: Vec<&str> = gpuscout::metrics::default_sources()
+        .iter()
+        .map(|s| s.name())
+        .collect();
+    names.push("nvml");
+    // agent/src/pods: added by `serve` unless --pod-resources / --process-metrics are false
+    names.extend(["podresources", "processes"]);
+    assert_eq!(names, gpuscout::metrics::SOURCE_NAMES);
+}

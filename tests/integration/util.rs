@@ -47,6 +47,7 @@ pub fn gpuscout(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_gpuscout"))
         .args(args)
         .env_remove("GPUSCOUT_ROOT")
+        .env_remove("NODE_NAME")
         .env("RUST_LOG", "warn")
         .output()
         .expect("run gpuscout")

@@ -1,5 +1,5 @@
 //! Driver-stack verdicts on the fixture host roots of `tests/fixtures/verdicts/` (one per
-//! failure mode of research/talos-extensions.md §5, plus healthy baselines), the evidence
+//! failure mode of docs/research/talos-extensions.md §5, plus healthy baselines), the evidence
 //! inputs a daemon passes (Node extension labels, NVML), and `gpuscout check`'s exit codes and
 //! stderr run as the real binary.
 

@@ -22,20 +22,17 @@ pub enum LabelMode {
 #[derive(Debug, Clone, Args)]
 pub struct K8sArgs {
     /// Kubeconfig file; without it gpuscout uses the in-cluster service account, and outside a
-    /// pod it runs as a standalone exporter.
-    #[arg(long, env = "GPUSCOUT_KUBECONFIG")]
+    /// pod it runs as a standalone exporter. Also used by `--metrics-auth kubernetes`.
+    #[arg(long, env = "GPUSCOUT_KUBECONFIG", help_heading = "Kubernetes")]
     pub kubeconfig: Option<PathBuf>,
-
-    /// Name of this Node; in the DaemonSet set NODE_NAME from the downward API (spec.nodeName).
-    #[arg(long, env = "NODE_NAME")]
-    pub node_name: Option<String>,
 
     /// Where the labels go: node, nfd-file, nodefeature or off.
     #[arg(
         long = "labels",
         env = "GPUSCOUT_LABELS",
         value_enum,
-        default_value = "node"
+        default_value = "node",
+        help_heading = "Labels"
     )]
     pub labels: LabelMode,
 
@@ -43,7 +40,8 @@ pub struct K8sArgs {
     #[arg(
         long,
         env = "GPUSCOUT_NFD_FILE",
-        default_value = "/etc/kubernetes/node-feature-discovery/features.d/gpuscout"
+        default_value = "/etc/kubernetes/node-feature-discovery/features.d/gpuscout",
+        help_heading = "Labels"
     )]
     pub nfd_file: PathBuf,
 
@@ -52,26 +50,23 @@ pub struct K8sArgs {
     #[arg(
         long,
         env = "GPUSCOUT_NODEFEATURE_NAMESPACE",
-        default_value = "gpuscout"
+        default_value = "gpuscout",
+        help_heading = "Labels"
     )]
     pub nodefeature_namespace: String,
 
     /// Do not post Kubernetes Events when a GPU's driver verdict changes.
-    #[arg(long, env = "GPUSCOUT_NO_EVENTS")]
+    #[arg(long, env = "GPUSCOUT_NO_EVENTS", help_heading = "Kubernetes")]
     pub no_events: bool,
 }
 
 impl K8sArgs {
-    /// The sync settings; `prefix` is the validated label prefix. A missing node name is not an
-    /// error here: [`super::LabelSync::run`] reports it (log + `result="no_node_name"`) and
-    /// touches nothing, because without a name it cannot tell which Node is its own.
-    pub fn sync_config(&self, prefix: &str) -> SyncConfig {
-        let node_name = self
-            .node_name
-            .as_deref()
-            .map(str::trim)
-            .unwrap_or_default()
-            .to_owned();
+    /// The sync settings; `node_name` is the global `--node-name` (env `NODE_NAME`), `prefix`
+    /// the validated label prefix. A missing node name is not an error here:
+    /// [`super::LabelSync::run`] reports it (log + `result="no_node_name"`) and touches nothing,
+    /// because without a name it cannot tell which Node is its own.
+    pub fn sync_config(&self, node_name: Option<&str>, prefix: &str) -> SyncConfig {
+        let node_name = node_name.map(str::trim).unwrap_or_default().to_owned();
         let mut cfg = SyncConfig::new(node_name, prefix);
         cfg.mode = self.labels;
         cfg.nfd_file = self.nfd_file.clone();

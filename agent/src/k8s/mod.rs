@@ -31,6 +31,7 @@ mod events;
 mod metrics;
 mod nfd;
 mod owned;
+pub mod prune;
 mod sync;
 
 pub use args::{K8sArgs, LabelMode};

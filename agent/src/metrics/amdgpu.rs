@@ -89,14 +89,14 @@ impl Source for Amdgpu {
                     continue;
                 }
                 let file = format!("pp_dpm_{domain}");
-                if let Some(text) = errors.ok(root.read_attr(&dir, &file)) {
-                    if let Some(mhz) = current_dpm_mhz(&text) {
-                        out.push(
-                            &f::CLOCK,
-                            vec![("gpu", gpu.clone()), ("domain", domain.to_owned())],
-                            mhz * 1e6,
-                        );
-                    }
+                if let Some(text) = errors.ok(root.read_attr(&dir, &file))
+                    && let Some(mhz) = current_dpm_mhz(&text)
+                {
+                    out.push(
+                        &f::CLOCK,
+                        vec![("gpu", gpu.clone()), ("domain", domain.to_owned())],
+                        mhz * 1e6,
+                    );
                 }
             }
         }

@@ -1,4 +1,4 @@
-//! Every metric family gpuscout exports (SPEC §7), with its help text. Names carry base units
+//! Every metric family gpuscout exports (`docs/reference/metrics.md`), with its help text. Names carry base units
 //! and are written without the `gpuscout_` prefix (the registry adds it) and, for counters,
 //! without `_total` (the encoder adds it).
 

@@ -1,4 +1,4 @@
-//! Prometheus metrics read at scrape time (SPEC §7, STYLE rules 7–8).
+//! Prometheus metrics read at scrape time (`docs/reference/metrics.md`).
 //!
 //! ```text
 //!  GET /metrics ──► Exporter::scrape() ──(single flight + short cache)──► one pass:
@@ -372,6 +372,21 @@ impl Default for ExporterConfig {
         }
     }
 }
+
+/// Names of every metrics source `serve` can run (`--disable-source` takes these): the built-in
+/// [`default_sources`], `nvml` (`crate::nvml::source`) and the pod-attribution sources
+/// `podresources` and `processes` (`crate::pods`, which also have flags of their own).
+pub const SOURCE_NAMES: &[&str] = &[
+    "pci",
+    "amdgpu",
+    "i915",
+    "xe",
+    "nvidia_procfs",
+    "talos",
+    "nvml",
+    "podresources",
+    "processes",
+];
 
 /// The built-in sysfs/procfs sources, in output order.
 pub fn default_sources() -> Vec<Arc<dyn Source>> {

@@ -1,6 +1,11 @@
 //! Series taken from the latest discovery report, without any read at scrape time: GPU
-//! identity, GPU counts per vendor, the driver verdict (one-hot over every SPEC §5 status),
-//! readiness, kernel module state and the build. They change only when discovery runs again.
+//! identity, GPU counts per vendor, the driver verdict (one-hot over every status of
+//! `docs/reference/verdicts.md`), readiness, kernel module state and the build. They change only
+//! when discovery runs again.
+//!
+//! `gpuscout_gpu_info` carries, for NVIDIA GPUs, `pci_bus_id` in the form NVML and DCGM exporter
+//! write it (`00000000:3B:00.0`: 8-digit domain, upper-case hex), so DCGM series join on it
+//! (`docs/coexistence.md`); it is empty for other vendors.
 
 use super::{Sink, families as f, gpu_label};
 use crate::model::{Report, Status, Vendor};
@@ -28,6 +33,7 @@ pub fn collect(report: &Report, out: &mut Sink) {
                 ("driver", g.driver.clone().unwrap_or_default()),
                 ("card", g.card.clone().unwrap_or_default()),
                 ("uuid", uuid.unwrap_or_default()),
+                ("pci_bus_id", dcgm_bus_id(g)),
             ],
             1.0,
         );
@@ -56,5 +62,57 @@ pub fn collect(report: &Report, out: &mut Sink) {
             vec![("module", m.name.clone())],
             f64::from(u8::from(m.is_usable())),
         );
+    }
+}
+
+/// The PCI address as NVML's `nvmlPciInfo_t.busId` and DCGM exporter's `pci_bus_id` label spell
+/// it (`0000:3b:00.0` gives `00000000:3B:00.0`); empty for non-NVIDIA GPUs and for an address
+/// that does not parse.
+pub fn dcgm_bus_id(g: &crate::model::Gpu) -> String {
+    if g.vendor != Vendor::Nvidia {
+        return String::new();
+    }
+    g.pci_address
+        .parse::<crate::pci::PciAddress>()
+        .map(|a| {
+            format!(
+                "{:08X}:{:02X}:{:02X}.{:X}",
+                a.domain, a.bus, a.device, a.function
+            )
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dcgm_bus_id;
+
+    #[test]
+    fn bus_id_in_dcgm_form() {
+        let r = crate::discover::discover(
+            &crate::hostroot::HostRoot::new(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/fixtures/hosts/dual-vendor"),
+            )
+            .unwrap(),
+            &Default::default(),
+        );
+        let mut g = r
+            .gpus
+            .iter()
+            .find(|g| g.vendor == crate::model::Vendor::Nvidia)
+            .unwrap()
+            .clone();
+        assert_eq!(dcgm_bus_id(&g), "00000000:01:00.0");
+        g.pci_address = "0000:3b:0a.1".into();
+        assert_eq!(dcgm_bus_id(&g), "00000000:3B:0A.1");
+        g.pci_address = "garbage".into();
+        assert_eq!(dcgm_bus_id(&g), "");
+        let amd = r
+            .gpus
+            .iter()
+            .find(|g| g.vendor == crate::model::Vendor::Amd)
+            .unwrap();
+        assert_eq!(dcgm_bus_id(amd), "");
     }
 }

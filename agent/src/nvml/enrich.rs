@@ -60,16 +60,16 @@ pub fn apply(gpus: &mut [Gpu], snap: &NvmlSnapshot) -> Vec<Discrepancy> {
         };
         matched.push(addr);
         let id = gpu.pci_address.clone();
-        if let (Some(d), Some(k)) = (r.pci_device_id, gpu.device_id_u16()) {
-            if d != k {
-                note(
-                    &mut out,
-                    &id,
-                    "device_id",
-                    &gpu.device_id,
-                    &format!("{d:#06x}"),
-                );
-            }
+        if let (Some(d), Some(k)) = (r.pci_device_id, gpu.device_id_u16())
+            && d != k
+        {
+            note(
+                &mut out,
+                &id,
+                "device_id",
+                &gpu.device_id,
+                &format!("{d:#06x}"),
+            );
         }
         if let Some(name) = &r.name {
             if gpu.model_source == ModelSource::Vendor {

@@ -2,7 +2,7 @@
 //!
 //! Order: `--nvml-lib PATH` (env `GPUSCOUT_NVML_LIB`), then the Talos locations under the host
 //! root (`usr/local/glibc/usr/lib/libnvidia-ml.so.1` for Talos 1.8–1.12, `usr/local/lib/...`
-//! from 1.13; see `shared/research/talos-extensions.md` §1), then the loader's default search
+//! from 1.13; see `docs/research/talos-extensions.md` §1), then the loader's default search
 //! for `libnvidia-ml.so.1` (what the NVIDIA container toolkit injects into the pod).
 //!
 //! Host paths are resolved through [`HostRoot::resolve`], so the library's own symlinks

@@ -589,13 +589,13 @@ impl NvmlHandle {
             if let Some(w) = &st.worker {
                 return Ok((w.tx.clone(), w.beat.clone()));
             }
-            if let Some(at) = st.next_attempt {
-                if Instant::now() < at {
-                    return Err(match &st.state {
-                        NvmlState::Failed(e) => e.clone(),
-                        _ => Error::Absent("backing off".into()),
-                    });
-                }
+            if let Some(at) = st.next_attempt
+                && Instant::now() < at
+            {
+                return Err(match &st.state {
+                    NvmlState::Failed(e) => e.clone(),
+                    _ => Error::Absent("backing off".into()),
+                });
             }
         }
         let live = self.inner.live_threads.load(Ordering::SeqCst);

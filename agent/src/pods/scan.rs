@@ -221,10 +221,10 @@ impl Scanner {
             Ok(text) => {
                 out.stats.drm_fds_read += 1;
                 let c = fdinfo::parse(&text);
-                if let Some(c) = &c {
-                    if c.malformed > 0 {
-                        *out.stats.errors.entry("malformed").or_insert(0) += u64::from(c.malformed);
-                    }
+                if let Some(c) = &c
+                    && c.malformed > 0
+                {
+                    *out.stats.errors.entry("malformed").or_insert(0) += u64::from(c.malformed);
                 }
                 Read::Ok(c)
             }

@@ -50,6 +50,7 @@ use std::time::Duration;
 
 /// Command-line settings of the Talos API client.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Talos API")]
 pub struct TalosApiArgs {
     /// Read deeper driver facts from the Talos API (needs Talos' kubernetesTalosAPIAccess and an
     /// os:reader talos.dev ServiceAccount; see docs/talos-api.md). Off by default.

@@ -24,6 +24,13 @@ the chart name. Truncated to 63 characters (DNS-1123 label limit).
 {{- end }}
 
 {{/*
+Namespace of every namespaced object: namespaceOverride, else the release namespace.
+*/}}
+{{- define "gpuscout.namespace" -}}
+{{- default .Release.Namespace .Values.namespaceOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
 Chart label value: "<name>-<version>", "+" replaced because label values may not contain it.
 */}}
 {{- define "gpuscout.chart" -}}
@@ -178,6 +185,74 @@ Directory the TLS Secret is mounted at.
 */}}
 {{- define "gpuscout.tlsDir" -}}
 /etc/gpuscout/tls
+{{- end }}
+
+{{/*
+The label matchers the alert rules and the dashboards select the agent's series by, without
+braces: job="<monitoring.selector.job or monitoring.jobName>", plus namespace="<...>" when
+monitoring.selector.namespace is set. It replaces the placeholder `job="gpuscout"` of the rules
+file and of the dashboards, so both always select the same series.
+*/}}
+{{- define "gpuscout.seriesSelector" -}}
+{{- $s := .Values.monitoring.selector }}
+{{- $m := printf "job=%q" (default .Values.monitoring.jobName $s.job) }}
+{{- with $s.namespace }}
+{{- $m = printf "%s, namespace=%q" $m . }}
+{{- end }}
+{{- $m }}
+{{- end }}
+
+{{/*
+Host paths mounted read-only under /host in tier privileged: files/host-paths.yaml, written by
+`gpuscout host-paths` from the agent's own table (agent/src/hostpaths.rs); the Talos-only ones
+only with hostPaths.talosExtensionsFile. Rendered as YAML {mounts: [...]}.
+*/}}
+{{- define "gpuscout.hostMounts" -}}
+{{- $all := (.Files.Get "files/host-paths.yaml" | fromYaml).mounts }}
+{{- if not $all }}
+{{- fail "files/host-paths.yaml is missing or empty: run `gpuscout host-paths > charts/gpuscout/files/host-paths.yaml`" }}
+{{- end }}
+{{- $out := list }}
+{{- range $all }}
+{{- if or (not .talosOnly) $.Values.hostPaths.talosExtensionsFile }}
+{{- $out = append $out . }}
+{{- end }}
+{{- end }}
+{{- toYaml (dict "mounts" $out) }}
+{{- end }}
+
+{{/*
+The pod securityContext: non-root (uid 65532) unless labels.mode=nfd-file, which writes the
+host's root-owned features.d directory; podSecurityContext is merged over it.
+*/}}
+{{- define "gpuscout.podSecurityContext" -}}
+{{- $privileged := eq .Values.security.tier "privileged" }}
+{{- /* uid 0 also for the kubelet's root-owned PodResources socket and other users' /proc
+       entries (podResources, processMetrics; docs/POD-ATTRIBUTION.md). */}}
+{{- $root := or (eq .Values.labels.mode "nfd-file") (and $privileged (or .Values.podResources.enabled .Values.processMetrics.enabled)) }}
+{{- $sc := dict "runAsUser" (ternary 0 65532 $root) "runAsGroup" (ternary 0 65532 $root) "runAsNonRoot" (not $root) "seccompProfile" (dict "type" .Values.security.seccompProfile) }}
+{{- toYaml (mustMergeOverwrite $sc (deepCopy .Values.podSecurityContext)) }}
+{{- end }}
+
+{{/*
+The agent container's securityContext: read-only root filesystem, no privilege escalation, every
+capability dropped (or privileged with security.privilegedContainer); containerSecurityContext is
+merged over it.
+*/}}
+{{- define "gpuscout.containerSecurityContext" -}}
+{{- $sc := dict "readOnlyRootFilesystem" true }}
+{{- if .Values.security.privilegedContainer }}
+{{- $_ := set $sc "privileged" true }}
+{{- else }}
+{{- $_ := set $sc "privileged" false }}
+{{- $_ := set $sc "allowPrivilegeEscalation" false }}
+{{- $_ := set $sc "capabilities" (dict "drop" (list "ALL")) }}
+{{- if and (eq .Values.security.tier "privileged") .Values.processMetrics.enabled .Values.processMetrics.capabilities }}
+{{- /* reading other processes' /proc/<pid>/fd and fdinfo (processMetrics) */}}
+{{- $_ := set $sc.capabilities "add" .Values.processMetrics.capabilities }}
+{{- end }}
+{{- end }}
+{{- toYaml (mustMergeOverwrite $sc (deepCopy .Values.containerSecurityContext)) }}
 {{- end }}
 
 {{/*

@@ -93,6 +93,25 @@ fn name_selector(q: &BTreeMap<String, String>) -> Result<Option<String>, String>
     Ok(Some(v.to_owned()))
 }
 
+/// An equality-based `labelSelector` (`a=b,c==d`) as pairs; `Err` for set-based ones.
+fn label_selector(q: &BTreeMap<String, String>) -> Result<Vec<(String, String)>, String> {
+    let Some(sel) = q.get("labelSelector").filter(|s| !s.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    sel.split(',')
+        .map(|term| {
+            let (k, v) = term
+                .split_once("==")
+                .or_else(|| term.split_once('='))
+                .filter(|(k, _)| !k.ends_with('!'))
+                .ok_or_else(|| {
+                    format!("stand-in supports only equality label selectors, got {sel}")
+                })?;
+            Ok((k.trim().to_owned(), v.trim().to_owned()))
+        })
+        .collect()
+}
+
 impl StandIn {
     pub async fn handle(&self, req: http::Request<Bytes>) -> Resp {
         let method = req.method().as_str().to_owned();
@@ -189,6 +208,12 @@ impl StandIn {
             ("GET", ["apis"]) => respond(
                 200,
                 json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [{
+                    "name": "apiextensions.k8s.io",
+                    "versions": [{"groupVersion": "apiextensions.k8s.io/v1", "version": "v1"}],
+                    "preferredVersion": {"groupVersion": "apiextensions.k8s.io/v1", "version": "v1"}}, {
+                    "name": "apps",
+                    "versions": [{"groupVersion": "apps/v1", "version": "v1"}],
+                    "preferredVersion": {"groupVersion": "apps/v1", "version": "v1"}}, {
                     "name": "nfd.k8s-sigs.io",
                     "versions": [{"groupVersion": "nfd.k8s-sigs.io/v1alpha1", "version": "v1alpha1"}],
                     "preferredVersion": {"groupVersion": "nfd.k8s-sigs.io/v1alpha1", "version": "v1alpha1"}}]}),
@@ -199,14 +224,92 @@ impl StandIn {
                     {"name": "nodes", "singularName": "node", "namespaced": false, "kind": "Node",
                      "verbs": ["get", "list", "patch", "update", "watch"], "shortNames": ["no"]},
                     {"name": "events", "singularName": "event", "namespaced": true, "kind": "Event",
-                     "verbs": ["create", "get", "list"], "shortNames": ["ev"]}]}),
+                     "verbs": ["create", "get", "list"], "shortNames": ["ev"]},
+                    {"name": "pods", "singularName": "pod", "namespaced": true, "kind": "Pod",
+                     "verbs": ["list"], "shortNames": ["po"]}]}),
             ),
             ("GET", ["apis", "nfd.k8s-sigs.io", "v1alpha1"]) => respond(
                 200,
                 json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "nfd.k8s-sigs.io/v1alpha1",
                        "resources": [{"name": "nodefeatures", "singularName": "nodefeature", "namespaced": true,
-                                      "kind": "NodeFeature", "verbs": ["create", "get", "list", "patch", "update", "watch"]}]}),
+                                      "kind": "NodeFeature", "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]},
+                                     {"name": "nodefeaturerules", "singularName": "nodefeaturerule", "namespaced": false,
+                                      "kind": "NodeFeatureRule", "verbs": ["get", "list"], "shortNames": ["nfr"]}]}),
             ),
+            ("GET", ["apis", "apiextensions.k8s.io", "v1"]) => respond(
+                200,
+                json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "apiextensions.k8s.io/v1",
+                       "resources": [{"name": "customresourcedefinitions", "singularName": "customresourcedefinition",
+                                      "namespaced": false, "kind": "CustomResourceDefinition",
+                                      "verbs": ["get", "list"], "shortNames": ["crd", "crds"]}]}),
+            ),
+            // The NFD kinds this stand-in serves, as CRDs (metadata and names only).
+            (
+                "GET",
+                [
+                    "apis",
+                    "apiextensions.k8s.io",
+                    "v1",
+                    "customresourcedefinitions",
+                    name,
+                ],
+            ) => match *name {
+                "nodefeatures.nfd.k8s-sigs.io" | "nodefeaturerules.nfd.k8s-sigs.io" => {
+                    let plural = name.split('.').next().unwrap_or_default();
+                    let kind = if plural == "nodefeatures" {
+                        "NodeFeature"
+                    } else {
+                        "NodeFeatureRule"
+                    };
+                    respond(
+                        200,
+                        json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                               "metadata": {"name": name},
+                               "spec": {"group": "nfd.k8s-sigs.io", "names": {"plural": plural, "kind": kind},
+                                        "scope": if plural == "nodefeatures" { "Namespaced" } else { "Cluster" }}}),
+                    )
+                }
+                _ => status(
+                    404,
+                    "NotFound",
+                    &format!("customresourcedefinitions.apiextensions.k8s.io \"{name}\" not found"),
+                ),
+            },
+            ("GET", ["apis", "apps", "v1"]) => respond(
+                200,
+                json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "apps/v1",
+                       "resources": [{"name": "daemonsets", "singularName": "daemonset", "namespaced": true,
+                                      "kind": "DaemonSet", "verbs": ["get", "list"], "shortNames": ["ds"]}]}),
+            ),
+            ("GET", ["apis", "apps", "v1", "daemonsets"]) => {
+                let st = self.st();
+                respond(
+                    200,
+                    json!({"kind": "DaemonSetList", "apiVersion": "apps/v1",
+                           "metadata": {"resourceVersion": st.rv.to_string()}, "items": st.daemonsets}),
+                )
+            }
+            ("GET", ["apis", "apps", "v1", "namespaces", ns, "daemonsets"]) => {
+                let st = self.st();
+                let items: Vec<&Value> = st
+                    .daemonsets
+                    .iter()
+                    .filter(|d| d["metadata"]["namespace"] == *ns)
+                    .collect();
+                respond(
+                    200,
+                    json!({"kind": "DaemonSetList", "apiVersion": "apps/v1",
+                           "metadata": {"resourceVersion": st.rv.to_string()}, "items": items}),
+                )
+            }
+            ("GET", ["apis", "nfd.k8s-sigs.io", "v1alpha1", "nodefeaturerules"]) => {
+                let st = self.st();
+                respond(
+                    200,
+                    json!({"kind": "NodeFeatureRuleList", "apiVersion": "nfd.k8s-sigs.io/v1alpha1",
+                           "metadata": {"resourceVersion": st.rv.to_string()}, "items": st.nodefeaturerules}),
+                )
+            }
             ("GET", ["api", "v1", "nodes"]) => {
                 let name = match name_selector(q) {
                     Ok(n) => n,
@@ -239,6 +342,71 @@ impl StandIn {
             },
             ("PATCH", ["api", "v1", "nodes", name]) => {
                 self.patch_node(name, q, ctype, body, meta_only)
+            }
+            ("GET", ["api", "v1", "namespaces", ns, "pods"]) => {
+                let sel = match label_selector(q) {
+                    Ok(s) => s,
+                    Err(m) => return status(400, "BadRequest", &m),
+                };
+                let st = self.st();
+                let items: Vec<Value> = st
+                    .pods
+                    .iter()
+                    .filter(|((pns, _), labels)| {
+                        pns == ns && sel.iter().all(|(k, v)| labels.get(k) == Some(v))
+                    })
+                    .map(|((pns, name), labels)| {
+                        let meta = json!({"name": name, "namespace": pns, "labels": labels,
+                                          "uid": format!("pod-{name}"), "resourceVersion": st.rv.to_string()});
+                        if meta_only {
+                            json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta})
+                        } else {
+                            json!({"kind": "Pod", "apiVersion": "v1", "metadata": meta, "spec": {"containers": []}})
+                        }
+                    })
+                    .collect();
+                let (kind, api) = if meta_only {
+                    ("PartialObjectMetadataList", "meta.k8s.io/v1")
+                } else {
+                    ("PodList", "v1")
+                };
+                respond(
+                    200,
+                    json!({"kind": kind, "apiVersion": api,
+                           "metadata": {"resourceVersion": st.rv.to_string()}, "items": items}),
+                )
+            }
+            (
+                "DELETE",
+                [
+                    "apis",
+                    "nfd.k8s-sigs.io",
+                    "v1alpha1",
+                    "namespaces",
+                    ns,
+                    "nodefeatures",
+                    name,
+                ],
+            ) => {
+                let mut st = self.st();
+                match st
+                    .nodefeatures
+                    .remove(&((*ns).to_owned(), (*name).to_owned()))
+                {
+                    Some(_) => {
+                        st.rv += 1;
+                        respond(
+                            200,
+                            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                                   "details": {"name": name, "group": "nfd.k8s-sigs.io", "kind": "nodefeatures"}}),
+                        )
+                    }
+                    None => status(
+                        404,
+                        "NotFound",
+                        &format!("nodefeatures.nfd.k8s-sigs.io \"{name}\" not found"),
+                    ),
+                }
             }
             ("POST", ["apis", "authentication.k8s.io", "v1", "tokenreviews"]) => {
                 let Ok(mut tr) = serde_json::from_slice::<Value>(body) else {

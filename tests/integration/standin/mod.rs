@@ -4,7 +4,8 @@
 //! injected faults or an apply that would create a Node), no admission, no OpenAPI, no
 //! protobuf, no Table output. What it implements:
 //!
-//! - discovery: `/version`, `/api`, `/apis`, `/api/v1`, `/apis/nfd.k8s-sigs.io/v1alpha1`
+//! - discovery: `/version`, `/api`, `/apis`, `/api/v1`, `/apis/apps/v1`,
+//!   `/apis/nfd.k8s-sigs.io/v1alpha1`
 //!   (plain JSON; kubectl falls back from aggregated discovery);
 //! - Nodes: GET, LIST (`fieldSelector=metadata.name=…`), WATCH (chunked newline-delimited
 //!   events, `resourceVersion` replay from a bounded history, `410 Expired` when compacted,
@@ -16,7 +17,12 @@
 //!   (`add`/`replace`/`remove`/`test` on labels and annotations); resourceVersion bumps only on
 //!   real changes, so a no-op write emits no watch event;
 //! - core/v1 Events (create, list) and `nfd.k8s-sigs.io/v1alpha1` NodeFeatures (get, list,
-//!   apply);
+//!   apply, delete);
+//! - Pods: LIST in a namespace with an equality-based `labelSelector` (`a=b,c==d`), full
+//!   objects or `PartialObjectMetadata`; pods exist only as tests add them ([`StandIn::add_pod`]);
+//! - read-only LISTs of seeded `apps/v1` DaemonSets and `nfd.k8s-sigs.io/v1alpha1`
+//!   NodeFeatureRules, and GET of the NFD CustomResourceDefinitions, for the Helm chart's
+//!   `lookup` peer check;
 //! - `TokenReview` and `SubjectAccessReview` (create) with scripted answers: tokens registered
 //!   with [`StandIn::add_token`] authenticate as their user, every other token does not; a SAR
 //!   for `get` on the non-resource URL `/metrics` is allowed for users given to
@@ -202,6 +208,8 @@ struct State {
     watchers: Vec<Watcher>,
     next_watcher: u64,
     nodefeatures: BTreeMap<(String, String), Value>,
+    /// (namespace, name) → labels.
+    pods: BTreeMap<(String, String), BTreeMap<String, String>>,
     events: Vec<Value>,
     faults: Vec<Fault>,
     log: Vec<Logged>,
@@ -213,6 +221,10 @@ struct State {
     metrics_readers: std::collections::BTreeSet<String>,
     /// Specs of the SubjectAccessReviews received.
     sars: Vec<Value>,
+    /// apps/v1 DaemonSets (read-only: LIST, all namespaces or one), for the chart's peer check.
+    daemonsets: Vec<Value>,
+    /// nfd.k8s-sigs.io/v1alpha1 NodeFeatureRules (cluster-scoped, read-only LIST).
+    nodefeaturerules: Vec<Value>,
 }
 
 /// The stand-in API server. Cheap to clone (shared state).
@@ -228,6 +240,39 @@ impl StandIn {
 
     fn st(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Add a DaemonSet `namespace/name` whose one container runs `image` (LIST only).
+    pub fn add_daemonset(&self, namespace: &str, name: &str, image: &str) {
+        let mut st = self.st();
+        st.uids += 1;
+        st.rv += 1;
+        let (uid, rv) = (st.uids, st.rv);
+        st.daemonsets.push(serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{uid}"),
+                         "resourceVersion": rv.to_string()},
+            "spec": {"selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"containers": [{"name": name, "image": image}]}}}
+        }));
+    }
+
+    /// Add a NodeFeatureRule (cluster-scoped) with one rule that writes `labels` (LIST only).
+    pub fn add_nodefeaturerule(&self, name: &str, labels: &[(&str, &str)]) {
+        let mut st = self.st();
+        st.uids += 1;
+        st.rv += 1;
+        let (uid, rv) = (st.uids, st.rv);
+        let labels: serde_json::Map<String, Value> = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
+            .collect();
+        st.nodefeaturerules.push(serde_json::json!({
+            "apiVersion": "nfd.k8s-sigs.io/v1alpha1", "kind": "NodeFeatureRule",
+            "metadata": {"name": name, "uid": format!("uid-{uid}"), "resourceVersion": rv.to_string()},
+            "spec": {"rules": [{"name": name, "labels": labels}]}
+        }));
     }
 
     /// Let an apply to a missing Node create it (a cluster that granted `create`); off by
@@ -327,6 +372,46 @@ impl StandIn {
             .nodefeatures
             .get(&(ns.to_owned(), name.to_owned()))
             .cloned()
+    }
+
+    /// Names of the NodeFeatures in `ns`.
+    pub fn nodefeature_names(&self, ns: &str) -> Vec<String> {
+        self.st()
+            .nodefeatures
+            .keys()
+            .filter(|(n, _)| n == ns)
+            .map(|(_, name)| name.clone())
+            .collect()
+    }
+
+    /// Store a NodeFeature as another client would have created it.
+    pub fn put_nodefeature(&self, ns: &str, name: &str, labels: &[(&str, &str)]) {
+        let mut st = self.st();
+        st.rv += 1;
+        let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
+        let obj = json!({
+            "apiVersion": "nfd.k8s-sigs.io/v1alpha1", "kind": "NodeFeature",
+            "metadata": {"name": name, "namespace": ns, "labels": labels,
+                         "resourceVersion": st.rv.to_string(), "uid": format!("nf-{}", st.rv)},
+            "spec": {"labels": {}},
+        });
+        st.nodefeatures
+            .insert((ns.to_owned(), name.to_owned()), obj);
+    }
+
+    /// A pod with these labels exists in `ns` (for label-selector LISTs).
+    pub fn add_pod(&self, ns: &str, name: &str, labels: &[(&str, &str)]) {
+        self.st().pods.insert(
+            (ns.to_owned(), name.to_owned()),
+            labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        );
+    }
+
+    pub fn remove_pod(&self, ns: &str, name: &str) {
+        self.st().pods.remove(&(ns.to_owned(), name.to_owned()));
     }
 
     pub fn events(&self) -> Vec<Value> {

@@ -1,5 +1,5 @@
 //! Label ownership, modelled on server-side apply (kubernetes.io "Server-Side Apply"; our notes:
-//! shared/research/kubernetes-labels-security.md §1). Only `metadata.labels` is tracked; each key
+//! docs/research/kubernetes-labels-security.md §1). Only `metadata.labels` is tracked; each key
 //! is one managed field. Managers are keyed by (manager, operation), as in `managedFields`.
 
 use std::collections::{BTreeMap, BTreeSet};
