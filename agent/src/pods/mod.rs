@@ -93,21 +93,21 @@ pub static CLIENTS_UNMATCHED: Desc = Desc {
 pub struct PodsArgs {
     /// Per-process GPU usage (DRM fdinfo, NVML) summed per pod: `--process-metrics=false` turns
     /// it off. Needs the host's /proc below --root, and for NVIDIA the host's pid namespace.
-    #[arg(long, env = "GPUSCOUT_PROCESS_METRICS", default_value_t = true, action = clap::ArgAction::Set, help_heading = "Pod attribution")]
+    #[arg(long, env = "GPUSCOUT_PROCESS_METRICS", default_value_t = true, action = clap::ArgAction::Set, help_heading = "Metrics")]
     pub process_metrics: bool,
 
     /// Most per-process usage series (GPU × namespace × pod × container); more are counted in
     /// `gpuscout_process_gpu_series_dropped`, not exported.
-    #[arg(long, env = "GPUSCOUT_PROCESS_MAX_SERIES", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000), help_heading = "Pod attribution")]
+    #[arg(long, env = "GPUSCOUT_PROCESS_MAX_SERIES", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000), help_heading = "Metrics")]
     pub process_max_series: u64,
 
     /// Device-plugin allocations from the kubelet's PodResources API: `--pod-resources=false`
     /// turns it off.
-    #[arg(long, env = "GPUSCOUT_POD_RESOURCES", default_value_t = true, action = clap::ArgAction::Set, help_heading = "Pod attribution")]
+    #[arg(long, env = "GPUSCOUT_POD_RESOURCES", default_value_t = true, action = clap::ArgAction::Set, help_heading = "Metrics")]
     pub pod_resources: bool,
 
     /// The kubelet's PodResources socket, below --root.
-    #[arg(long, env = "GPUSCOUT_POD_RESOURCES_SOCKET", default_value = podresources::DEFAULT_SOCKET, help_heading = "Pod attribution")]
+    #[arg(long, env = "GPUSCOUT_POD_RESOURCES_SOCKET", default_value = podresources::DEFAULT_SOCKET, help_heading = "Metrics")]
     pub pod_resources_socket: PathBuf,
 }
 
