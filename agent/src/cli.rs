@@ -147,6 +147,10 @@ pub enum Command {
     /// Run as a daemon: rediscover periodically and serve Prometheus `/metrics` (read from
     /// sysfs at scrape time), `/healthz` and `/readyz`. Standalone unless label sync is on.
     Serve(ServeArgs),
+    /// Write everything the agent reads on this host (discovery and one scrape, NVML
+    /// included) into a `.tar.zst` laid out as a host root for --root: for bug reports and
+    /// fixtures. Serial numbers and UUIDs are replaced by stable fakes unless --keep-ids.
+    Capture(CaptureArgs),
     /// Remove what gpuscout wrote to the cluster, for an uninstall: on the Nodes every label
     /// under --label-prefix and every label field manager `gpuscout` applied (compat keys),
     /// never another label; with --nodefeature-namespace its NodeFeature objects; with
@@ -174,6 +178,28 @@ pub enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+/// Flags of `capture`.
+#[derive(Debug, Clone, Args)]
+pub struct CaptureArgs {
+    /// The archive to write (zstd-compressed tar; unpack with `tar --zstd -xf`).
+    #[arg(short = 'o', long, env = "GPUSCOUT_CAPTURE_OUTPUT")]
+    pub output: PathBuf,
+
+    /// Keep serial numbers and UUIDs as they are instead of replacing them with fakes.
+    #[arg(long, env = "GPUSCOUT_CAPTURE_KEEP_IDS")]
+    pub keep_ids: bool,
+
+    /// Key of the fake ids: the same key gives the same fakes in every capture (default: a
+    /// random key, so fakes are stable within one capture only).
+    #[arg(
+        long,
+        env = "GPUSCOUT_CAPTURE_ID_KEY",
+        conflicts_with = "keep_ids",
+        hide_env_values = true
+    )]
+    pub id_key: Option<String>,
 }
 
 /// Flags of `serve`.
@@ -301,6 +327,12 @@ pub enum ConfigError {
     NoPciBus { path: String },
     #[error("--root {path}: sys/bus/pci cannot be read: {error}")]
     PciBusUnreadable { path: String, error: String },
+    #[error("capture {path}: {source}")]
+    Capture {
+        path: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl GlobalArgs {
@@ -462,6 +494,7 @@ pub fn run_oneshot(cli: &Cli) -> Result<u8, ConfigError> {
             Ok(u8::from(bad))
         }
         Command::Serve(_)
+        | Command::Capture(_)
         | Command::HostPaths { .. }
         | Command::PruneLabels(_)
         | Command::Completions { .. }
@@ -500,4 +533,63 @@ pub fn check_summary(report: &Report) -> String {
         "ok: {n} {noun} ({}), every driver stack ok{node}",
         per_vendor.join(", ")
     )
+}
+
+/// `capture`: write the archive next to its final name, then rename it into place; print one
+/// summary line. Needs a multi-threaded Tokio runtime.
+pub async fn run_capture(global: &GlobalArgs, args: &CaptureArgs) -> Result<u8, ConfigError> {
+    use crate::capture::{self, CaptureOptions, sanitise::Sanitiser};
+    let root = global.host_root()?;
+    require_pci_bus(&root)?;
+    let mut nvml = global.nvml_config(&root);
+    nvml.quiet = true;
+    let opts = CaptureOptions {
+        discover: global.discover_options()?,
+        nvml,
+        sanitiser: match (&args.id_key, args.keep_ids) {
+            (_, true) => None,
+            (Some(k), false) => Some(Sanitiser::with_key(k)),
+            (None, false) => Some(Sanitiser::random()),
+        },
+    };
+    let path = args.output.display().to_string();
+    let err = |source: Box<dyn std::error::Error + Send + Sync>| ConfigError::Capture {
+        path: path.clone(),
+        source,
+    };
+    let mut tmp_name = args.output.clone().into_os_string();
+    tmp_name.push(".partial");
+    let tmp = PathBuf::from(tmp_name);
+    let file = std::fs::File::create(&tmp).map_err(|e| err(e.into()))?;
+    let result = capture::capture(&root, opts, std::io::BufWriter::new(file)).await;
+    let (buf, m) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(err(e.into()));
+        }
+    };
+    let done = buf
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(|f| f.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, &args.output));
+    if let Err(e) = done {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err(e.into()));
+    }
+    let line = format!(
+        "{path}: {} files ({} names only), {} directories, {} symlinks; ids {}; {} skipped; NVML {}\n",
+        m.files,
+        m.name_only_files,
+        m.directories,
+        m.symlinks,
+        m.ids,
+        m.skipped.len(),
+        m.nvml
+    );
+    std::io::stdout()
+        .write_all(line.as_bytes())
+        .map_err(ConfigError::Output)?;
+    Ok(0)
 }

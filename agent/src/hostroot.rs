@@ -18,10 +18,12 @@
 //! Opt-in read recording ([`HostRoot::recording`], off by default): every host path a root is
 //! asked for, every symlink it follows on the way and every path it ends up at goes into a
 //! [`ReadLog`]. [`crate::readaudit`] uses it (the mount-table test, `gpuscout host-paths
-//! --audit`) to learn what the agent touches; a host capture can too. Every internal operation
-//! that stats, opens, lists or readlinks calls the one hook, `note`; a rewrite of the internals
-//! must keep calling it (`recording_sees_every_kind_of_access` fails otherwise). When off it
-//! costs one `Option` check.
+//! --audit`) to learn what the agent touches, and `gpuscout capture` to copy it. Every internal
+//! operation that stats, opens, lists or readlinks calls the one hook, `note`; a rewrite of the
+//! internals must keep calling it (`recording_sees_every_kind_of_access` fails otherwise). A
+//! listing also calls `note_listed`, so capture can keep the entry names of exactly the
+//! directories the agent listed (`listings_are_recorded_and_links_read_without_following`).
+//! When off it costs one `Option` check.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -123,12 +125,21 @@ fn display(p: &Path) -> String {
 #[derive(Debug, Default)]
 pub struct ReadLog {
     paths: Mutex<BTreeSet<String>>,
+    /// The directories among `paths` whose entries were listed.
+    listed: Mutex<BTreeSet<String>>,
 }
 
 impl ReadLog {
     /// Every path recorded so far, sorted.
     pub fn paths(&self) -> Vec<String> {
         self.lock().iter().cloned().collect()
+    }
+
+    /// The directories whose entries were listed (a subset of [`paths`](Self::paths)), sorted:
+    /// `capture` keeps their entry names.
+    pub fn listed(&self) -> Vec<String> {
+        let l = self.listed.lock().unwrap_or_else(|p| p.into_inner());
+        l.iter().cloned().collect()
     }
 
     /// Record `host` as `/a/b/c`. A requested path with `..` in it is recorded up to the first
@@ -149,6 +160,13 @@ impl ReadLog {
             s.push('/');
         }
         self.lock().insert(s);
+    }
+
+    fn record_listed(&self, dir: &Path) {
+        let s = display(dir);
+        self.lock().insert(s.clone());
+        let mut l = self.listed.lock().unwrap_or_else(|p| p.into_inner());
+        l.insert(s);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
@@ -192,6 +210,13 @@ impl HostRoot {
     fn note(&self, host: &Path) {
         if let Some(log) = &self.log {
             log.record(host);
+        }
+    }
+
+    /// The hook for a directory listing (besides [`note`](Self::note)'s path).
+    fn note_listed(&self, dir: &Resolved) {
+        if let Some(log) = &self.log {
+            log.record_listed(&dir.host);
         }
     }
 
@@ -357,6 +382,7 @@ impl HostRoot {
         } else {
             self.resolve_in(dir, rel)?
         };
+        self.note_listed(&r);
         list_resolved(&r)
     }
 
@@ -370,6 +396,7 @@ impl HostRoot {
         } else {
             self.resolve_in(dir, rel)?
         };
+        self.note_listed(&r);
         #[allow(clippy::disallowed_methods)] // the one place that lists directories
         let rd = std::fs::read_dir(&r.abs).map_err(|e| Error::from_io(&r.host, e))?;
         let mut out = Vec::new();
@@ -390,7 +417,35 @@ impl HostRoot {
 
     /// Names in a host directory, sorted, so every output is deterministic.
     pub fn list_dir(&self, host_path: impl AsRef<Path>) -> Result<Vec<String>> {
-        list_resolved(&self.resolve(host_path)?)
+        let r = self.resolve(host_path)?;
+        self.note_listed(&r);
+        list_resolved(&r)
+    }
+
+    /// Metadata of a host path itself, not following a final symlink (`lstat`); the parent is
+    /// resolved inside the root. For `capture`, which copies links as links.
+    pub fn symlink_metadata(&self, host_path: impl AsRef<Path>) -> Result<Metadata> {
+        let (abs, host) = self.final_component(host_path.as_ref())?;
+        self.note(&host);
+        std::fs::symlink_metadata(&abs).map_err(|e| Error::from_io(&host, e))
+    }
+
+    /// The target of a symlink exactly as stored (`../../../devices/...`, `/usr/lib/x`), not
+    /// followed; the parent is resolved inside the root. For `capture`.
+    pub fn read_link(&self, host_path: impl AsRef<Path>) -> Result<PathBuf> {
+        let (abs, host) = self.final_component(host_path.as_ref())?;
+        self.note(&host);
+        #[allow(clippy::disallowed_methods)] // the one place that reads links
+        std::fs::read_link(&abs).map_err(|e| Error::from_io(&host, e))
+    }
+
+    /// The agent-side path of `host_path`'s last component, its parent resolved in the root.
+    fn final_component(&self, host_path: &Path) -> Result<(PathBuf, PathBuf)> {
+        let name = host_path.file_name().ok_or_else(|| Error::NotFound {
+            path: display(host_path),
+        })?;
+        let dir = self.resolve(host_path.parent().unwrap_or(Path::new("")))?;
+        Ok((dir.abs.join(name), dir.host.join(name)))
     }
 }
 
@@ -566,6 +621,35 @@ mod tests {
                 "/sys/devices/pci0000:00/0000:01:00.0/vendor",
                 "/usr/lib/os-release",
             ]
+        );
+    }
+
+    #[test]
+    fn listings_are_recorded_and_links_read_without_following() {
+        let (t, root) = tree();
+        std::fs::create_dir_all(t.path().join("sys/bus/pci/devices")).unwrap();
+        std::fs::create_dir_all(t.path().join("sys/devices/x")).unwrap();
+        symlink(
+            "../../../devices/x",
+            t.path().join("sys/bus/pci/devices/0000:01:00.0"),
+        )
+        .unwrap();
+        symlink("/etc/shadow", t.path().join("sys/devices/x/evil")).unwrap();
+        let (root, log) = root.recording();
+        root.list_dir("sys/bus/pci/devices").unwrap();
+        let d = root.resolve("sys/bus/pci/devices/0000:01:00.0").unwrap();
+        root.list_dir_in(&d, "").unwrap();
+        root.read_string("sys/devices/x/evil").unwrap_err();
+        assert_eq!(log.listed(), ["/sys/bus/pci/devices", "/sys/devices/x"]);
+        // The link itself, not what it points at; its parent is resolved in the root.
+        let l = "sys/bus/pci/devices/0000:01:00.0/evil";
+        assert!(root.symlink_metadata(l).unwrap().file_type().is_symlink());
+        assert_eq!(root.read_link(l).unwrap(), Path::new("/etc/shadow"));
+        assert!(root.symlink_metadata("sys/devices/x").unwrap().is_dir());
+        assert!(
+            root.read_link("sys/devices/x/none")
+                .unwrap_err()
+                .is_not_found()
         );
     }
 

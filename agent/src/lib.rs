@@ -15,11 +15,14 @@
 //!   serve: discovery every 30 s ──► watch<Arc<Report>> ◄───────────────┘
 //!        └─► /metrics: metrics::{pci,amdgpu,i915,xe,nvidia_procfs,talos} read at scrape time
 //!                      pods::{podresources,processes}: who uses each GPU (kubelet, /proc, NVML)
+//!
+//!   capture: discover + one scrape on a recording HostRoot ──► tar.zst of what was read
 //! ```
 //!
 //! Every module documents which kernel files it reads and what happens when they are missing.
 
 pub mod authn;
+pub mod capture;
 pub mod cause;
 pub mod cli;
 pub mod clidoc;

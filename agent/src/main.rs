@@ -27,6 +27,13 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
                 .build()?;
             Ok(rt.block_on(gpuscout::serve::run(&cli.global, args))?)
         }
+        Command::Capture(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            Ok(rt.block_on(cli::run_capture(&cli.global, args))?)
+        }
         Command::HostPaths { audit: true } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
