@@ -255,6 +255,9 @@ pub struct ServeArgs {
     pub k8s: crate::k8s::K8sArgs,
 
     #[command(flatten)]
+    pub pods: crate::pods::PodsArgs,
+
+    #[command(flatten)]
     pub security: crate::authn::SecurityArgs,
 }
 

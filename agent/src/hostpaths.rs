@@ -22,7 +22,9 @@
 //! Not in the table, on purpose: `/dev` (NVML opens the container's own `/dev/nvidia*`, which
 //! the NVIDIA runtime class or a privileged container provides; the device cgroup blocks
 //! hostPath device nodes anyway), `/lib/modules` (module state comes from `/proc/modules` and
-//! `/sys/module`), `/proc/<pid>` (nothing per process is read), and everything under `/etc`
+//! `/sys/module`), `/proc/<pid>` (read only by the optional per-process scan of [`crate::pods`], whose chart
+//! values mount `/proc`, `/var/log/pods`, `/var/log/containers` and the kubelet's
+//! `pod-resources` directory as volumes of their own), and everything under `/etc`
 //! but the two files below (kubelet credentials and other secrets live there).
 //!
 //! `/etc/extensions.yaml` exists only on Talos, so it is [`Mount::talos_only`]: the chart mounts

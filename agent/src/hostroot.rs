@@ -386,6 +386,30 @@ impl HostRoot {
         list_resolved(&r)
     }
 
+    /// Names and inode numbers (`d_ino` of the listing itself, no `stat` per entry) below an
+    /// already resolved directory, unsorted. For procfs scans: a `/proc/<pid>` entry gets a new
+    /// inode number when its pid is reused, so `(name, inode)` names one process.
+    pub fn list_dir_inodes_in(&self, dir: &Resolved, rel: &str) -> Result<Vec<(String, u64)>> {
+        use std::os::unix::fs::DirEntryExt;
+        let r = if rel.is_empty() {
+            dir.clone()
+        } else {
+            self.resolve_in(dir, rel)?
+        };
+        self.note_listed(&r);
+        #[allow(clippy::disallowed_methods)] // the one place that lists directories
+        let rd = std::fs::read_dir(&r.abs).map_err(|e| Error::from_io(&r.host, e))?;
+        let mut out = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(|e| Error::from_io(&r.host, e))?;
+            out.push((
+                entry.file_name().to_string_lossy().into_owned(),
+                entry.ino(),
+            ));
+        }
+        Ok(out)
+    }
+
     /// Whether a host path exists (after resolving links inside the root).
     pub fn exists(&self, host_path: impl AsRef<Path>) -> bool {
         self.resolve(host_path).is_ok()

@@ -14,6 +14,7 @@
 //!                                                                      │
 //!   serve: discovery every 30 s ──► watch<Arc<Report>> ◄───────────────┘
 //!        └─► /metrics: metrics::{pci,amdgpu,i915,xe,nvidia_procfs,talos} read at scrape time
+//!                      pods::{podresources,processes}: who uses each GPU (kubelet, /proc, NVML)
 //!
 //!   capture: discover + one scrape on a recording HostRoot ──► tar.zst of what was read
 //! ```
@@ -39,6 +40,7 @@ pub mod names;
 pub mod nvml;
 pub mod parse;
 pub mod pci;
+pub mod pods;
 pub mod readaudit;
 pub mod render;
 #[cfg(feature = "rocm-smi")]

@@ -671,6 +671,13 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<u8, Error> {
     // NVML: readings as a metrics source, versions for the verdicts in every discovery pass.
     let nvml = crate::nvml::Nvml::start(global.nvml_config(&root));
     daemon.add_source(Arc::new(crate::nvml::source::NvmlSource::new(nvml.clone())));
+    // Who uses each GPU: kubelet allocations and per-process usage (agent/src/pods).
+    crate::pods::wire(
+        &mut daemon,
+        &args.pods,
+        Some(nvml.clone()),
+        args.scrape_timeout,
+    );
     if !args.disable_source.is_empty() {
         daemon.disable_sources(&args.disable_source);
         info!(disabled = ?args.disable_source, sources = ?daemon.source_names(),

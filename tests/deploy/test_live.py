@@ -41,7 +41,20 @@ DASHBOARDS = sorted((REPO / "dashboards").glob("*.json"))
 # double (tests/nvml-double, with ECC counts, and XIDs that arrive while the agent runs) and the
 # Strix Halo agent syncs its
 # labels to an NFD features file, so XID, ECC and label-sync panels have data too.
-NO_DATA_ON_FIXTURES: dict[str, str] = {}
+NO_DATA_ON_FIXTURES: dict[str, str] = {
+    # gpuscout-pods.json: fixture agents have no kubelet socket. tests/integration/pods.rs runs
+    # every panel of that dashboard against a real Prometheus with a fake kubelet.
+    "Device-plugin allocations": "no kubelet PodResources socket on fixture hosts",
+    "Busy pods without an allocation": "no kubelet PodResources socket on fixture hosts",
+}
+
+# Host roots with pods using their GPUs (tests/fixtures/pods): the per-pod panels' data.
+POD_HOSTS = REPO / "tests" / "fixtures" / "pods"
+
+
+def agent_roots() -> list[Path]:
+    """Every fixture host root an agent runs on: tests/fixtures/hosts/* and tests/fixtures/pods/*."""
+    return sorted(p for d in (HOSTS, POD_HOSTS) for p in d.iterdir() if p.is_dir())
 
 # The NVML double's script for the nvidia-h100-mig fixture (format: tests/nvml-double/nvml_double.c).
 H100_NVML = """driver_version=550.127.05
@@ -118,7 +131,7 @@ def prometheus(tmp_path_factory):
     agents: dict[str, str] = {}
     try:
         nvml_lib = nvml_double(tmp)
-        for host in sorted(p for p in HOSTS.iterdir() if p.is_dir()):
+        for host in agent_roots():
             port = free_port()
             log = open(tmp / f"agent-{host.name}.log", "w")
             extra = []
@@ -222,7 +235,7 @@ def test_every_variable_has_values(prometheus, path):
 def expected_alerts(binary: str) -> set[tuple[str, str, str]]:
     """(alertname, node, gpu) the rules must hold, from each fixture's own discover verdicts."""
     want = set()
-    for host in sorted(p for p in HOSTS.iterdir() if p.is_dir()):
+    for host in agent_roots():
         out = subprocess.run([binary, "discover", "--root", str(host), "--format", "json"],
                              capture_output=True, text=True, env={**os.environ, "RUST_LOG": "warn"})
         assert out.returncode == 0, out.stderr

@@ -66,6 +66,12 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
     pytest("test_alerts.py", None);
 }
 
+/// The optional unmanaged-GPU-use alert and the chart's pod-attribution mounts (docs/POD-ATTRIBUTION.md).
+#[test]
+fn unmanaged_gpu_use_alert_and_pod_attribution_chart_values() {
+    pytest("test_unmanaged_alert.py", None);
+}
+
 #[test]
 fn helm_chart_renders_lints_validates_and_rejects_bad_values() {
     pytest("test_chart.py", None);

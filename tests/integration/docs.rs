@@ -963,7 +963,13 @@ fn no_file_points_outside_the_repository() {
         let Ok(text) = std::fs::read_to_string(&p) else {
             continue; // binary
         };
+        // Vendored upstream protos (proto/*/README.md) keep their own comments: the kubelet's
+        // PodResources API links the CDI specification's own spec file, not ours.
+        let vendored = p.starts_with(repo().join("proto"));
         for n in needles {
+            if vendored && n == concat!("SPEC", ".md") {
+                continue;
+            }
             if let Some(i) = text.find(n) {
                 let line = text[..i].lines().count();
                 hits.push(format!(

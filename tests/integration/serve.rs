@@ -517,5 +517,7 @@ fn disable_source_names_match_the_sources() {
         .map(|s| s.name())
         .collect();
     names.push("nvml");
+    // agent/src/pods: added by `serve` unless --pod-resources / --process-metrics are false
+    names.extend(["podresources", "processes"]);
     assert_eq!(names, gpuscout::metrics::SOURCE_NAMES);
 }

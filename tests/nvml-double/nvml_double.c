@@ -39,6 +39,11 @@
  *                   (the GPU is lost once its first XID event has been delivered, like XID 79)
  *     error.CALL=E  CALL (a symbol, `handle` or `pci`) on this GPU answers E: no_permission,
  *                   not_supported, not_found, insufficient_power, irq_issue or unknown
+ *     procs=PID:BYTES,... (compute processes; BYTES `na` = NVML_VALUE_NOT_AVAILABLE),
+ *     gprocs=PID:BYTES,... (graphics processes), psamples=PID:SM:ENC:DEC,... (process utilisation
+ *     samples, stamped with the current CLOCK_REALTIME in microseconds at each call, returned when
+ *     newer than lastSeenTimeStamp; none configured: NVML_ERROR_NOT_FOUND), mig_uuid.J=MIG-...
+ *     (UUID of MIG device handle J)
  *   A field that is not set makes its call return NVML_ERROR_NOT_SUPPORTED.
  *   xid_gate=NAME   queued XIDs are delivered only once a file NAME exists next to the library
  *                   (an XID that happens while the agent is running, not before it started)
@@ -82,6 +87,7 @@ typedef int nvmlReturn_t;
 #define MAX_XIDS 64
 #define MAX_ERRORS 16
 #define SYM_LEN 96
+#define MAX_PROCS 32
 
 typedef struct {
     char busIdLegacy[16];
@@ -97,6 +103,29 @@ typedef struct {
 typedef struct {
     unsigned int gpu, memory;
 } nvmlUtilization_t;
+
+/* nvmlProcessInfo_t of the _v3 process calls (nvmlProcessInfo_v2_t layout). */
+typedef struct {
+    unsigned int pid;
+    unsigned long long usedGpuMemory;
+    unsigned int gpuInstanceId;
+    unsigned int computeInstanceId;
+} nvmlProcessInfo_t;
+
+typedef struct {
+    unsigned int pid;
+    unsigned long long timeStamp;
+    unsigned int smUtil, memUtil, encUtil, decUtil;
+} nvmlProcessUtilizationSample_t;
+
+typedef struct {
+    unsigned int pid;
+    unsigned long long mem;
+} proc_t;
+
+typedef struct {
+    unsigned int pid, sm, enc, dec;
+} psample_t;
 
 typedef struct gpu gpu_t;
 typedef gpu_t *nvmlDevice_t;
@@ -139,6 +168,10 @@ struct gpu {
         nvmlReturn_t code;
     } errors[MAX_ERRORS];  /* scripted per-call errors */
     int n_errors;
+    proc_t procs[MAX_PROCS], gprocs[MAX_PROCS];
+    int n_procs, n_gprocs;
+    psample_t psamples[MAX_PROCS];
+    int n_psamples;
     unsigned long long xids[MAX_XIDS];
     int n_xids, next_xid;
 };
@@ -249,6 +282,36 @@ static void set_opt(opt_t *o, const char *v, int base) {
     o->v = strtoull(v, NULL, base);
 }
 
+/* "PID:BYTES,PID:BYTES" into procs. */
+static int parse_procs(proc_t *out, const char *v) {
+    int n = 0;
+    const char *s = v;
+    while (*s && n < MAX_PROCS) {
+        out[n].pid = (unsigned int)strtoul(s, NULL, 10);
+        const char *colon = strchr(s, ':');
+        const char *comma = strchr(s, ',');
+        if (colon && (!comma || colon < comma))
+            out[n].mem = strncmp(colon + 1, "na", 2) == 0 ? 0xFFFFFFFFFFFFFFFFULL : strtoull(colon + 1, NULL, 10);
+        n++;
+        if (!comma) break;
+        s = comma + 1;
+    }
+    return n;
+}
+
+/* "PID:SM:ENC:DEC,..." into samples. */
+static int parse_psamples(psample_t *out, const char *v) {
+    int n = 0;
+    const char *s = v;
+    while (*s && n < MAX_PROCS) {
+        if (sscanf(s, "%u:%u:%u:%u", &out[n].pid, &out[n].sm, &out[n].enc, &out[n].dec) == 4) n++;
+        const char *comma = strchr(s, ',');
+        if (!comma) break;
+        s = comma + 1;
+    }
+    return n;
+}
+
 static void set_gpu_field(gpu_t *g, const char *k, const char *v) {
 #define NUM(field) else if (!strcmp(k, #field)) set_opt(&g->field, v, 10)
     if (!strcmp(k, "bus_id")) strncpy(g->bus_id, v, sizeof g->bus_id - 1);
@@ -269,6 +332,13 @@ static void set_gpu_field(gpu_t *g, const char *k, const char *v) {
             g->errors[g->n_errors].code = error_named(v);
             g->n_errors++;
         }
+    }
+    else if (!strcmp(k, "procs")) g->n_procs = parse_procs(g->procs, v);
+    else if (!strcmp(k, "gprocs")) g->n_gprocs = parse_procs(g->gprocs, v);
+    else if (!strcmp(k, "psamples")) g->n_psamples = parse_psamples(g->psamples, v);
+    else if (!strncmp(k, "mig_uuid.", 9)) {
+        int j = atoi(k + 9);
+        if (j >= 0 && j < 8) strncpy(mig_handles[g->index][j].uuid, v, sizeof g->uuid - 1);
     }
     else if (!strcmp(k, "xid")) {
         const char *s = v;
@@ -603,6 +673,57 @@ nvmlReturn_t nvmlEventSetWait_v2(nvmlEventSet_t set, nvmlEventData_t *data, unsi
 nvmlReturn_t nvmlEventSetFree(nvmlEventSet_t set) {
     ENTER("nvmlEventSetFree");
     free(set);
+    return NVML_SUCCESS;
+}
+
+/* The _v3 process lists: the count when the buffer is short, like the real library. */
+static nvmlReturn_t proc_list(proc_t *src, int n, unsigned int *count, nvmlProcessInfo_t *infos) {
+    if (!count) return NVML_ERROR_INVALID_ARGUMENT;
+    if (!infos || *count < (unsigned int)n) {
+        *count = (unsigned int)n;
+        return n == 0 ? NVML_SUCCESS : NVML_ERROR_INSUFFICIENT_SIZE;
+    }
+    for (int i = 0; i < n; i++) {
+        infos[i].pid = src[i].pid;
+        infos[i].usedGpuMemory = src[i].mem;
+        infos[i].gpuInstanceId = 0xFFFFFFFFu;
+        infos[i].computeInstanceId = 0xFFFFFFFFu;
+    }
+    *count = (unsigned int)n;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t d, unsigned int *count, nvmlProcessInfo_t *infos) {
+    DEV("nvmlDeviceGetComputeRunningProcesses_v3", d);
+    return proc_list(d->procs, d->n_procs, count, infos);
+}
+
+nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses_v3(nvmlDevice_t d, unsigned int *count, nvmlProcessInfo_t *infos) {
+    DEV("nvmlDeviceGetGraphicsRunningProcesses_v3", d);
+    return proc_list(d->gprocs, d->n_gprocs, count, infos);
+}
+
+nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t d, nvmlProcessUtilizationSample_t *utilization,
+                                             unsigned int *count, unsigned long long lastSeenTimeStamp) {
+    DEV("nvmlDeviceGetProcessUtilization", d);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    unsigned long long ts = (unsigned long long)now.tv_sec * 1000000ULL + (unsigned long long)now.tv_nsec / 1000ULL;
+    if (!count) return NVML_ERROR_INVALID_ARGUMENT;
+    if (d->n_psamples == 0 || ts <= lastSeenTimeStamp) return NVML_ERROR_NOT_FOUND;
+    if (!utilization || *count < (unsigned int)d->n_psamples) {
+        *count = (unsigned int)d->n_psamples;
+        return NVML_ERROR_INSUFFICIENT_SIZE;
+    }
+    for (int i = 0; i < d->n_psamples; i++) {
+        utilization[i].pid = d->psamples[i].pid;
+        utilization[i].timeStamp = ts;
+        utilization[i].smUtil = d->psamples[i].sm;
+        utilization[i].memUtil = 0;
+        utilization[i].encUtil = d->psamples[i].enc;
+        utilization[i].decUtil = d->psamples[i].dec;
+    }
+    *count = (unsigned int)d->n_psamples;
     return NVML_SUCCESS;
 }
 

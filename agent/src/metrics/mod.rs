@@ -383,7 +383,8 @@ impl Default for ExporterConfig {
 }
 
 /// Names of every metrics source `serve` can run (`--disable-source` takes these): the built-in
-/// [`default_sources`] and `nvml` (`crate::nvml::source`).
+/// [`default_sources`], `nvml` (`crate::nvml::source`) and the pod-attribution sources
+/// `podresources` and `processes` (`crate::pods`, which also have flags of their own).
 pub const SOURCE_NAMES: &[&str] = &[
     "pci",
     "amdgpu",
@@ -392,6 +393,8 @@ pub const SOURCE_NAMES: &[&str] = &[
     "nvidia_procfs",
     "talos",
     "nvml",
+    "podresources",
+    "processes",
 ];
 
 /// The built-in sysfs/procfs sources, in output order.

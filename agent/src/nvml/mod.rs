@@ -41,7 +41,7 @@ pub mod source;
 use crate::hostroot::HostRoot;
 use crate::pci::PciAddress;
 use crate::vendors::nvidia::{self as nvidia_procfs, KernelModule};
-use read::{Beat, Limits, XidCounts};
+use read::XidCounts;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -283,7 +283,14 @@ pub struct NvmlHealth {
 
 enum Request {
     Snapshot(oneshot::Sender<Result<read::Pass, Error>>),
+    /// Another module's NVML calls ([`NvmlHandle::run`]).
+    Run(Job),
 }
+
+/// NVML calls of another module, run on the worker thread ([`NvmlHandle::run`]).
+type Job = Box<dyn FnOnce(&nvml_wrapper::Nvml, &Beat, Limits) + Send>;
+
+pub(crate) use read::{Beat, Limits, error_text};
 
 /// What the worker reports after init.
 struct InitInfo {
@@ -481,6 +488,44 @@ impl NvmlHandle {
             .build()
             .map_err(|e| Error::Spawn(e.to_string()))?;
         rt.block_on(self.snapshot())
+    }
+
+    /// Run `f` on the worker thread with the initialised library, under the same watchdog as
+    /// every other call: `f` must make each NVML call through [`Beat::call`] with a deadline
+    /// from the given [`Limits`]. For other modules' reads (per-process usage in
+    /// [`crate::pods`]); one request in flight at a time, like [`snapshot`](Self::snapshot).
+    pub(crate) async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&nvml_wrapper::Nvml, &Beat, Limits) -> T + Send + 'static,
+    ) -> Result<T, Error> {
+        let _one = self.inner.request.lock().await;
+        let (tx, beat) = self.ensure_worker().await?;
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let job: Job = Box::new(move |nvml, beat, limits| {
+            let _ = reply_tx.send(f(nvml, beat, limits));
+        });
+        if tx.send(Request::Run(job)).is_err() {
+            return Err(self.fail(Error::WorkerGone, true));
+        }
+        match self.wait(&beat, reply_rx).await {
+            Ok(v) => Ok(v),
+            Err(e) => Err(self.fail(e, true)),
+        }
+    }
+
+    /// [`run`](Self::run) from a blocking thread (see [`snapshot_blocking`](Self::snapshot_blocking)).
+    pub(crate) fn run_blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&nvml_wrapper::Nvml, &Beat, Limits) -> T + Send + 'static,
+    ) -> Result<T, Error> {
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            return h.block_on(self.run(f));
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| Error::Spawn(e.to_string()))?;
+        rt.block_on(self.run(f))
     }
 
     /// Wait for a reply while watching the worker's heartbeat.
@@ -688,6 +733,7 @@ fn worker_main(
                 });
                 let _ = reply.send(pass);
             }
+            Ok(Request::Run(job)) => job(&nvml, beat, limits),
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if let Some(s) = &set {
                     read::drain_xid(s, beat, limits, xid);

@@ -226,7 +226,10 @@ The pod securityContext: non-root (uid 65532) unless labels.mode=nfd-file, which
 host's root-owned features.d directory; podSecurityContext is merged over it.
 */}}
 {{- define "gpuscout.podSecurityContext" -}}
-{{- $root := eq .Values.labels.mode "nfd-file" }}
+{{- $privileged := eq .Values.security.tier "privileged" }}
+{{- /* uid 0 also for the kubelet's root-owned PodResources socket and other users' /proc
+       entries (podResources, processMetrics; docs/POD-ATTRIBUTION.md). */}}
+{{- $root := or (eq .Values.labels.mode "nfd-file") (and $privileged (or .Values.podResources.enabled .Values.processMetrics.enabled)) }}
 {{- $sc := dict "runAsUser" (ternary 0 65532 $root) "runAsGroup" (ternary 0 65532 $root) "runAsNonRoot" (not $root) "seccompProfile" (dict "type" .Values.security.seccompProfile) }}
 {{- toYaml (mustMergeOverwrite $sc (deepCopy .Values.podSecurityContext)) }}
 {{- end }}
@@ -244,6 +247,30 @@ merged over it.
 {{- $_ := set $sc "privileged" false }}
 {{- $_ := set $sc "allowPrivilegeEscalation" false }}
 {{- $_ := set $sc "capabilities" (dict "drop" (list "ALL")) }}
+{{- if and (eq .Values.security.tier "privileged") .Values.processMetrics.enabled .Values.processMetrics.capabilities }}
+{{- /* reading other processes' /proc/<pid>/fd and fdinfo (processMetrics) */}}
+{{- $_ := set $sc.capabilities "add" .Values.processMetrics.capabilities }}
+{{- end }}
 {{- end }}
 {{- toYaml (mustMergeOverwrite $sc (deepCopy .Values.containerSecurityContext)) }}
+{{- end }}
+
+{{/*
+Metric relabelings of both monitors for the series that name a workload
+(gpuscout_process_gpu_*, gpuscout_gpu_allocation_info; docs/POD-ATTRIBUTION.md). Their own
+`namespace`, `pod` and `container` labels clash with the target labels the operator adds (the
+agent's pod), so Prometheus renames them `exported_*`; these rules put the workload's values back,
+an empty one (host processes: namespace="", container="") included, and drop the `exported_*`
+copies. Every other series keeps the agent's target labels.
+*/}}
+{{- define "gpuscout.workloadRelabelings" -}}
+{{- range $l := list "namespace" "pod" "container" }}
+- action: replace
+  sourceLabels: [__name__, exported_{{ $l }}]
+  regex: "gpuscout_(process_gpu_.+|gpu_allocation_info);(.*)"
+  targetLabel: {{ $l }}
+  replacement: "$2"
+{{- end }}
+- action: labeldrop
+  regex: "exported_(namespace|pod|container)"
 {{- end }}
