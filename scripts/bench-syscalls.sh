@@ -20,25 +20,30 @@ command -v strace >/dev/null || { echo "bench-syscalls: strace not found; apt-ge
 ROOT=$(realpath "$FIXTURE")
 TMP=$(mktemp -d)
 "$LOAD" "127.0.0.1:$PORT" /metrics 1 20 >/dev/null 2>&1 || true
-# -C: the full trace (for the reads) and the count table, in one file.
-strace -f -qq -y -C -p "$PID" -o "$TMP/trace" &
-ST=$!
-sleep 1
-"$LOAD" "127.0.0.1:$PORT" /metrics 1 "$N" >/dev/null
-sleep 0.5
-kill -INT "$ST"; wait "$ST" 2>/dev/null || true
+# Two runs of N scrapes: the count table (-c), then the reads with their descriptors' paths
+# (-y), one file per thread (-ff) so that no call is split across lines.
+traced() { # strace options...
+  strace -qq -p "$PID" "$@" &
+  local st=$!
+  sleep 1
+  "$LOAD" "127.0.0.1:$PORT" /metrics 1 "$N" >/dev/null
+  sleep 0.5
+  kill -INT "$st"; wait "$st" 2>/dev/null || true
+}
+traced -f -c -o "$TMP/count"
+traced -ff -y -e trace=read,pread64 -o "$TMP/reads"
 python3 - "$TMP" "$N" "$ROOT" <<'PY'
 import re, sys
 tmp, n, root = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-total, calls, table = 0, {}, False
-for l in open(f"{tmp}/trace"):
+import glob
+total, calls = 0, {}
+for l in open(f"{tmp}/count"):
     c = l.split()
-    table = table or l.startswith("% time")
-    # The count table: % time, seconds, usecs/call, calls, [errors], syscall
-    if table and len(c) in (5, 6) and re.fullmatch(r"[\d.]+", c[0]) and c[-1] != "total":
+    # % time, seconds, usecs/call, calls, [errors], syscall
+    if len(c) in (5, 6) and re.fullmatch(r"[\d.]+", c[0]) and c[-1] != "total":
         k = int(c[3]); calls[c[-1]] = k; total += k
 files = 0
-for l in open(f"{tmp}/trace"):
+for l in (l for f in glob.glob(f"{tmp}/reads*") for l in open(f)):
     m = re.search(r"(?:read|pread64)\(\d+<([^>]*)>.*\)\s+=\s+(\d+)", l)
     if m and m.group(1).startswith(root + "/") and int(m.group(2)) > 0:
         files += 1

@@ -259,6 +259,8 @@ pub struct HostRoot {
     log: Option<Arc<ReadLog>>,
     /// Set when paths are resolved by the kernel ([`Resolver::Kernel`]).
     kernel: Option<Arc<RootDir>>,
+    /// Whether readers may keep attribute descriptors open ([`keeps_open`](Self::keeps_open)).
+    keep_open: bool,
 }
 
 impl HostRoot {
@@ -274,11 +276,31 @@ impl HostRoot {
             ));
         }
         let kernel = open_root_dir(&root);
+        let keep_open = keep_open_default(&root);
         Ok(Self {
             root,
             log: None,
             kernel,
+            keep_open,
         })
+    }
+
+    /// Whether a reader may keep attribute descriptors open across scrapes and trust a re-read
+    /// ([`open_attr`](Self::open_attr)). True when `<root>/sys` is sysfs: there a read on the
+    /// descriptor of a removed device or attribute fails (`ENODEV`), so a kept descriptor
+    /// never serves a value that is gone. On any other file system (test fixtures, a copied
+    /// tree) a removed or renamed file stays readable through an open descriptor, so readers
+    /// open the file again on every read. `GPUSCOUT_KEEP_OPEN=any` in the environment forces it
+    /// on for every file system; that is for benchmarks on fixtures (`scripts/bench.sh`),
+    /// which then measure the sysfs code path, and is wrong for a tree that changes.
+    pub fn keeps_open(&self) -> bool {
+        self.keep_open
+    }
+
+    /// This root with [`keeps_open`](Self::keeps_open) set as given (tests).
+    pub fn with_keep_open(mut self, on: bool) -> Self {
+        self.keep_open = on;
+        self
     }
 
     /// This root with the given resolver. [`Resolver::Kernel`] takes effect only where `openat2`
@@ -747,6 +769,17 @@ fn into_text(bytes: Vec<u8>, host: &Path) -> Result<String> {
     String::from_utf8(bytes).map_err(|_| Error::NotText {
         path: display(host),
     })
+}
+
+/// Whether `root` keeps attribute descriptors open by default: `<root>/sys` is sysfs (one
+/// `statfs`), or `GPUSCOUT_KEEP_OPEN=any` is set.
+fn keep_open_default(root: &Path) -> bool {
+    if std::env::var_os("GPUSCOUT_KEEP_OPEN").is_some_and(|v| v == "any") {
+        return true;
+    }
+    #[allow(clippy::useless_conversion)] // f_type and the constant differ in width by target
+    rustix::fs::statfs(root.join("sys"))
+        .is_ok_and(|s| i64::from(s.f_type) == i64::from(libc::SYSFS_MAGIC))
 }
 
 /// Open the root directory for the kernel resolver, when `openat2` works here.

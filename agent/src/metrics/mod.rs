@@ -25,6 +25,7 @@ pub mod amdgpu;
 pub mod families;
 pub mod hwmon;
 pub mod i915;
+pub mod kept;
 pub mod nvidia_procfs;
 pub mod pci;
 pub mod report;
@@ -400,10 +401,10 @@ pub const SOURCE_NAMES: &[&str] = &[
 /// The built-in sysfs/procfs sources, in output order.
 pub fn default_sources() -> Vec<Arc<dyn Source>> {
     vec![
-        Arc::new(pci::Pci),
-        Arc::new(amdgpu::Amdgpu),
-        Arc::new(i915::I915),
-        Arc::new(xe::Xe),
+        Arc::new(pci::Pci::default()),
+        Arc::new(amdgpu::Amdgpu::default()),
+        Arc::new(i915::I915::default()),
+        Arc::new(xe::Xe::default()),
         Arc::new(nvidia_procfs::NvidiaProcfs),
         Arc::new(talos::Talos),
     ]
