@@ -398,6 +398,56 @@ impl Source for Gate {
     }
 }
 
+/// A [`Gate`] that claims to share the pass's blocking thread (as the sysfs sources do).
+struct SharedGate(Arc<Gate>);
+
+impl Source for SharedGate {
+    fn name(&self) -> &'static str {
+        "gate"
+    }
+    fn collect(&self, ctx: &ScrapeContext, out: &mut Sink) -> Result<(), SourceError> {
+        self.0.collect(ctx, out)
+    }
+    fn shares_thread(&self) -> bool {
+        true
+    }
+}
+
+/// The sysfs sources share one blocking thread per pass. One of them hanging there (held in a
+/// gate, first in line) must not hold back the sources queued behind it: they are moved to
+/// threads of their own and served; the hung one is reported failed at the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_hung_on_the_shared_thread_does_not_hold_back_the_others() {
+    let root = fixtures_dir().join("metrics/amd-rx7900xtx-talos");
+    let (gate, _entered, release) = Gate::new();
+    let mut sources: Vec<Arc<dyn Source>> = vec![Arc::new(SharedGate(gate.clone()))];
+    sources.extend(metrics::default_sources());
+    let e = exporter(
+        &root,
+        sources,
+        ExporterConfig {
+            deadline: Duration::from_millis(800),
+            cache: Duration::ZERO,
+        },
+    );
+    let s = scrape(&e).await;
+    let ok = |s: &Snapshot, src| value(s, "scrape_source_success", &[("source", src)]);
+    assert_eq!(ok(&s, "gate"), Some(0.0), "held past the deadline");
+    for src in ["pci", "amdgpu", "talos"] {
+        assert_eq!(ok(&s, src), Some(1.0), "{src} served despite the hung one");
+    }
+    assert_eq!(
+        value(&s, "gpu_temperature_celsius", &[("sensor", "edge")]),
+        Some(39.0)
+    );
+    // Still held: the next pass finds it busy and serves the rest.
+    let s2 = scrape(&e).await;
+    assert_eq!(ok(&s2, "gate"), Some(0.0));
+    assert_eq!(ok(&s2, "amdgpu"), Some(1.0));
+    release.send(()).unwrap();
+    assert_eq!(gate.calls.load(Ordering::SeqCst), 1);
+}
+
 /// Counts the calls of a real source.
 struct Counting(Arc<dyn Source>, AtomicUsize);
 

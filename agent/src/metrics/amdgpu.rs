@@ -35,6 +35,10 @@ impl Source for Amdgpu {
         "amdgpu"
     }
 
+    fn shares_thread(&self) -> bool {
+        true
+    }
+
     fn collect(&self, ctx: &ScrapeContext, out: &mut Sink) -> Result<(), SourceError> {
         let mut errors = Errors::default();
         let mut r = self.kept.reader(&ctx.root, &ctx.report);
