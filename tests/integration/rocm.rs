@@ -124,7 +124,8 @@ fn inner_rocm_smi_reads_the_mounted_fixture() {
         .iter()
         .filter(|g| g.vendor == Vendor::Amd)
         .collect();
-    let rocm = gpuscout::rocm::read_all().expect("rsmi_init on the fixture");
+    let rocm = gpuscout::rocm::read_all(&gpuscout::rocm::Preflight::new(root.clone()))
+        .expect("rsmi_init on the fixture");
     println!("rocm-smi: {rocm:#?}");
     assert_eq!(
         rocm.len(),
