@@ -138,9 +138,7 @@ const RAS_FILES: [(&str, &str); 3] = [
 #[test]
 fn rocm_smi_source_golden_metrics_on_rx9070xt() {
     let fix = prepared("rx9070xt-talos");
-    let ras = fix
-        .path()
-        .join("sys/bus/pci/devices/0000:03:00.0/ras");
+    let ras = fix.path().join("sys/bus/pci/devices/0000:03:00.0/ras");
     std::fs::create_dir_all(&ras).unwrap();
     for (file, text) in RAS_FILES {
         std::fs::write(ras.join(file), text).unwrap();
