@@ -145,7 +145,11 @@ fn ok(status: rsmi_status_t) -> bool {
 /// resolution goes through its shortest decimal form so 15.3 stays 15.3, not 15.300000190734863.
 /// An all-ones count is the SMU's "not supported" fill.
 pub fn energy_joules(count: u64, resolution_uj: f32) -> Option<f64> {
-    if count == u64::MAX || count == u64::from(u32::MAX) || !(resolution_uj > 0.0) {
+    if count == u64::MAX
+        || count == u64::from(u32::MAX)
+        || resolution_uj.is_nan()
+        || resolution_uj <= 0.0
+    {
         return None;
     }
     let res: f64 = resolution_uj.to_string().parse().ok()?;
