@@ -4,6 +4,11 @@
 //! variables), and a process cannot re-root a library it has loaded, so the outer test
 //! re-executes this test binary inside `unshare -m --propagation private` after a bind mount.
 //! Where mount namespaces are forbidden the outer test fails and says why.
+//!
+//! Three kinds of check run that way: the library agrees with the sysfs reader
+//! (`rocm_smi_agrees_*`), the `rocm_smi` metrics source's golden `/metrics`
+//! (`rocm_smi_source_golden_metrics_*`), and `gpuscout serve` with the source
+//! (`rocm_smi_serve_*`).
 
 #![allow(clippy::disallowed_methods)]
 
