@@ -31,7 +31,8 @@
 //! content revision above 3 (MI300's v1.4/v1.5). [`Preflight`] reads those files through the
 //! host root first; a call the library would abort on is not made, and the value is recorded in
 //! [`RocmReading::refused`] instead. The library itself also fails `rsmi_init` when an amdgpu
-//! hwmon has no `in0_label` (it looks the empty label up in a map), which is the case on MI300.
+//! hwmon has no `in0_label` (it looks the empty label up in a map), which is the case on
+//! MI300-class GPUs (GC 9.4.3, 9.4.4, 9.5.0: `amdgpu_pm.c` hides `in0` there).
 //!
 //! The crate's own safe wrappers fetch several values all-or-nothing (its `Memory` fails when
 //! `mem_busy_percent` is missing, common on APUs), so this module calls the crate's re-exported

@@ -5,8 +5,9 @@
 //!   with a later revision (MI300's v1.4/v1.5) it asserts. Other formats (APUs: 2) it answers
 //!   `NOT_SUPPORTED`, so they are skipped as absent.
 //! - `<pci>/ras/<block>_err_count`: the library asserts that the file is exactly two lines,
-//!   `ue: N` and `ce: N` (`amdgpu_ras.c` up to kernel 6.8). Newer kernels add `de: N` for UMC
-//!   and print `Query currently inaccessible` during a reset: those are refused.
+//!   `ue: N` and `ce: N` (`amdgpu_ras.c` before deferred errors were counted). Newer kernels add
+//!   `de: N` for UMC and the ACA blocks, and print `Query currently inaccessible` during a reset:
+//!   those are refused.
 //!
 //! A missing file is absent (`Ok(false)`, the library would answer `NOT_SUPPORTED`); a file
 //! that cannot be read or would make the library abort is `Err(reason)`. The library reads the
