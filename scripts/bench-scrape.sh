@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-# Scrape cost side by side, one run: the same generated host (examples/synth_host, AMD GPUs)
-# with 1 and with 8 GPUs, each served by
+# Scrape cost side by side, one run: the same host with 1 and with 8 GPUs, each served by
 #   - gpuscout, cache off  (`serve --scrape-cache 0`: every scrape reads sysfs),
 #   - gpuscout, cache on   (default 500 ms cache),
 #   - node_exporter        (drm + hwmon collectors on the same sysfs tree),
@@ -8,6 +7,11 @@
 # CPU per scrape (utime+stime of the server from /proc/PID/stat over CPU_REQS sequential
 # scrapes), scrape latency p50/p99 at 1 and 50 concurrent clients (examples/scrape_load, one
 # connection per request) and peak RSS (VmHWM, read after the 50-client run).
+#
+# The host is the AMD fixture tests/fixtures/metrics/amd-rx7900xtx-talos, copied, with its GPU
+# cloned behind bridges of its own to make 8 (device directory, bus and driver links, DRM card
+# and render node, hwmon with its /sys/class/hwmon link): node_exporter's hwmon collector
+# reads it (its drm collector fails on it, as on the original fixture, and is counted anyway).
 #
 # gpuscout runs with GPUSCOUT_KEEP_OPEN=any: the generated tree is a normal directory, where
 # gpuscout would open every attribute again on each scrape (a removed file stays readable
@@ -37,7 +41,7 @@ NODE_EXPORTER=${NODE_EXPORTER:-$(command -v prometheus-node-exporter || command 
 command -v strace >/dev/null || { echo "bench-scrape: strace not found; apt-get install strace" >&2; exit 1; }
 mkdir -p "$WORK"
 if [ -z "${NO_BUILD:-}" ]; then
-  cargo build --release --locked --quiet --bin gpuscout --example scrape_load --example synth_host
+  cargo build --release --locked --quiet --bin gpuscout --example scrape_load
 fi
 
 NOPIE_BIN=${NOPIE_BIN:-}
@@ -52,6 +56,33 @@ NE = os.environ["NODE_EXPORTER"]
 CPU_REQS = int(os.environ["CPU_REQS"])
 REQS_1, REQS_50 = int(os.environ["REQS_1"]), int(os.environ["REQS_50"])
 CLK = os.sysconf("SC_CLK_TCK")
+
+FIXTURE = "tests/fixtures/metrics/amd-rx7900xtx-talos"
+GPU0 = "sys/devices/pci0000:00/0000:00:01.1/0000:03:00.0"
+
+def make_host(dst, n):
+    """The fixture with its GPU cloned to n GPUs, links rewritten for each clone."""
+    shutil.copytree(FIXTURE, dst, symlinks=True)
+    def ln(path, target):
+        p = os.path.join(dst, path)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        if os.path.lexists(p):
+            os.remove(p)
+        os.symlink(target, p)
+    for k in range(1, n):
+        bridge, bdf = f"0000:00:{1 + k:02x}.1", f"0000:{3 + k:02x}:00.0"
+        d = f"sys/devices/pci0000:00/{bridge}/{bdf}"
+        shutil.copytree(os.path.join(dst, GPU0), os.path.join(dst, d), symlinks=True)
+        card, render, hw = f"card{1 + k}", f"renderD{128 + k}", f"hwmon{3 + k}"
+        for old, new in [("drm/card1", f"drm/{card}"), ("drm/renderD128", f"drm/{render}"), ("hwmon/hwmon3", f"hwmon/{hw}")]:
+            os.rename(os.path.join(dst, d, old), os.path.join(dst, d, new))
+        for sub in [f"drm/{card}", f"drm/{render}", f"hwmon/{hw}"]:
+            ln(f"{d}/{sub}/device", f"../../../{bdf}")
+        ln(f"sys/bus/pci/devices/{bdf}", f"../../../devices/pci0000:00/{bridge}/{bdf}")
+        ln(f"sys/bus/pci/drivers/amdgpu/{bdf}", os.path.relpath(d, "sys/bus/pci/drivers/amdgpu"))
+        for sub in [card, render]:
+            ln(f"sys/class/drm/{sub}", f"../../devices/pci0000:00/{bridge}/{bdf}/drm/{sub}")
+        ln(f"sys/class/hwmon/{hw}", f"../../devices/pci0000:00/{bridge}/{bdf}/hwmon/{hw}")
 
 def free_port():
     s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
@@ -123,7 +154,7 @@ rows = {}
 for n in os.environ["GPUS"].split():
     host = os.path.abspath(f"{W}/host-{n}gpu")
     shutil.rmtree(host, ignore_errors=True)
-    subprocess.run([f"{R}/examples/synth_host", host, n], check=True)
+    make_host(host, int(n))
     out = []
     runs = [
         ("gpuscout cache off", f"{R}/gpuscout", {"GPUSCOUT_KEEP_OPEN": "any"}, ["--scrape-cache", "0"]),

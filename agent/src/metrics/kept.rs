@@ -24,6 +24,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+/// Most descriptors one source keeps open; past it, further attributes are opened on every
+/// read as without kept descriptors. About 25 per AMD GPU: room for 40 GPUs per source, and
+/// far below a container's usual open-file limit.
+pub const MAX_KEPT: usize = 1024;
+
 /// The descriptors and lookups one source keeps for one report.
 #[derive(Debug, Default)]
 pub struct Kept {
@@ -39,6 +44,8 @@ struct State {
     files: HashMap<PathBuf, Slot>,
     /// Set when a descriptor found its file gone: drop everything after this pass.
     stale: bool,
+    /// Descriptors in `files`.
+    open: usize,
 }
 
 #[derive(Debug)]
@@ -73,10 +80,7 @@ impl Kept {
     /// Number of descriptors held open now (tests).
     pub fn open_files(&self) -> usize {
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        st.files
-            .values()
-            .filter(|s| matches!(s, Slot::Open(_)))
-            .count()
+        st.open
     }
 }
 
@@ -143,10 +147,12 @@ impl Reader<'_> {
                 });
             }
             Some(Slot::Open(f)) => f.read(),
+            None if st.open >= MAX_KEPT => return self.root.read_attr(dir, name),
             None => match self.root.open_attr(dir, name) {
                 Ok(f) => {
                     let r = f.read();
                     st.files.insert(key.clone(), Slot::Open(f));
+                    st.open += 1;
                     r
                 }
                 Err(e) if e.is_not_found() => {
@@ -172,7 +178,7 @@ fn settle(st: &mut State, key: &Path, r: Result<String, Error>) -> Result<String
     match r {
         Ok(v) => Ok(v),
         Err(e) if e.is_gone() => {
-            st.files.remove(key);
+            drop_file(st, key);
             st.stale = true;
             tracing::debug!(path = %host_str(key), error = %e, "kept attribute gone; dropped");
             Err(Error::NotFound {
@@ -180,9 +186,15 @@ fn settle(st: &mut State, key: &Path, r: Result<String, Error>) -> Result<String
             })
         }
         Err(e) => {
-            st.files.remove(key);
+            drop_file(st, key);
             Err(e)
         }
+    }
+}
+
+fn drop_file(st: &mut State, key: &Path) {
+    if let Some(Slot::Open(_)) = st.files.remove(key) {
+        st.open -= 1;
     }
 }
 
@@ -230,5 +242,26 @@ mod tests {
         assert_eq!(r.read(&d, "busy").unwrap(), "37\n");
         drop(r);
         assert_eq!(kept.open_files(), 1);
+    }
+
+    #[test]
+    fn past_the_cap_attributes_are_read_without_keeping_them() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("sys/d");
+        std::fs::create_dir_all(&dir).unwrap();
+        let n = MAX_KEPT + 5;
+        for i in 0..n {
+            std::fs::write(dir.join(format!("a{i}")), format!("{i}\n")).unwrap();
+        }
+        let root = HostRoot::new(t.path()).unwrap().with_keep_open(true);
+        let kept = Kept::default();
+        let rep = report(&root);
+        let mut r = kept.reader(&root, &rep);
+        let d = r.resolve("sys/d").unwrap();
+        for i in 0..n {
+            assert_eq!(r.read(&d, &format!("a{i}")).unwrap(), format!("{i}\n"));
+        }
+        drop(r);
+        assert_eq!(kept.open_files(), MAX_KEPT);
     }
 }
