@@ -286,7 +286,8 @@ impl HostRoot {
     }
 
     /// Whether a reader may keep attribute descriptors open across scrapes and trust a re-read
-    /// ([`open_attr`](Self::open_attr)). True when `<root>/sys` is sysfs: there a read on the
+    /// ([`open_attr`](Self::open_attr)). True when `<root>/sys/devices` (where every device
+    /// attribute lives; the chart mounts it on its own under `/host`) is sysfs: there a read on the
     /// descriptor of a removed device or attribute fails (`ENODEV`), so a kept descriptor
     /// never serves a value that is gone. On any other file system (test fixtures, a copied
     /// tree) a removed or renamed file stays readable through an open descriptor, so readers
@@ -771,15 +772,19 @@ fn into_text(bytes: Vec<u8>, host: &Path) -> Result<String> {
     })
 }
 
-/// Whether `root` keeps attribute descriptors open by default: `<root>/sys` is sysfs (one
+/// Whether `root` keeps attribute descriptors open by default: `<root>/sys/devices` is sysfs (one
 /// `statfs`), or `GPUSCOUT_KEEP_OPEN=any` is set.
 fn keep_open_default(root: &Path) -> bool {
     if std::env::var_os("GPUSCOUT_KEEP_OPEN").is_some_and(|v| v == "any") {
         return true;
     }
+    is_sysfs(&root.join("sys/devices"))
+}
+
+/// Whether `path` lies on sysfs (one `statfs`).
+fn is_sysfs(path: &Path) -> bool {
     #[allow(clippy::useless_conversion)] // f_type and the constant differ in width by target
-    rustix::fs::statfs(root.join("sys"))
-        .is_ok_and(|s| i64::from(s.f_type) == i64::from(libc::SYSFS_MAGIC))
+    rustix::fs::statfs(path).is_ok_and(|s| i64::from(s.f_type) == i64::from(libc::SYSFS_MAGIC))
 }
 
 /// Open the root directory for the kernel resolver, when `openat2` works here.
@@ -1091,6 +1096,24 @@ mod tests {
         std::fs::write(t.path().join("d/busy"), &long).unwrap();
         assert_eq!(f.read().unwrap(), long);
         assert_eq!(f.host(), Path::new("d/busy"));
+    }
+
+    #[test]
+    fn descriptors_are_kept_only_where_sys_devices_is_sysfs() {
+        if std::env::var_os("GPUSCOUT_KEEP_OPEN").is_some() {
+            eprintln!("GPUSCOUT_KEEP_OPEN is set: skipped");
+            return;
+        }
+        let (t, root) = tree();
+        std::fs::create_dir_all(t.path().join("sys/devices")).unwrap();
+        assert!(!HostRoot::new(t.path()).unwrap().keeps_open());
+        assert!(!root.keeps_open());
+        // This machine's own /sys/devices, where it is sysfs (a container may not mount it).
+        assert_eq!(
+            HostRoot::new("/").unwrap().keeps_open(),
+            is_sysfs(Path::new("/sys/devices"))
+        );
+        assert!(root.with_keep_open(true).keeps_open());
     }
 
     #[test]

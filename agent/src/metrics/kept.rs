@@ -1,7 +1,7 @@
 //! Kept-open attribute descriptors for the sysfs sources (not a source itself).
 //!
 //! A source that owns a [`Kept`] reads through [`Kept::reader`]. Where the root
-//! [keeps descriptors open](crate::hostroot::HostRoot::keeps_open) (`<root>/sys` is sysfs), the
+//! [keeps descriptors open](crate::hostroot::HostRoot::keeps_open) (`<root>/sys/devices` is sysfs), the
 //! reader remembers, for the current discovery report, every directory it resolved, every
 //! directory it listed and an open descriptor ([`AttrFile`]) of every attribute it read: the
 //! first scrape after a new report opens them, each later scrape costs one `pread` at offset 0
