@@ -27,6 +27,7 @@ pub mod cause;
 pub mod cli;
 pub mod clidoc;
 pub mod discover;
+pub mod duration;
 pub mod hold;
 pub mod host;
 pub mod hostpaths;

@@ -4,7 +4,7 @@ use crate::model::Report;
 use std::fmt::Write as _;
 
 /// Output format of `discover`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Table,
     Json,

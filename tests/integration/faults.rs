@@ -19,7 +19,7 @@ pub(crate) mod synth;
 use gpuscout::discover::Options;
 use gpuscout::hostroot::HostRoot;
 use gpuscout::metrics::ExporterConfig;
-use gpuscout::serve::{Daemon, ServeConfig};
+use gpuscout::serve::{Daemon, DaemonConfig};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -40,8 +40,8 @@ fn dev_dir(root: &Path, i: usize) -> PathBuf {
     ))
 }
 
-fn config(discovery: Duration) -> ServeConfig {
-    ServeConfig {
+fn config(discovery: Duration) -> DaemonConfig {
+    DaemonConfig {
         discovery_interval: discovery,
         exporter: ExporterConfig {
             deadline: Duration::from_secs(30),

@@ -1132,9 +1132,9 @@ async fn standin_answers_conflicts_and_json_patch_like_the_apiserver() {
 async fn missing_node_name_is_reported_and_nothing_is_touched() {
     let api = StandIn::new();
     kubelet_node(&api);
-    let args = gpuscout::k8s::K8sArgs {
+    let args = gpuscout::cli::K8sArgs {
         kubeconfig: None,
-        labels: LabelMode::Node,
+        labels: gpuscout::cli::LabelModeArg::Node,
         nfd_file: "/nonexistent".into(),
         nodefeature_namespace: "gpu-system".into(),
         no_events: false,

@@ -1004,10 +1004,10 @@ async fn serve_nvml(
     tokio::task::JoinHandle<()>,
 ) {
     use gpuscout::metrics::ExporterConfig;
-    use gpuscout::serve::{Daemon, ServeConfig};
+    use gpuscout::serve::{Daemon, DaemonConfig};
     use std::sync::Arc;
     let root = cfg.root.clone();
-    let config = ServeConfig {
+    let config = DaemonConfig {
         discovery_interval: Duration::from_secs(3600),
         exporter: ExporterConfig {
             deadline: Duration::from_secs(60),

@@ -7,7 +7,7 @@ use crate::metrics::{Gate, fixtures_dir};
 use gpuscout::discover::{self, Options};
 use gpuscout::hostroot::HostRoot;
 use gpuscout::metrics::ExporterConfig;
-use gpuscout::serve::{Daemon, ServeConfig};
+use gpuscout::serve::{Daemon, DaemonConfig};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
@@ -218,8 +218,8 @@ fn bad_or_busy_listen_address_is_a_one_line_error_exit_2() {
     }
 }
 
-fn daemon_config() -> ServeConfig {
-    ServeConfig {
+fn daemon_config() -> DaemonConfig {
+    DaemonConfig {
         discovery_interval: Duration::from_secs(3600),
         exporter: ExporterConfig {
             deadline: Duration::from_secs(60),

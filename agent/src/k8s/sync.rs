@@ -31,7 +31,7 @@
 //!   discovery and 5,000 agents still spread out.
 
 use super::Error;
-use super::args::LabelMode;
+use super::LabelMode;
 use super::backoff::Backoff;
 use super::events::{EventLimiter, VerdictChange, event_body, verdict_changes};
 use super::metrics::SyncMetrics;

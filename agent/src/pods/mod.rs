@@ -88,30 +88,21 @@ pub static CLIENTS_UNMATCHED: Desc = Desc {
     kind: Kind::Counter,
 };
 
-/// Flags of `serve` for this feature.
-#[derive(Debug, Clone, clap::Args)]
-pub struct PodsArgs {
-    /// Per-process GPU usage (DRM fdinfo, NVML) summed per pod: `--process-metrics=false` turns
-    /// it off. Needs the host's /proc below --root, and for NVIDIA the host's pid namespace.
-    #[arg(long, env = "GPUSCOUT_PROCESS_METRICS", default_value_t = true, action = clap::ArgAction::Set, help_heading = "Metrics")]
+/// Settings of this feature (`--process-metrics`, `--process-max-series`, `--pod-resources`,
+/// `--pod-resources-socket`).
+#[derive(Debug, Clone)]
+pub struct PodsConfig {
+    /// Per-process GPU usage (DRM fdinfo, NVML) summed per pod.
     pub process_metrics: bool,
-
-    /// Most per-process usage series (GPU × namespace × pod × container); more are counted in
-    /// `gpuscout_process_gpu_series_dropped`, not exported.
-    #[arg(long, env = "GPUSCOUT_PROCESS_MAX_SERIES", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000), help_heading = "Metrics")]
+    /// Most per-process usage series; more are counted, not exported.
     pub process_max_series: u64,
-
-    /// Device-plugin allocations from the kubelet's PodResources API: `--pod-resources=false`
-    /// turns it off.
-    #[arg(long, env = "GPUSCOUT_POD_RESOURCES", default_value_t = true, action = clap::ArgAction::Set, help_heading = "Metrics")]
+    /// Device-plugin allocations from the kubelet's PodResources API.
     pub pod_resources: bool,
-
-    /// The kubelet's PodResources socket, below --root.
-    #[arg(long, env = "GPUSCOUT_POD_RESOURCES_SOCKET", default_value = podresources::DEFAULT_SOCKET, help_heading = "Metrics")]
+    /// The kubelet's PodResources socket, below the host root.
     pub pod_resources_socket: PathBuf,
 }
 
-impl Default for PodsArgs {
+impl Default for PodsConfig {
     fn default() -> Self {
         Self {
             process_metrics: true,
@@ -126,7 +117,7 @@ impl Default for PodsArgs {
 /// bounds the kubelet call and the scan.
 pub fn wire(
     daemon: &mut crate::serve::Daemon,
-    args: &PodsArgs,
+    args: &PodsConfig,
     nvml: Option<NvmlHandle>,
     scrape_timeout: Duration,
 ) {

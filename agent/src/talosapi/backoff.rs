@@ -5,7 +5,7 @@
 //! one `warn` line per *distinct* reason, not one per attempt: no retry storm, no log storm.
 //! While the API is unusable `poll` returns `None` and the agent uses file and label evidence.
 
-use super::TalosApiArgs;
+use super::TalosApiConfig;
 use super::client::{Client, Error, Settings};
 use super::facts::TalosApiFacts;
 use std::time::{Duration, Instant};
@@ -90,7 +90,7 @@ pub async fn fetch_once(settings: &Settings) -> Result<TalosApiFacts, Error> {
 /// secret, so a changed file means a new connection with the new certificate.
 #[derive(Debug)]
 pub struct Poller {
-    args: TalosApiArgs,
+    args: TalosApiConfig,
     client: Option<(Settings, Client)>,
     backoff: Backoff,
     last_error: Option<String>,
@@ -98,12 +98,12 @@ pub struct Poller {
 
 impl Poller {
     /// `None` when the Talos API is not enabled.
-    pub fn new(args: TalosApiArgs) -> Option<Self> {
+    pub fn new(args: TalosApiConfig) -> Option<Self> {
         Self::with_backoff(args, Backoff::default())
     }
 
     /// With a custom backoff.
-    pub fn with_backoff(args: TalosApiArgs, backoff: Backoff) -> Option<Self> {
+    pub fn with_backoff(args: TalosApiConfig, backoff: Backoff) -> Option<Self> {
         args.enabled.then_some(Poller {
             args,
             client: None,
