@@ -412,9 +412,6 @@ impl GlobalArgs {
     pub fn discover_options(&self) -> Result<Options, ConfigError> {
         Ok(Options {
             labels: self.label_config()?,
-            evidence: Default::default(),
-            nvml: None,
-            nvml_source: None,
             node_name: self
                 .node_name
                 .as_deref()
@@ -542,13 +539,12 @@ pub fn run_oneshot(cli: &Cli) -> Result<u8, ConfigError> {
     // NVML is tried only when PCI shows an NVIDIA GPU, bounded by its call deadlines.
     let mut nvml_cfg = cli.global.nvml_config(&root);
     nvml_cfg.quiet = true;
-    let extras = discover::Extras {
+    let evidence = discover::Evidence {
         talos: crate::talosapi::fetch_for_oneshot(&(&cli.global.talos_api).into())
             .map(std::sync::Arc::new),
-        nvml: Some(crate::nvml::Nvml::start(nvml_cfg)),
-        ..Default::default()
+        ..discover::Evidence::with_nvml(crate::nvml::Nvml::start(nvml_cfg))
     };
-    let report = discover::discover_with(&root, &opts, &extras);
+    let report = discover::discover(&root, &opts, &evidence);
     match &cli.command {
         Command::Discover { format } => {
             let text = render::render(&report, (*format).into())?;

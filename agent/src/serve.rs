@@ -28,7 +28,7 @@
 //! are closed), give extra tasks the same grace, then return (exit 0). A listen address that
 //! does not parse or cannot be bound is a configuration error (one line, exit 2).
 
-use crate::discover::{self, Options};
+use crate::discover::{self, Evidence, Options};
 use crate::hostroot::HostRoot;
 use crate::metrics::{self, Exporter, ExporterConfig, Source};
 use crate::model::{Host, Report};
@@ -90,8 +90,9 @@ pub struct DaemonConfig {
 
 type Task = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
-/// One discovery pass (replaceable for tests and for callers that enrich reports).
-pub type DiscoverFn = Arc<dyn Fn(&HostRoot, &Options) -> Report + Send + Sync + 'static>;
+/// The evidence of each discovery pass (Node extensions, NVML, Talos API), asked on the pass's
+/// blocking thread just before [`discover::discover`] runs.
+pub type EvidenceFn = Arc<dyn Fn() -> Evidence + Send + Sync + 'static>;
 
 /// The running agent: discovery loop, report channel, HTTP server and extra tasks.
 ///
@@ -125,7 +126,7 @@ pub struct Daemon {
     tasks: Vec<Task>,
     sources: Vec<Arc<dyn Source>>,
     registry: Option<Registry>,
-    discover: DiscoverFn,
+    evidence: EvidenceFn,
     auth: Option<crate::authn::Authenticator>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     label_hold: Duration,
@@ -174,7 +175,7 @@ impl Daemon {
             tasks: Vec::new(),
             sources: metrics::default_sources(),
             registry: None,
-            discover: Arc::new(discover::discover),
+            evidence: Arc::new(Evidence::default),
             auth: None,
             tls: None,
             label_hold: crate::hold::DEFAULT_HOLD,
@@ -203,13 +204,11 @@ impl Daemon {
         self.tls = Some(tls);
     }
 
-    /// Replace the discovery pass (default: [`discover::discover`]). It runs on a blocking
-    /// thread every discovery interval.
-    pub fn set_discovery(
-        &mut self,
-        f: impl Fn(&HostRoot, &Options) -> Report + Send + Sync + 'static,
-    ) {
-        self.discover = Arc::new(f);
+    /// Where each discovery pass gets its [`Evidence`] (default: none). `f` runs on the pass's
+    /// blocking thread every discovery interval; the pass itself is always
+    /// [`discover::discover`], as in the one-shot commands.
+    pub fn set_evidence(&mut self, f: impl Fn() -> Evidence + Send + Sync + 'static) {
+        self.evidence = Arc::new(f);
     }
 
     /// The latest discovery report. The value before the first pass is an empty placeholder
@@ -266,7 +265,7 @@ impl Daemon {
             tasks,
             sources,
             registry,
-            discover,
+            evidence,
             auth,
             tls,
             label_hold,
@@ -289,7 +288,7 @@ impl Daemon {
         conn_metrics.register(reg);
         let mut handles = Vec::new();
         handles.push(tokio::spawn(discovery_loop(
-            discover,
+            evidence,
             root,
             opts,
             config.discovery_interval,
@@ -355,7 +354,7 @@ impl Daemon {
 // One argument per piece of loop state; a struct would only rename them.
 #[allow(clippy::too_many_arguments)]
 async fn discovery_loop(
-    discover: DiscoverFn,
+    evidence: EvidenceFn,
     root: HostRoot,
     opts: Options,
     interval: Duration,
@@ -365,9 +364,9 @@ async fn discovery_loop(
     mut hold: crate::hold::LabelHold,
 ) {
     loop {
-        let (r, o, d) = (root.clone(), opts.clone(), discover.clone());
+        let (r, o, ev) = (root.clone(), opts.clone(), evidence.clone());
         let pass = tokio::task::spawn_blocking(move || {
-            let report = d(&r, &o);
+            let report = discover::discover(&r, &o, &ev());
             // Which devices exist, to tell an unplugged GPU from one that could not be read.
             let listing = match r.list_dir(crate::pci::DEVICES) {
                 Ok(names) => crate::hold::Listing::Listed(names.into_iter().collect()),
@@ -758,21 +757,20 @@ pub fn wire_label_sync(
     Some(extensions)
 }
 
-/// The discovery pass `serve` runs every interval: [`discover::discover_with`] given the latest
-/// Node evidence (from [`wire_label_sync`]), Talos API facts and the NVML source.
+/// The evidence of the discovery pass `serve` runs every interval: the latest Node extensions
+/// (from [`wire_label_sync`]), Talos API facts and the NVML source.
 pub fn wire_discovery(
     daemon: &mut Daemon,
     node_extensions: Option<NodeExtensions>,
     talos: Option<watch::Receiver<Option<Arc<crate::talosapi::TalosApiFacts>>>>,
     nvml: Option<crate::nvml::NvmlHandle>,
 ) {
-    daemon.set_discovery(move |root, opts| {
-        let extras = discover::Extras {
-            node_extensions: node_extensions.as_ref().and_then(|rx| rx.borrow().clone()),
-            talos: talos.as_ref().and_then(|rx| rx.borrow().clone()),
-            nvml: nvml.clone(),
-        };
-        discover::discover_with(root, opts, &extras)
+    daemon.set_evidence(move || Evidence {
+        node_extensions: node_extensions.as_ref().and_then(|rx| rx.borrow().clone()),
+        talos: talos.as_ref().and_then(|rx| rx.borrow().clone()),
+        nvml: nvml
+            .clone()
+            .map_or(discover::NvmlEvidence::None, discover::NvmlEvidence::Source),
     });
 }
 

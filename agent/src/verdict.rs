@@ -8,9 +8,9 @@
 //!    under the host firmware directory (`lib/firmware`, `usr/lib/firmware` from Talos v1.10),
 //!    listed through [`HostRoot`];
 //! 2. Talos' records of installed extensions: the Node's `extensions.talos.dev/<name>` labels and
-//!    annotations ([`Evidence::node_extensions`], passed in by the daemon) and the host's
+//!    annotations ([`Inputs::node_extensions`], passed in by the daemon, or the Talos API's list) and the host's
 //!    `/etc/extensions.yaml`; a Node entry wins over a file entry of the same name;
-//! 3. vendor libraries: what NVML said ([`Evidence::nvml`]).
+//! 3. vendor libraries: what NVML said ([`Inputs::nvml`]).
 //!
 //! What the GPU needs comes from the table in [`crate::talos`]. The kernel wins: a GPU whose
 //! native driver is bound and live is never reported for a missing *driver* extension record;
@@ -29,6 +29,7 @@
 use crate::cause::{Cause, FirmwareFix, ModulesFix, NotBound, OsRelease, TalosEvidence};
 use crate::hostroot::HostRoot;
 use crate::model::{Extension, Gpu, Host, Problem, Status, Vendor};
+use crate::nvml::NvmlFacts;
 use crate::talos::{self, ExtensionNeed, FirmwareNeed, GpuFacts, Need, Role, TalosVersion};
 
 mod nvidia;
@@ -43,25 +44,15 @@ pub fn native_drivers(vendor: Vendor) -> &'static [&'static str] {
     }
 }
 
-/// What the agent learned outside the host filesystem. Empty by default (one-shot commands).
+/// What the verdicts use besides the host facts, taken by [`crate::discover`] from the pass's
+/// evidence. Empty by default.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Evidence {
+pub struct Inputs {
     /// Extensions from the Node's `extensions.talos.dev/<name>=<version>` labels and
     /// annotations (see [`extensions_from_node_metadata`]); `None` when the Node was not read.
     pub node_extensions: Option<Vec<Extension>>,
     /// What NVML reported; `None` when NVML was not tried or could not be loaded.
     pub nvml: Option<NvmlFacts>,
-}
-
-/// NVML's view of the driver.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NvmlFacts {
-    /// `nvmlSystemGetDriverVersion` (`570.172.08`).
-    pub driver_version: Option<String>,
-    /// `nvmlSystemGetCudaDriverVersion_v2`, as `12.8`.
-    pub cuda_driver_version: Option<String>,
-    /// NVML init failed with "Driver/library version mismatch" (`NVML_ERROR_LIB_RM_VERSION_MISMATCH`).
-    pub version_mismatch: bool,
 }
 
 /// Label/annotation key prefix Talos publishes installed extensions under.
@@ -111,7 +102,7 @@ pub fn extensions_from_node_metadata<'a>(
 /// the Node does not list. `None` when neither source could be read (Talos hosts only). Node
 /// entries count only where Talos publishes them (v1.8 and later, or a version that cannot be
 /// read): on an older Talos any `extensions.talos.dev/*` key was written by someone else.
-pub fn effective_extensions(host: &Host, ev: &Evidence) -> Option<Vec<Extension>> {
+pub fn effective_extensions(host: &Host, ev: &Inputs) -> Option<Vec<Extension>> {
     let talos = host.talos.as_ref()?;
     let file_ok = host.read_errors.extensions_yaml.is_none();
     let node = ev.node_extensions.as_ref().filter(|_| {
@@ -148,7 +139,7 @@ enum TalosState {
     },
 }
 
-fn talos_state(host: &Host, ev: &Evidence) -> TalosState {
+fn talos_state(host: &Host, ev: &Inputs) -> TalosState {
     if let Some(t) = &host.talos {
         return TalosState::Talos {
             raw: t.version.clone(),
@@ -181,7 +172,7 @@ fn talos_state(host: &Host, ev: &Evidence) -> TalosState {
 }
 
 /// Assess every GPU and set its `problems` and `status`.
-pub fn assess(root: &HostRoot, host: &Host, gpus: &mut [Gpu], ev: &Evidence) {
+pub fn assess(root: &HostRoot, host: &Host, gpus: &mut [Gpu], ev: &Inputs) {
     let state = talos_state(host, ev);
     for gpu in gpus.iter_mut() {
         gpu.problems = judge(root, host, &state, ev, gpu);
@@ -213,7 +204,7 @@ fn owned(v: &[&str]) -> Vec<String> {
 struct Ctx<'a> {
     root: &'a HostRoot,
     host: &'a Host,
-    ev: &'a Evidence,
+    ev: &'a Inputs,
     gpu: &'a Gpu,
     /// Running Talos version, only when the installed extensions are known too: the
     /// extension checks run only then (`None` off Talos or when either is unreadable).
@@ -259,13 +250,7 @@ impl Ctx<'_> {
     }
 }
 
-fn judge(
-    root: &HostRoot,
-    host: &Host,
-    state: &TalosState,
-    ev: &Evidence,
-    gpu: &Gpu,
-) -> Vec<Problem> {
+fn judge(root: &HostRoot, host: &Host, state: &TalosState, ev: &Inputs, gpu: &Gpu) -> Vec<Problem> {
     let mut out = Vec::new();
     if let Some(u) = &gpu.driver_link_error {
         // Without the binding nothing else can be judged.

@@ -118,7 +118,7 @@ fn inner_rocm_smi_reads_the_mounted_fixture() {
         )
     }));
     let root = HostRoot::new(&fixture).unwrap();
-    let report = discover::discover(&root, &Options::default());
+    let report = discover::discover(&root, &Options::default(), &Default::default());
     let ours: Vec<_> = report
         .gpus
         .iter()

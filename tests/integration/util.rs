@@ -39,7 +39,11 @@ pub fn report(profile: &str) -> Report {
 
 /// A discovery pass on any directory.
 pub fn report_at(dir: &Path) -> Report {
-    discover(&HostRoot::new(dir).unwrap(), &Options::default())
+    discover(
+        &HostRoot::new(dir).unwrap(),
+        &Options::default(),
+        &Default::default(),
+    )
 }
 
 /// Run the built binary.

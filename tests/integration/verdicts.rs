@@ -5,11 +5,12 @@
 
 #![allow(clippy::disallowed_methods)] // test code reads fixture trees directly
 
-use gpuscout::discover::{self, Options};
+use gpuscout::discover::{self, Evidence, NvmlEvidence, Options};
 use gpuscout::hostroot::HostRoot;
 use gpuscout::model::{Extension, Report, Status};
+use gpuscout::nvml::NvmlFacts;
 use gpuscout::talosapi::{self, TalosApiFacts};
-use gpuscout::verdict::{self, Evidence, NvmlFacts};
+use gpuscout::verdict;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,13 +21,7 @@ fn fixtures() -> PathBuf {
 
 fn discover_with(case: &str, evidence: Evidence) -> Report {
     let root = HostRoot::new(fixtures().join(case)).unwrap_or_else(|e| panic!("{case}: {e}"));
-    discover::discover(
-        &root,
-        &Options {
-            evidence,
-            ..Options::default()
-        },
-    )
+    discover::discover(&root, &Options::default(), &evidence)
 }
 
 fn discover(case: &str) -> Report {
@@ -405,10 +400,10 @@ fn report_of(c: &Case) -> Report {
         None => discover(c.name),
         Some(api) => {
             let root = HostRoot::new(fixtures().join(c.name)).unwrap();
-            discover::discover_with(
+            discover::discover(
                 &root,
                 &Options::default(),
-                &discover::Extras {
+                &Evidence {
                     talos: Some(std::sync::Arc::new(api())),
                     ..Default::default()
                 },
@@ -531,7 +526,7 @@ fn node_labels_fill_in_for_an_unreadable_extensions_file() {
         case,
         Evidence {
             node_extensions: Some(node.clone()),
-            nvml: None,
+            ..Default::default()
         },
     );
     assert_eq!(r.gpus[0].status, Status::Ok, "{:#?}", r.gpus[0].problems);
@@ -550,7 +545,7 @@ fn node_labels_win_over_the_extensions_file() {
         case,
         Evidence {
             node_extensions: Some(node),
-            nvml: None,
+            ..Default::default()
         },
     );
     let exts = &r.host.talos.as_ref().unwrap().extensions;
@@ -578,7 +573,7 @@ fn node_labels_alone_mark_a_talos_node_whose_os_release_is_unreadable() {
         "talos-unknown-os-release-loop",
         Evidence {
             node_extensions: Some(Vec::new()),
-            nvml: None,
+            ..Default::default()
         },
     );
     assert_eq!(r.gpus[0].status, Status::Unknown);
@@ -591,8 +586,11 @@ fn nvml_evidence_joins_the_version_check() {
         discover_with(
             case,
             Evidence {
-                node_extensions: None,
-                nvml: Some(nvml),
+                nvml: NvmlEvidence::Taken {
+                    readings: None,
+                    facts: Some(nvml),
+                },
+                ..Default::default()
             },
         )
     };
@@ -622,11 +620,14 @@ fn nvml_evidence_joins_the_version_check() {
     let plain = discover_with(
         "ubuntu-nvidia-ok",
         Evidence {
-            node_extensions: None,
-            nvml: Some(NvmlFacts {
-                driver_version: Some("570.172.08".into()),
-                ..NvmlFacts::default()
-            }),
+            nvml: NvmlEvidence::Taken {
+                readings: None,
+                facts: Some(NvmlFacts {
+                    driver_version: Some("570.172.08".into()),
+                    ..NvmlFacts::default()
+                }),
+            },
+            ..Default::default()
         },
     );
     assert_eq!(plain.gpus[0].status, Status::DriverVersionMismatch);
@@ -648,7 +649,7 @@ fn an_unreadable_driver_link_is_unknown() {
     };
     r.gpus[0].unread.push(link.clone());
     r.gpus[0].driver_link_error = Some(link);
-    verdict::assess(&root, &r.host, &mut r.gpus, &Evidence::default());
+    verdict::assess(&root, &r.host, &mut r.gpus, &verdict::Inputs::default());
     assert_eq!(r.gpus[0].status, Status::Unknown);
     assert_eq!(r.gpus[0].problems.len(), 1);
 }

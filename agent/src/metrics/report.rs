@@ -100,6 +100,7 @@ mod tests {
             )
             .unwrap(),
             &Default::default(),
+            &Default::default(),
         );
         let mut g = r
             .gpus

@@ -5,7 +5,7 @@
 //! ([`crate::vendors::nvidia_arch`]) decides which flavours and branches can drive it:
 //! Blackwell only the open modules of branch 570 or later, Maxwell, Pascal and Volta only the
 //! proprietary ones of branch 580 or older. Pure: it reads only what discovery already
-//! collected and the [`Evidence`](super::Evidence).
+//! collected and the [`Inputs`](super::Inputs).
 
 use super::{Ctx, problem};
 use crate::cause::{Cause, SeenVersion, Swap, VersionFix};

@@ -83,7 +83,7 @@ const ALL_NV: &[(&str, &str)] = &[
     ("nvidia_modeset", "live"),
 ];
 
-fn run(host: &Host, gpu: Gpu, ev: &Evidence) -> Gpu {
+fn run(host: &Host, gpu: Gpu, ev: &Inputs) -> Gpu {
     let t = tempfile::tempdir().unwrap();
     let root = HostRoot::new(t.path()).unwrap();
     let mut gpus = [gpu];
@@ -131,9 +131,9 @@ fn node_entries_win_and_the_file_fills_gaps() {
         )),
         &[],
     );
-    let none = Evidence::default();
+    let none = Inputs::default();
     assert_eq!(effective_extensions(&h, &none).unwrap().len(), 2);
-    let ev = Evidence {
+    let ev = Inputs {
         node_extensions: Some(vec![ext("amdgpu", "20251021-v1.11.5")]),
         nvml: None,
     };
@@ -175,7 +175,7 @@ fn legacy_unsuffixed_nvidia_names_are_accepted() {
             Some("nvidia"),
             Some(("proprietary", "535.161.08")),
         ),
-        &Evidence::default(),
+        &Inputs::default(),
     );
     assert_eq!(g.status, Status::Ok, "{:#?}", g.problems);
 }
@@ -201,10 +201,10 @@ fn a_stale_record_of_a_working_driver_is_not_a_problem() {
             Some("nvidia"),
             Some(("proprietary", "570.172.08")),
         ),
-        &Evidence::default(),
+        &Inputs::default(),
     );
     assert_eq!(g.status, Status::Ok, "{:#?}", g.problems);
-    let unbound = run(&h, nvidia_gpu("0x2684", None, None), &Evidence::default());
+    let unbound = run(&h, nvidia_gpu("0x2684", None, None), &Inputs::default());
     assert_eq!(unbound.status, Status::ExtensionVersionMismatch);
     assert!(
         unbound.problems[0]
@@ -235,7 +235,7 @@ fn bound_nvidia_missing_helper_modules_and_flavour_mismatch() {
             Some("nvidia"),
             Some(("proprietary", "570.172.08")),
         ),
-        &Evidence::default(),
+        &Inputs::default(),
     );
     let statuses: Vec<Status> = g.problems.iter().map(|p| p.status).collect();
     assert_eq!(
@@ -255,7 +255,7 @@ fn bound_nvidia_missing_helper_modules_and_flavour_mismatch() {
 #[test]
 fn blackwell_before_v1_10_is_unsupported_and_lts_is_too_old() {
     let h = host(Some(("v1.9.6", vec![])), &[]);
-    let g = run(&h, nvidia_gpu("0x2b85", None, None), &Evidence::default());
+    let g = run(&h, nvidia_gpu("0x2b85", None, None), &Inputs::default());
     assert_eq!(g.status, Status::UnsupportedByTalosVersion);
     let h = host(
         Some((
@@ -270,7 +270,7 @@ fn blackwell_before_v1_10_is_unsupported_and_lts_is_too_old() {
     let g = run(
         &h,
         nvidia_gpu("0x2b85", None, Some(("open", "535.247.01"))),
-        &Evidence::default(),
+        &Inputs::default(),
     );
     assert_eq!(g.status, Status::DriverVersionMismatch, "{:#?}", g.problems);
     assert!(g.problems[0].detail.contains("branch 535"));
@@ -280,7 +280,7 @@ fn blackwell_before_v1_10_is_unsupported_and_lts_is_too_old() {
 #[test]
 fn an_unparsable_talos_version_is_unknown_but_kernel_checks_run() {
     let h = host(Some(("unknown", vec![])), &[]);
-    let g = run(&h, nvidia_gpu("0x2684", None, None), &Evidence::default());
+    let g = run(&h, nvidia_gpu("0x2684", None, None), &Inputs::default());
     let statuses: Vec<Status> = g.problems.iter().map(|p| p.status).collect();
     assert_eq!(statuses, [Status::Unknown, Status::ModuleNotLoaded]);
     assert_eq!(g.status, Status::Unknown);
@@ -296,14 +296,14 @@ fn an_unparsable_talos_version_is_unknown_but_kernel_checks_run() {
 #[test]
 fn non_talos_hosts_get_kernel_checks_only() {
     let h = host(None, &[]);
-    let g = run(&h, nvidia_gpu("0x2684", None, None), &Evidence::default());
+    let g = run(&h, nvidia_gpu("0x2684", None, None), &Inputs::default());
     assert_eq!(g.status, Status::ModuleNotLoaded);
     assert!(g.problems[0].hint.contains("modprobe nvidia"));
     let h = host(None, &[("nvidia", "live")]);
     let g = run(
         &h,
         nvidia_gpu("0x2684", Some("nvidia"), Some(("open", "580.95.05"))),
-        &Evidence::default(),
+        &Inputs::default(),
     );
     assert_eq!(
         g.status,
@@ -313,7 +313,7 @@ fn non_talos_hosts_get_kernel_checks_only() {
     let g = run(
         &h,
         nvidia_gpu("0x2684", Some("nouveau"), None),
-        &Evidence::default(),
+        &Inputs::default(),
     );
     assert_eq!(g.status, Status::BoundToOtherDriver);
     assert!(g.problems[0].hint.contains("blacklist nouveau"));
@@ -322,7 +322,7 @@ fn non_talos_hosts_get_kernel_checks_only() {
 #[test]
 fn nvidia_without_any_extension_on_talos() {
     let h = host(Some(("v1.11.5", vec![])), &[]);
-    let g = run(&h, nvidia_gpu("0x2684", None, None), &Evidence::default());
+    let g = run(&h, nvidia_gpu("0x2684", None, None), &Inputs::default());
     let statuses: Vec<Status> = g.problems.iter().map(|p| p.status).collect();
     assert_eq!(
         statuses,
@@ -364,7 +364,7 @@ fn problem_lines_are_single_lines() {
 fn a_readable_non_talos_os_release_wins_over_node_evidence() {
     let mut h = host(None, &[("nvidia", "live")]);
     h.os = Some("Ubuntu 24.04.1 LTS".into());
-    let ev = Evidence {
+    let ev = Inputs {
         node_extensions: Some(vec![ext(
             "nonfree-kmod-nvidia-production",
             "570.172.08-v1.11.5",
@@ -408,7 +408,7 @@ fn before_v1_8_node_records_do_not_count_and_unknown_means_nothing_missing() {
         path: "/etc/extensions.yaml".into(),
         error: "too many levels of symbolic links".into(),
     });
-    let ev = Evidence {
+    let ev = Inputs {
         node_extensions: Some(Vec::new()),
         nvml: None,
     };
@@ -439,7 +439,7 @@ fn before_v1_8_node_records_do_not_count_and_unknown_means_nothing_missing() {
 #[test]
 fn every_problem_carries_its_cause_and_the_text_is_rendered_from_it() {
     let h = host(Some(("v1.11.5", vec![])), &[]);
-    let g = run(&h, nvidia_gpu("0x2684", None, None), &Evidence::default());
+    let g = run(&h, nvidia_gpu("0x2684", None, None), &Inputs::default());
     for p in &g.problems {
         let (d, hint) = crate::cause::render(&p.cause, &p.notes);
         assert_eq!(
