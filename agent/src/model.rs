@@ -374,8 +374,8 @@ impl Gpu {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModuleState {
     pub name: String,
-    /// `live`, `loading`, `unloading`, `builtin` or `absent`.
-    pub state: String,
+    /// `live`, `loading`, `unloading`, `builtin` or `absent` (or what `initstate` says).
+    pub state: ModuleLoad,
     pub version: Option<String>,
     pub taint: Option<String>,
 }
@@ -383,7 +383,75 @@ pub struct ModuleState {
 impl ModuleState {
     /// Loaded and usable: live as a module or built into the kernel.
     pub fn is_usable(&self) -> bool {
-        self.state == "live" || self.state == "builtin"
+        matches!(self.state, ModuleLoad::Live | ModuleLoad::Builtin)
+    }
+}
+
+/// Where a kernel module is in its life: `/proc/modules`' state column (`Live`, `Loading`,
+/// `Unloading`), `sys/module/<m>/initstate` (`live`, `coming`, `going`), or built in / absent.
+/// Written in the report in lower case; a state the kernel may add later is kept as its text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum ModuleLoad {
+    Live,
+    Loading,
+    Unloading,
+    Coming,
+    Going,
+    /// A `sys/module/<m>` directory without `initstate`: built into the kernel.
+    Builtin,
+    Absent,
+    /// Any other text, lower-cased.
+    Other(String),
+}
+
+impl ModuleLoad {
+    /// The report's text for this state.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Live => "live",
+            Self::Loading => "loading",
+            Self::Unloading => "unloading",
+            Self::Coming => "coming",
+            Self::Going => "going",
+            Self::Builtin => "builtin",
+            Self::Absent => "absent",
+            Self::Other(s) => s,
+        }
+    }
+}
+
+impl From<&str> for ModuleLoad {
+    /// Parse a state as the kernel writes it (any case).
+    fn from(s: &str) -> Self {
+        match s.to_ascii_lowercase().as_str() {
+            "live" => Self::Live,
+            "loading" => Self::Loading,
+            "unloading" => Self::Unloading,
+            "coming" => Self::Coming,
+            "going" => Self::Going,
+            "builtin" => Self::Builtin,
+            "absent" => Self::Absent,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+}
+
+impl From<String> for ModuleLoad {
+    fn from(s: String) -> Self {
+        Self::from(s.as_str())
+    }
+}
+
+impl From<ModuleLoad> for String {
+    fn from(s: ModuleLoad) -> Self {
+        s.as_str().to_owned()
+    }
+}
+
+impl std::fmt::Display for ModuleLoad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

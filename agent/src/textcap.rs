@@ -103,7 +103,9 @@ fn host(h: &mut Host) {
     }
     for m in &mut h.modules {
         value(&mut m.name);
-        value(&mut m.state);
+        if let crate::model::ModuleLoad::Other(s) = &mut m.state {
+            value(s);
+        }
         opt(&mut m.version);
         opt(&mut m.taint);
     }

@@ -396,7 +396,7 @@ fn judge_stack(ctx: &Ctx<'_>, out: &mut Vec<Problem>) {
             if let Some(m) = ctx.module(d).filter(|m| !m.is_usable()) {
                 out.push(problem(Cause::ModuleUnusable {
                     module: d.to_owned(),
-                    state: m.state.clone(),
+                    state: m.state.to_string(),
                 }));
             }
             let missing: Vec<&str> = req

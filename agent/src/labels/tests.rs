@@ -47,7 +47,7 @@ fn gpu(vendor: Vendor, addr: &str, model: &str) -> Gpu {
 fn module(name: &str, state: &str, version: Option<&str>) -> ModuleState {
     ModuleState {
         name: name.to_owned(),
-        state: state.to_owned(),
+        state: state.into(),
         version: version.map(str::to_owned),
         taint: None,
     }
