@@ -213,10 +213,6 @@ fn identity_problem(g: &mut Gpu) {
     g.settle_status();
 }
 
-fn hex4(v: u16) -> String {
-    format!("{v:#06x}")
-}
-
 fn build_gpu(
     root: &HostRoot,
     p: PciGpu,
@@ -252,12 +248,12 @@ fn build_gpu(
     Gpu {
         pci_address: p.address.to_string(),
         vendor: p.vendor,
-        vendor_id: hex4(p.vendor_id),
-        device_id: p.device_id.map(hex4),
-        subsystem_vendor_id: p.subsystem_vendor_id.map(hex4),
-        subsystem_device_id: p.subsystem_device_id.map(hex4),
-        class: format!("{:#08x}", p.class),
-        revision: p.revision.map(|r| format!("{r:#04x}")),
+        vendor_id: p.vendor_id,
+        device_id: p.device_id,
+        subsystem_vendor_id: p.subsystem_vendor_id,
+        subsystem_device_id: p.subsystem_device_id,
+        class: p.class,
+        revision: p.revision,
         model,
         model_source,
         driver: p.driver,

@@ -9,6 +9,82 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
+/// The report's text for integer PCI ids: `0x` and fixed-width lower-case hex (`0x1002` for
+/// ids, `0x030000` for a class, `0xc1` for a revision), as `lspci -n` and sysfs write them.
+pub mod hex {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    fn parse<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        let Some(s) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        u64::from_str_radix(s.trim().trim_start_matches("0x"), 16)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
+
+    fn narrow<'de, D: Deserializer<'de>, T: TryFrom<u64>>(
+        v: Option<u64>,
+    ) -> Result<Option<T>, D::Error> {
+        v.map(|v| T::try_from(v).map_err(|_| serde::de::Error::custom("PCI id out of range")))
+            .transpose()
+    }
+
+    fn required<'de, D: Deserializer<'de>, T>(v: Option<T>) -> Result<T, D::Error> {
+        v.ok_or_else(|| serde::de::Error::custom("PCI id is null"))
+    }
+
+    /// A 16-bit id (vendor, device, subsystem).
+    pub mod u16 {
+        use super::*;
+        pub fn serialize<S: Serializer>(v: &u16, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_str(&format_args!("{v:#06x}"))
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+            required::<D, _>(narrow::<D, u16>(parse(d)?)?)
+        }
+    }
+
+    /// A 16-bit id that may be unknown (`null`).
+    pub mod opt_u16 {
+        use super::*;
+        pub fn serialize<S: Serializer>(v: &Option<u16>, s: S) -> Result<S::Ok, S::Error> {
+            match v {
+                Some(v) => s.serialize_some(&format!("{v:#06x}")),
+                None => s.serialize_none(),
+            }
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+            narrow::<D, u16>(parse(d)?)
+        }
+    }
+
+    /// A 24-bit PCI class (class, subclass, programming interface).
+    pub mod class {
+        use super::*;
+        pub fn serialize<S: Serializer>(v: &u32, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_str(&format_args!("{v:#08x}"))
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+            required::<D, _>(narrow::<D, u32>(parse(d)?)?)
+        }
+    }
+
+    /// An 8-bit revision that may be unknown (`null`).
+    pub mod opt_u8 {
+        use super::*;
+        pub fn serialize<S: Serializer>(v: &Option<u8>, s: S) -> Result<S::Ok, S::Error> {
+            match v {
+                Some(v) => s.serialize_some(&format!("{v:#04x}")),
+                None => s.serialize_none(),
+            }
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
+            narrow::<D, u8>(parse(d)?)
+        }
+    }
+}
+
 /// GPU vendor, by PCI vendor id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -312,13 +388,21 @@ pub enum ModelSource {
 pub struct Gpu {
     pub pci_address: String,
     pub vendor: Vendor,
-    pub vendor_id: String,
+    /// PCI ids, class and revision are integers here and hex text in the report
+    /// (`0x1002`, `0x030000`, `0xc1`; see [`hex`]).
+    #[serde(with = "hex::u16")]
+    pub vendor_id: u16,
     /// `null` when the PCI `device` attribute could not be read (listed in `unread`).
-    pub device_id: Option<String>,
-    pub subsystem_vendor_id: Option<String>,
-    pub subsystem_device_id: Option<String>,
-    pub class: String,
-    pub revision: Option<String>,
+    #[serde(with = "hex::opt_u16")]
+    pub device_id: Option<u16>,
+    #[serde(with = "hex::opt_u16")]
+    pub subsystem_vendor_id: Option<u16>,
+    #[serde(with = "hex::opt_u16")]
+    pub subsystem_device_id: Option<u16>,
+    #[serde(with = "hex::class")]
+    pub class: u32,
+    #[serde(with = "hex::opt_u8")]
+    pub revision: Option<u8>,
     pub model: String,
     pub model_source: ModelSource,
     pub driver: Option<String>,
@@ -349,12 +433,6 @@ pub struct Gpu {
 }
 
 impl Gpu {
-    /// Numeric PCI device id (`0x1586` gives 0x1586).
-    pub fn device_id_u16(&self) -> Option<u16> {
-        let id = self.device_id.as_deref()?;
-        u16::from_str_radix(id.trim_start_matches("0x"), 16).ok()
-    }
-
     /// Render every problem's text from its cause, then set `status` to the worst problem
     /// (or `ok`).
     pub fn settle_status(&mut self) {

@@ -127,12 +127,6 @@ fn host(h: &mut Host) {
 
 fn gpu(g: &mut Gpu) {
     value(&mut g.pci_address);
-    value(&mut g.vendor_id);
-    opt(&mut g.device_id);
-    opt(&mut g.subsystem_vendor_id);
-    opt(&mut g.subsystem_device_id);
-    value(&mut g.class);
-    opt(&mut g.revision);
     value(&mut g.model);
     opt(&mut g.driver);
     opt(&mut g.card);

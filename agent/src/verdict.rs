@@ -318,7 +318,7 @@ fn judge_stack(ctx: &Ctx<'_>, out: &mut Vec<Problem>) {
     let bound = gpu.driver.as_deref();
     let facts = GpuFacts {
         vendor: gpu.vendor,
-        device_id: gpu.device_id_u16().unwrap_or(0),
+        device_id: gpu.device_id,
         intel: gpu.intel.as_ref(),
         amd_gc_version: gpu.amd.as_ref().and_then(|a| a.gc_version.as_deref()),
         model: &gpu.model,
@@ -511,10 +511,7 @@ fn not_bound_reason(ctx: &Ctx<'_>, module: &str) -> NotBound {
             model: gpu.model.clone(),
             device_id: gpu
                 .device_id
-                .as_deref()
-                .unwrap_or("<device id>")
-                .trim_start_matches("0x")
-                .to_owned(),
+                .map_or_else(|| "<device id>".to_owned(), |d| format!("{d:04x}")),
         };
     }
     if gpu.vendor == Vendor::Nvidia && nvidia::open_alpha(ctx) {

@@ -140,7 +140,7 @@ fn inner_rocm_smi_reads_the_mounted_fixture() {
         assert_eq!(r.vendor_id, Some(0x1002));
         assert_eq!(
             r.device_id,
-            g.device_id_u16(),
+            g.device_id,
             "device id of {}",
             g.pci_address
         );

@@ -11,18 +11,18 @@ use crate::model::{
 
 fn gpu(vendor: Vendor, addr: &str, model: &str) -> Gpu {
     let (vendor_id, driver) = match vendor {
-        Vendor::Amd => ("0x1002", "amdgpu"),
-        Vendor::Nvidia => ("0x10de", "nvidia"),
-        Vendor::Intel => ("0x8086", "i915"),
+        Vendor::Amd => (0x1002, "amdgpu"),
+        Vendor::Nvidia => (0x10de, "nvidia"),
+        Vendor::Intel => (0x8086, "i915"),
     };
     Gpu {
         pci_address: addr.to_owned(),
         vendor,
-        vendor_id: vendor_id.to_owned(),
-        device_id: Some("0x1586".into()),
+        vendor_id,
+        device_id: Some(0x1586),
         subsystem_vendor_id: None,
         subsystem_device_id: None,
-        class: "0x030000".to_owned(),
+        class: 0x030000,
         revision: None,
         model: model.to_owned(),
         model_source: ModelSource::PciIds,
@@ -103,7 +103,7 @@ fn strix_halo() -> Gpu {
 
 fn rtx4090(addr: &str) -> Gpu {
     let mut g = gpu(Vendor::Nvidia, addr, "NVIDIA GeForce RTX 4090");
-    g.device_id = Some("0x2684".into());
+    g.device_id = Some(0x2684);
     g.memory_bytes = Some(25_757_220_864);
     g.nvidia = Some(NvidiaInfo {
         kernel_module_version: Some("550.127.05".into()),
@@ -741,7 +741,7 @@ fn gfd_keys() {
 fn gfd_without_nvml_and_with_mixed_models() {
     let cfg = all_compat();
     let mut h100 = gpu(Vendor::Nvidia, "0000:1b:00.0", "NVIDIA H100 80GB HBM3");
-    h100.class = "0x030200".into();
+    h100.class = 0x030200;
     h100.nvidia = Some(NvidiaInfo {
         kernel_module_version: Some("580.95.05".into()),
         ..NvidiaInfo::default()
@@ -802,7 +802,7 @@ fn gfd_mode_is_unknown_for_mixed_classes() {
     let cfg = all_compat();
     let a = with_nvml(rtx4090("0000:01:00.0"));
     let mut b = with_nvml(rtx4090("0000:02:00.0"));
-    b.class = "0x030200".into();
+    b.class = 0x030200;
     let l = compute(&plain_host(), &[a.clone(), b], &cfg);
     assert_eq!(get(&l, "nvidia.com/gpu.mode"), Some("unknown"));
     let l = compute(&plain_host(), &[a], &cfg);
@@ -842,8 +842,8 @@ fn amd_labeller_single_values() {
     let cfg = all_compat();
     let mut mi300 = gpu(Vendor::Amd, "0000:1b:00.0", "AMD Instinct MI300X OAM");
     mi300.model_source = ModelSource::Vendor;
-    mi300.device_id = Some("0x74a1".into());
-    mi300.class = "0x120000".into();
+    mi300.device_id = Some(0x74a1);
+    mi300.class = 0x120000;
     mi300.memory_bytes = Some(192 << 30);
     mi300.amd = Some(AmdInfo {
         gfx_target: Some("gfx942".into()),
@@ -946,7 +946,7 @@ fn amd_labeller_mixed_values_become_counts() {
         "AMD Radeon RX 7900 XTX (Navi 31)",
     );
     dgpu.model_source = ModelSource::AmdgpuIds;
-    dgpu.device_id = Some("0x744c".into());
+    dgpu.device_id = Some(0x744c);
     dgpu.amd = Some(AmdInfo {
         family: Some("GC_11_0_0".into()),
         cu_count: Some(96),
@@ -957,7 +957,7 @@ fn amd_labeller_mixed_values_become_counts() {
     });
     let mut fallback = gpu(Vendor::Amd, "0000:04:00.0", "AMD device 0x7551");
     fallback.model_source = ModelSource::Fallback;
-    fallback.device_id = Some("0x7551".into());
+    fallback.device_id = Some(0x7551);
     let l = compute(&host(), &[apu, dgpu, fallback], &cfg);
     let amd: BTreeMap<String, String> = l
         .iter()
@@ -992,10 +992,10 @@ fn amd_labeller_mixed_values_become_counts() {
 fn intel_nfd_keys() {
     let cfg = all_compat();
     let mut a770 = gpu(Vendor::Intel, "0000:03:00.0", "Arc A770");
-    a770.device_id = Some("0x56A0".into());
+    a770.device_id = Some(0x56a0);
     let mut flex = gpu(Vendor::Intel, "0000:4d:00.0", "Data Center GPU Flex 170");
-    flex.device_id = Some("0x56c0".into());
-    flex.class = "0x038000".into();
+    flex.device_id = Some(0x56c0);
+    flex.class = 0x038000;
     let mut h = plain_host();
     h.modules = vec![module("i915", "builtin", None)];
     let l = compute(&h, &[a770.clone(), flex], &cfg);

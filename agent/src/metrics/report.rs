@@ -33,7 +33,10 @@ pub fn collect(report: &Report, out: &mut Sink) {
                 ("gpu", g.pci_address.clone()),
                 ("vendor", g.vendor.as_str().to_owned()),
                 ("model", g.model.clone()),
-                ("device_id", g.device_id.clone().unwrap_or_default()),
+                (
+                    "device_id",
+                    g.device_id.map(|d| format!("{d:#06x}")).unwrap_or_default(),
+                ),
                 ("driver", g.driver.clone().unwrap_or_default()),
                 ("card", g.card.clone().unwrap_or_default()),
                 ("uuid", uuid.unwrap_or_default()),

@@ -75,14 +75,14 @@ pub fn apply(gpus: &mut [Gpu], snap: &NvmlSnapshot) -> Vec<Discrepancy> {
         };
         matched.push(addr);
         let id = gpu.pci_address.clone();
-        if let (Some(d), Some(k)) = (r.pci_device_id, gpu.device_id_u16())
+        if let (Some(d), Some(k)) = (r.pci_device_id, gpu.device_id)
             && d != k
         {
             note(
                 &mut out,
                 &id,
                 "device_id",
-                gpu.device_id.as_deref().unwrap_or_default(),
+                &format!("{k:#06x}"),
                 &format!("{d:#06x}"),
             );
         }
@@ -163,11 +163,11 @@ mod tests {
         Gpu {
             pci_address: addr.into(),
             vendor: Vendor::Nvidia,
-            vendor_id: "0x10de".into(),
-            device_id: Some("0x2684".into()),
+            vendor_id: 0x10de,
+            device_id: Some(0x2684),
             subsystem_vendor_id: None,
             subsystem_device_id: None,
-            class: "0x030000".into(),
+            class: 0x030000,
             revision: None,
             model: "NVIDIA GeForce RTX 4090".into(),
             model_source,

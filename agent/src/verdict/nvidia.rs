@@ -81,7 +81,7 @@ pub(super) fn open_alpha(ctx: &Ctx<'_>) -> bool {
 }
 
 fn arch(ctx: &Ctx<'_>) -> Option<Arch> {
-    nvidia_arch::arch_of(ctx.gpu.device_id_u16().unwrap_or(0))
+    nvidia_arch::arch_of(ctx.gpu.device_id?)
 }
 
 /// NVIDIA version and flavour coherence, and what the architecture can run. Returns true when

@@ -42,15 +42,15 @@ fn host(talos: Option<(&str, Vec<Extension>)>, modules: &[(&str, &str)]) -> Host
     }
 }
 
-fn nvidia_gpu(device_id: &str, driver: Option<&str>, module: Option<(&str, &str)>) -> Gpu {
+fn nvidia_gpu(device_id: u16, driver: Option<&str>, module: Option<(&str, &str)>) -> Gpu {
     Gpu {
         pci_address: "0000:01:00.0".into(),
         vendor: Vendor::Nvidia,
-        vendor_id: "0x10de".into(),
-        device_id: Some(device_id.into()),
+        vendor_id: 0x10de,
+        device_id: Some(device_id),
         subsystem_vendor_id: None,
         subsystem_device_id: None,
-        class: "0x030000".into(),
+        class: 0x030000,
         revision: None,
         model: "GeForce RTX".into(),
         model_source: ModelSource::PciIds,
@@ -170,11 +170,7 @@ fn legacy_unsuffixed_nvidia_names_are_accepted() {
     );
     let g = run(
         &h,
-        nvidia_gpu(
-            "0x2684",
-            Some("nvidia"),
-            Some(("proprietary", "535.161.08")),
-        ),
+        nvidia_gpu(0x2684, Some("nvidia"), Some(("proprietary", "535.161.08"))),
         &Inputs::default(),
     );
     assert_eq!(g.status, Status::Ok, "{:#?}", g.problems);
@@ -196,15 +192,11 @@ fn a_stale_record_of_a_working_driver_is_not_a_problem() {
     );
     let g = run(
         &h,
-        nvidia_gpu(
-            "0x2684",
-            Some("nvidia"),
-            Some(("proprietary", "570.172.08")),
-        ),
+        nvidia_gpu(0x2684, Some("nvidia"), Some(("proprietary", "570.172.08"))),
         &Inputs::default(),
     );
     assert_eq!(g.status, Status::Ok, "{:#?}", g.problems);
-    let unbound = run(&h, nvidia_gpu("0x2684", None, None), &Inputs::default());
+    let unbound = run(&h, nvidia_gpu(0x2684, None, None), &Inputs::default());
     assert_eq!(unbound.status, Status::ExtensionVersionMismatch);
     assert!(
         unbound.problems[0]
@@ -230,11 +222,7 @@ fn bound_nvidia_missing_helper_modules_and_flavour_mismatch() {
     );
     let g = run(
         &h,
-        nvidia_gpu(
-            "0x2684",
-            Some("nvidia"),
-            Some(("proprietary", "570.172.08")),
-        ),
+        nvidia_gpu(0x2684, Some("nvidia"), Some(("proprietary", "570.172.08"))),
         &Inputs::default(),
     );
     let statuses: Vec<Status> = g.problems.iter().map(|p| p.status).collect();
@@ -255,7 +243,7 @@ fn bound_nvidia_missing_helper_modules_and_flavour_mismatch() {
 #[test]
 fn blackwell_before_v1_10_is_unsupported_and_lts_is_too_old() {
     let h = host(Some(("v1.9.6", vec![])), &[]);
-    let g = run(&h, nvidia_gpu("0x2b85", None, None), &Inputs::default());
+    let g = run(&h, nvidia_gpu(0x2b85, None, None), &Inputs::default());
     assert_eq!(g.status, Status::UnsupportedByTalosVersion);
     let h = host(
         Some((
@@ -269,7 +257,7 @@ fn blackwell_before_v1_10_is_unsupported_and_lts_is_too_old() {
     );
     let g = run(
         &h,
-        nvidia_gpu("0x2b85", None, Some(("open", "535.247.01"))),
+        nvidia_gpu(0x2b85, None, Some(("open", "535.247.01"))),
         &Inputs::default(),
     );
     assert_eq!(g.status, Status::DriverVersionMismatch, "{:#?}", g.problems);
@@ -280,7 +268,7 @@ fn blackwell_before_v1_10_is_unsupported_and_lts_is_too_old() {
 #[test]
 fn an_unparsable_talos_version_is_unknown_but_kernel_checks_run() {
     let h = host(Some(("unknown", vec![])), &[]);
-    let g = run(&h, nvidia_gpu("0x2684", None, None), &Inputs::default());
+    let g = run(&h, nvidia_gpu(0x2684, None, None), &Inputs::default());
     let statuses: Vec<Status> = g.problems.iter().map(|p| p.status).collect();
     assert_eq!(statuses, [Status::Unknown, Status::ModuleNotLoaded]);
     assert_eq!(g.status, Status::Unknown);
@@ -296,13 +284,13 @@ fn an_unparsable_talos_version_is_unknown_but_kernel_checks_run() {
 #[test]
 fn non_talos_hosts_get_kernel_checks_only() {
     let h = host(None, &[]);
-    let g = run(&h, nvidia_gpu("0x2684", None, None), &Inputs::default());
+    let g = run(&h, nvidia_gpu(0x2684, None, None), &Inputs::default());
     assert_eq!(g.status, Status::ModuleNotLoaded);
     assert!(g.problems[0].hint.contains("modprobe nvidia"));
     let h = host(None, &[("nvidia", "live")]);
     let g = run(
         &h,
-        nvidia_gpu("0x2684", Some("nvidia"), Some(("open", "580.95.05"))),
+        nvidia_gpu(0x2684, Some("nvidia"), Some(("open", "580.95.05"))),
         &Inputs::default(),
     );
     assert_eq!(
@@ -312,7 +300,7 @@ fn non_talos_hosts_get_kernel_checks_only() {
     );
     let g = run(
         &h,
-        nvidia_gpu("0x2684", Some("nouveau"), None),
+        nvidia_gpu(0x2684, Some("nouveau"), None),
         &Inputs::default(),
     );
     assert_eq!(g.status, Status::BoundToOtherDriver);
@@ -322,7 +310,7 @@ fn non_talos_hosts_get_kernel_checks_only() {
 #[test]
 fn nvidia_without_any_extension_on_talos() {
     let h = host(Some(("v1.11.5", vec![])), &[]);
-    let g = run(&h, nvidia_gpu("0x2684", None, None), &Inputs::default());
+    let g = run(&h, nvidia_gpu(0x2684, None, None), &Inputs::default());
     let statuses: Vec<Status> = g.problems.iter().map(|p| p.status).collect();
     assert_eq!(
         statuses,
@@ -345,7 +333,7 @@ fn nvidia_without_any_extension_on_talos() {
 
 #[test]
 fn problem_lines_are_single_lines() {
-    let g = nvidia_gpu("0x2684", None, None);
+    let g = nvidia_gpu(0x2684, None, None);
     let mut p = problem(Cause::ModuleUnusable {
         module: "nvidia".into(),
         state: "unloading".into(),
@@ -373,7 +361,7 @@ fn a_readable_non_talos_os_release_wins_over_node_evidence() {
     };
     let g = run(
         &h,
-        nvidia_gpu("0x2684", Some("nvidia"), Some(("open", "580.95.05"))),
+        nvidia_gpu(0x2684, Some("nvidia"), Some(("open", "580.95.05"))),
         &ev,
     );
     assert_eq!(g.status, Status::Ok, "{:#?}", g.problems);
@@ -386,7 +374,7 @@ fn a_readable_non_talos_os_release_wins_over_node_evidence() {
     });
     let g = run(
         &h,
-        nvidia_gpu("0x2684", Some("nvidia"), Some(("open", "580.95.05"))),
+        nvidia_gpu(0x2684, Some("nvidia"), Some(("open", "580.95.05"))),
         &ev,
     );
     assert_eq!(g.status, Status::Unknown);
@@ -415,11 +403,7 @@ fn before_v1_8_node_records_do_not_count_and_unknown_means_nothing_missing() {
     assert_eq!(effective_extensions(&h, &ev), None);
     let g = run(
         &h,
-        nvidia_gpu(
-            "0x2684",
-            Some("nvidia"),
-            Some(("proprietary", "535.129.03")),
-        ),
+        nvidia_gpu(0x2684, Some("nvidia"), Some(("proprietary", "535.129.03"))),
         &ev,
     );
     let statuses: Vec<Status> = g.problems.iter().map(|p| p.status).collect();
@@ -439,7 +423,7 @@ fn before_v1_8_node_records_do_not_count_and_unknown_means_nothing_missing() {
 #[test]
 fn every_problem_carries_its_cause_and_the_text_is_rendered_from_it() {
     let h = host(Some(("v1.11.5", vec![])), &[]);
-    let g = run(&h, nvidia_gpu("0x2684", None, None), &Inputs::default());
+    let g = run(&h, nvidia_gpu(0x2684, None, None), &Inputs::default());
     for p in &g.problems {
         let (d, hint) = crate::cause::render(&p.cause, &p.notes);
         assert_eq!(
