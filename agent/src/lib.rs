@@ -20,6 +20,22 @@
 //! ```
 //!
 //! Every module documents which kernel files it reads and what happens when they are missing.
+//!
+//! Layers, bottom to top. A module imports (`crate::x`) only from its own layer or a lower one,
+//! and no two top-level modules import each other, directly or round a loop; the `layers` test
+//! reads this list and every file under `agent/src` and fails naming the file and import
+//! otherwise. A new top-level module needs a place here.
+//!
+//! 1. base: hostroot, duration, status, hostpaths, httpconn, tls
+//! 2. text: parse
+//! 3. model: cause, model
+//! 4. host: textcap, names, pci, host, vendors, talos
+//! 5. sources: metrics, nvml, talosapi, rocm, pods
+//! 6. judgement: verdict, labels, hold
+//! 7. pass: discover, render, k8s, authn
+//! 8. tools: readaudit, capture
+//! 9. daemon: serve
+//! 10. commands: cli, clidoc, telemetry
 
 pub mod authn;
 pub mod capture;
@@ -47,6 +63,7 @@ pub mod render;
 #[cfg(feature = "rocm-smi")]
 pub mod rocm;
 pub mod serve;
+pub mod status;
 pub mod talos;
 pub mod talosapi;
 pub mod telemetry;
@@ -54,3 +71,6 @@ pub mod textcap;
 pub mod tls;
 pub mod vendors;
 pub mod verdict;
+
+#[cfg(test)]
+mod layers;

@@ -669,7 +669,7 @@ pub async fn run(cfg: ServeConfig) -> Result<u8, Error> {
     let nvml = crate::nvml::Nvml::start(nvml);
     daemon.add_source(Arc::new(crate::nvml::source::NvmlSource::new(nvml.clone())));
     // Who uses each GPU: kubelet allocations and per-process usage (agent/src/pods).
-    crate::pods::wire(&mut daemon, &pods, Some(nvml.clone()), scrape_timeout);
+    wire_pods(&mut daemon, &pods, Some(nvml.clone()), scrape_timeout);
     if !disable_source.is_empty() {
         daemon.disable_sources(&disable_source);
         info!(disabled = ?disable_source, sources = ?daemon.source_names(),
@@ -681,6 +681,31 @@ pub async fn run(cfg: ServeConfig) -> Result<u8, Error> {
     wire_discovery(&mut daemon, node_extensions, talos, Some(nvml));
     daemon.serve(listener, stop).await;
     Ok(0)
+}
+
+/// Add the sources of [`crate::pods`] (kubelet allocations, per-process usage) that `pods`
+/// turns on. `scrape_timeout` bounds the kubelet call and the scan.
+pub fn wire_pods(
+    daemon: &mut Daemon,
+    pods: &crate::pods::PodsConfig,
+    nvml: Option<crate::nvml::NvmlHandle>,
+    scrape_timeout: Duration,
+) {
+    let budget = scrape_timeout.mul_f64(0.5);
+    if pods.pod_resources {
+        daemon.add_source(Arc::new(crate::pods::AllocationSource::new(
+            pods.pod_resources_socket.clone(),
+            nvml.clone(),
+            budget,
+        )));
+    }
+    if pods.process_metrics {
+        daemon.add_source(Arc::new(crate::pods::ProcessSource::new(
+            nvml,
+            budget,
+            usize::try_from(pods.process_max_series).unwrap_or(usize::MAX),
+        )));
+    }
 }
 
 /// Apply `--tls-cert/--tls-key` and `--metrics-auth` to `daemon`. `kubeconfig` as for label

@@ -138,12 +138,7 @@ fn inner_rocm_smi_reads_the_mounted_fixture() {
             .unwrap_or_else(|| panic!("ROCm SMI does not list {}", g.pci_address));
         let amd = g.amd.as_ref().unwrap();
         assert_eq!(r.vendor_id, Some(0x1002));
-        assert_eq!(
-            r.device_id,
-            g.device_id,
-            "device id of {}",
-            g.pci_address
-        );
+        assert_eq!(r.device_id, g.device_id, "device id of {}", g.pci_address);
         assert_eq!(
             r.vram_total_bytes, amd.vram_bytes,
             "VRAM of {}",

@@ -1,6 +1,6 @@
 //! Who uses each GPU: device-plugin allocations from the kubelet and per-process usage
-//! attributed to pods, for AMD, Intel and NVIDIA. Two metrics sources, wired into `serve` by
-//! [`wire`]:
+//! attributed to pods, for AMD, Intel and NVIDIA. Two metrics sources, which `serve` adds
+//! (`serve::wire_pods`) as [`PodsConfig`] says:
 //!
 //! ```text
 //!  podresources ── kubelet.sock (List, GetAllocatableResources) ── devids ──► gpu_allocation_info
@@ -34,7 +34,7 @@ use crate::model::Vendor;
 use crate::nvml::NvmlHandle;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub static ALLOCATION_INFO: Desc = Desc {
@@ -110,31 +110,6 @@ impl Default for PodsConfig {
             pod_resources: true,
             pod_resources_socket: PathBuf::from(podresources::DEFAULT_SOCKET),
         }
-    }
-}
-
-/// Add the two sources to the daemon (the one integration point with `serve`). `scrape_timeout`
-/// bounds the kubelet call and the scan.
-pub fn wire(
-    daemon: &mut crate::serve::Daemon,
-    args: &PodsConfig,
-    nvml: Option<NvmlHandle>,
-    scrape_timeout: Duration,
-) {
-    let budget = scrape_timeout.mul_f64(0.5);
-    if args.pod_resources {
-        daemon.add_source(Arc::new(AllocationSource::new(
-            args.pod_resources_socket.clone(),
-            nvml.clone(),
-            budget,
-        )));
-    }
-    if args.process_metrics {
-        daemon.add_source(Arc::new(ProcessSource::new(
-            nvml,
-            budget,
-            usize::try_from(args.process_max_series).unwrap_or(usize::MAX),
-        )));
     }
 }
 
