@@ -234,32 +234,14 @@ impl Collector for HoldGauge {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Host, ModelSource, PcieLink, Status, Unread};
+    use crate::model::{Host, Status, Unread};
 
     fn gpu(addr: &str, unread: &[&str]) -> Gpu {
         Gpu {
-            pci_address: addr.to_owned(),
-            vendor: Vendor::Amd,
-            vendor_id: 0x1002,
             device_id: Some(0x744c),
-            subsystem_vendor_id: None,
-            subsystem_device_id: None,
-            class: 0x030000,
-            revision: None,
             model: "Radeon RX 7900 XT".into(),
-            model_source: ModelSource::PciIds,
             driver: Some("amdgpu".into()),
-            card: None,
-            render: None,
-            numa_node: None,
             memory_bytes: Some(1 << 34),
-            pcie: PcieLink::default(),
-            sriov: None,
-            amd: None,
-            nvidia: None,
-            intel: None,
-            status: Status::Ok,
-            problems: Vec::new(),
             unread: unread
                 .iter()
                 .map(|p| Unread {
@@ -267,8 +249,7 @@ mod tests {
                     error: "Input/output error".into(),
                 })
                 .collect(),
-            disagreements: Vec::new(),
-            driver_link_error: None,
+            ..Gpu::test(Vendor::Amd, addr)
         }
     }
 

@@ -97,6 +97,15 @@ pub enum Vendor {
 impl Vendor {
     pub const ALL: [Vendor; 3] = [Vendor::Amd, Vendor::Nvidia, Vendor::Intel];
 
+    /// The vendor's PCI vendor id.
+    pub fn pci_id(self) -> u16 {
+        match self {
+            Vendor::Amd => 0x1002,
+            Vendor::Nvidia => 0x10de,
+            Vendor::Intel => 0x8086,
+        }
+    }
+
     /// The vendor owning PCI vendor id `id`, if it is one of ours.
     pub fn from_pci_id(id: u16) -> Option<Self> {
         match id {
@@ -371,6 +380,40 @@ pub struct Gpu {
 }
 
 impl Gpu {
+    /// **For tests only**: a GPU at `pci_address` with the vendor's PCI vendor id, class
+    /// `0x030000`, nothing else known (no device id, driver or vendor details) and status `ok`.
+    /// Tests set what they need with `Gpu { driver: .., ..Gpu::test(vendor, addr) }`, so a new
+    /// field means one edit here.
+    pub fn test(vendor: Vendor, pci_address: &str) -> Self {
+        Self {
+            pci_address: pci_address.to_owned(),
+            vendor,
+            vendor_id: vendor.pci_id(),
+            device_id: None,
+            subsystem_vendor_id: None,
+            subsystem_device_id: None,
+            class: 0x030000,
+            revision: None,
+            model: String::new(),
+            model_source: ModelSource::PciIds,
+            driver: None,
+            card: None,
+            render: None,
+            numa_node: None,
+            memory_bytes: None,
+            pcie: PcieLink::default(),
+            sriov: None,
+            amd: None,
+            nvidia: None,
+            intel: None,
+            status: Status::Ok,
+            problems: Vec::new(),
+            unread: Vec::new(),
+            disagreements: Vec::new(),
+            driver_link_error: None,
+        }
+    }
+
     /// Render every problem's text from its cause, then set `status` to the worst problem
     /// (or `ok`).
     pub fn settle_status(&mut self) {

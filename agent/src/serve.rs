@@ -144,20 +144,7 @@ impl std::fmt::Debug for Daemon {
 
 /// The report the channel holds until the first discovery pass has finished.
 fn placeholder() -> Report {
-    Report::new(
-        Host {
-            kernel: None,
-            os: None,
-            talos: None,
-            modules: Vec::new(),
-            unread: Vec::new(),
-            disagreements: Vec::new(),
-            nvswitches: Vec::new(),
-            read_errors: Default::default(),
-        },
-        Vec::new(),
-        BTreeMap::new(),
-    )
+    Report::new(Host::default(), Vec::new(), BTreeMap::new())
 }
 
 impl Daemon {

@@ -3,44 +3,26 @@
 
 use super::*;
 use crate::model::{
-    AmdInfo, Extension, Gpu, Host, IntelInfo, ModelSource, ModuleState, NvidiaInfo, PcieLink,
-    Status, TalosInfo, Vendor,
+    AmdInfo, Extension, Gpu, Host, IntelInfo, ModelSource, ModuleState, NvidiaInfo, Status,
+    TalosInfo, Vendor,
 };
 
 // ---- builders -------------------------------------------------------------------------------
 
 fn gpu(vendor: Vendor, addr: &str, model: &str) -> Gpu {
-    let (vendor_id, driver) = match vendor {
-        Vendor::Amd => (0x1002, "amdgpu"),
-        Vendor::Nvidia => (0x10de, "nvidia"),
-        Vendor::Intel => (0x8086, "i915"),
+    let driver = match vendor {
+        Vendor::Amd => "amdgpu",
+        Vendor::Nvidia => "nvidia",
+        Vendor::Intel => "i915",
     };
     Gpu {
-        pci_address: addr.to_owned(),
-        vendor,
-        vendor_id,
         device_id: Some(0x1586),
-        subsystem_vendor_id: None,
-        subsystem_device_id: None,
-        class: 0x030000,
-        revision: None,
         model: model.to_owned(),
-        model_source: ModelSource::PciIds,
         driver: Some(driver.to_owned()),
-        card: None,
-        render: None,
-        numa_node: None,
-        memory_bytes: None,
-        pcie: PcieLink::default(),
-        sriov: None,
         amd: (vendor == Vendor::Amd).then(AmdInfo::default),
         nvidia: (vendor == Vendor::Nvidia).then(NvidiaInfo::default),
         intel: (vendor == Vendor::Intel).then(IntelInfo::default),
-        status: Status::Ok,
-        problems: Vec::new(),
-        unread: Vec::new(),
-        disagreements: Vec::new(),
-        driver_link_error: None,
+        ..Gpu::test(vendor, addr)
     }
 }
 
@@ -65,10 +47,7 @@ fn host() -> Host {
             }],
         }),
         modules: vec![module("amdgpu", "live", None)],
-        unread: Vec::new(),
-        disagreements: Vec::new(),
-        nvswitches: Vec::new(),
-        read_errors: Default::default(),
+        ..Host::default()
     }
 }
 
@@ -76,12 +55,7 @@ fn plain_host() -> Host {
     Host {
         kernel: Some("6.8.0-51-generic".to_owned()),
         os: Some("Ubuntu 24.04.1 LTS".to_owned()),
-        talos: None,
-        modules: Vec::new(),
-        unread: Vec::new(),
-        disagreements: Vec::new(),
-        nvswitches: Vec::new(),
-        read_errors: Default::default(),
+        ..Host::default()
     }
 }
 

@@ -161,34 +161,15 @@ mod tests {
 
     fn gpu(addr: &str, model_source: ModelSource) -> Gpu {
         Gpu {
-            pci_address: addr.into(),
-            vendor: Vendor::Nvidia,
-            vendor_id: 0x10de,
             device_id: Some(0x2684),
-            subsystem_vendor_id: None,
-            subsystem_device_id: None,
-            class: 0x030000,
-            revision: None,
             model: "NVIDIA GeForce RTX 4090".into(),
             model_source,
             driver: Some("nvidia".into()),
-            card: None,
-            render: None,
-            numa_node: None,
-            memory_bytes: None,
-            pcie: Default::default(),
-            sriov: None,
-            amd: None,
             nvidia: Some(NvidiaInfo {
                 uuid: Some("GPU-aaaa".into()),
                 ..Default::default()
             }),
-            intel: None,
-            status: Default::default(),
-            problems: vec![],
-            unread: vec![],
-            disagreements: Vec::new(),
-            driver_link_error: None,
+            ..Gpu::test(Vendor::Nvidia, addr)
         }
     }
 

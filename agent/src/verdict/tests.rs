@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::cause::{Cause, OsRelease, TalosEvidence};
-use crate::model::{ModelSource, ModuleState, NvidiaInfo, PcieLink, TalosInfo, Unread};
+use crate::model::{ModuleState, NvidiaInfo, TalosInfo, Unread};
 
 fn ext(name: &str, version: &str) -> Extension {
     Extension {
@@ -21,7 +21,6 @@ fn host(talos: Option<(&str, Vec<Extension>)>, modules: &[(&str, &str)]) -> Host
             }
             .into(),
         ),
-        os: None,
         talos: talos.map(|(v, e)| TalosInfo {
             version: v.into(),
             extensions: e,
@@ -35,44 +34,21 @@ fn host(talos: Option<(&str, Vec<Extension>)>, modules: &[(&str, &str)]) -> Host
                 taint: None,
             })
             .collect(),
-        unread: Vec::new(),
-        disagreements: Vec::new(),
-        nvswitches: Vec::new(),
-        read_errors: Default::default(),
+        ..Host::default()
     }
 }
 
 fn nvidia_gpu(device_id: u16, driver: Option<&str>, module: Option<(&str, &str)>) -> Gpu {
     Gpu {
-        pci_address: "0000:01:00.0".into(),
-        vendor: Vendor::Nvidia,
-        vendor_id: 0x10de,
         device_id: Some(device_id),
-        subsystem_vendor_id: None,
-        subsystem_device_id: None,
-        class: 0x030000,
-        revision: None,
         model: "GeForce RTX".into(),
-        model_source: ModelSource::PciIds,
         driver: driver.map(Into::into),
-        card: None,
-        render: None,
-        numa_node: None,
-        memory_bytes: None,
-        pcie: PcieLink::default(),
-        sriov: None,
-        amd: None,
         nvidia: Some(NvidiaInfo {
             kernel_module_flavor: module.map(|m| m.0.to_owned()),
             kernel_module_version: module.map(|m| m.1.to_owned()),
             ..NvidiaInfo::default()
         }),
-        intel: None,
-        status: Status::Ok,
-        problems: Vec::new(),
-        unread: Vec::new(),
-        disagreements: Vec::new(),
-        driver_link_error: None,
+        ..Gpu::test(Vendor::Nvidia, "0000:01:00.0")
     }
 }
 
