@@ -242,6 +242,18 @@ impl Daemon {
 
     /// Serve until `shutdown` resolves, then drain. Never fails once the listener is bound.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let grace = self.config.grace;
+        let tls = self.tls.clone();
+        let running = self.start();
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        accept_loop(&listener, shutdown, &running, &graceful, tls).await;
+        drop(listener);
+        info!("shutting down: no new connections, finishing in-flight requests");
+        drain(running, graceful, grace).await;
+    }
+
+    /// Start the discovery loop and the extra tasks; build what answers requests.
+    fn start(self) -> Running {
         let Daemon {
             root,
             opts,
@@ -254,7 +266,7 @@ impl Daemon {
             registry,
             evidence,
             auth,
-            tls,
+            tls: _,
             label_hold,
             limits,
         } = self;
@@ -293,49 +305,80 @@ impl Daemon {
             extra: registry,
             auth,
         });
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let gate = crate::httpconn::Gate::new(limits, conn_metrics);
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let (stream, peer) = match accepted {
-                        Ok(a) => a,
-                        Err(e) => {
-                            // Out of file descriptors and similar: wait a moment, keep serving.
-                            gate.accept_failed(&e);
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    gate.accept_ok();
-                    let Some(slot) = gate.admit() else {
-                        gate.refuse(stream, tls.is_some(), app.ready.clone());
-                        continue;
-                    };
-                    spawn_connection(stream, peer, slot, &gate, &app, &graceful, tls.clone());
-                }
-                () = &mut shutdown => break,
-            }
+        Running {
+            app,
+            gate: crate::httpconn::Gate::new(limits, conn_metrics),
+            shutdown_tx,
+            handles,
         }
-        drop(listener);
-        info!("shutting down: no new connections, finishing in-flight requests");
-        let _ = shutdown_tx.send(true);
-        if tokio::time::timeout(config.grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            warn!(grace = ?config.grace, "connections still open after the grace period; closing them");
-        }
-        let deadline = tokio::time::Instant::now() + config.grace;
-        for h in handles {
-            let abort = h.abort_handle();
-            if tokio::time::timeout_at(deadline, h).await.is_err() {
-                abort.abort();
-            }
-        }
-        info!("stopped");
     }
+}
+
+/// A started daemon: what the accept loop and the drain need.
+struct Running {
+    app: Arc<App>,
+    gate: crate::httpconn::Gate,
+    shutdown_tx: watch::Sender<bool>,
+    handles: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Accept connections until `shutdown` resolves: each admitted one is served by
+/// [`spawn_connection`]; over the connection cap the gate answers cheaply.
+async fn accept_loop(
+    listener: &TcpListener,
+    shutdown: impl Future<Output = ()>,
+    running: &Running,
+    graceful: &hyper_util::server::graceful::GracefulShutdown,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    let (gate, app) = (&running.gate, &running.app);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and similar: wait a moment, keep serving.
+                        gate.accept_failed(&e);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                gate.accept_ok();
+                let Some(slot) = gate.admit() else {
+                    gate.refuse(stream, tls.is_some(), app.ready.clone());
+                    continue;
+                };
+                spawn_connection(stream, peer, slot, gate, app, graceful, tls.clone());
+            }
+            () = &mut shutdown => break,
+        }
+    }
+}
+
+/// After the listener is closed: signal shutdown, give in-flight requests and then the extra
+/// tasks `grace` each, and abort what is still running.
+async fn drain(
+    running: Running,
+    graceful: hyper_util::server::graceful::GracefulShutdown,
+    grace: Duration,
+) {
+    let _ = running.shutdown_tx.send(true);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!(grace = ?grace, "connections still open after the grace period; closing them");
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    for h in running.handles {
+        let abort = h.abort_handle();
+        if tokio::time::timeout_at(deadline, h).await.is_err() {
+            abort.abort();
+        }
+    }
+    info!("stopped");
 }
 
 // One argument per piece of loop state; a struct would only rename them.
