@@ -9,7 +9,7 @@
 //! GPU that NVML did not join while NVML has devices it could not identify (no handle or PCI
 //! info, e.g. `GPU_IS_LOST`) gets `nvidia.nvml_error` = `not joined (NVML device N: why)`.
 
-use super::NvmlSnapshot;
+use super::{GpuReading, NvmlSnapshot};
 use crate::model::{Gpu, ModelSource, NvidiaInfo, Vendor};
 use crate::pci::PciAddress;
 
@@ -58,83 +58,12 @@ pub fn apply(gpus: &mut [Gpu], snap: &NvmlSnapshot) -> Vec<Discrepancy> {
             continue;
         };
         let Some(r) = snap.gpus.get(&addr) else {
-            // NVML has devices it could not join (no handle or no PCI info: a GPU that fell off
-            // the bus answers GPU_IS_LOST there). Which of them is this GPU cannot be told, so
-            // say that NVML could not read it, and why, without attributing a reading.
-            if !snap.unjoined.is_empty() {
-                let why: Vec<String> = snap
-                    .unjoined
-                    .iter()
-                    .map(|u| format!("NVML device {}: {}", u.index, u.error))
-                    .collect();
-                gpu.nvidia
-                    .get_or_insert_with(NvidiaInfo::default)
-                    .nvml_error = Some(format!("not joined ({})", why.join("; ")));
-            }
+            note_unjoined(gpu, snap);
             continue;
         };
         matched.push(addr);
-        let id = gpu.pci_address.clone();
-        if let (Some(d), Some(k)) = (r.pci_device_id, gpu.device_id)
-            && d != k
-        {
-            note(
-                &mut out,
-                &id,
-                "device_id",
-                &format!("{k:#06x}"),
-                &format!("{d:#06x}"),
-            );
-        }
-        if let Some(name) = &r.name {
-            if gpu.model_source == ModelSource::Vendor {
-                if &gpu.model != name {
-                    note(&mut out, &id, "model", &gpu.model, name);
-                }
-            } else {
-                gpu.model = name.clone();
-                gpu.model_source = ModelSource::Vendor;
-            }
-        }
-        match (gpu.memory_bytes, r.memory_total_bytes) {
-            (None, Some(m)) => gpu.memory_bytes = Some(m),
-            (Some(k), Some(m)) if k != m => note(
-                &mut out,
-                &id,
-                "memory_bytes",
-                &k.to_string(),
-                &m.to_string(),
-            ),
-            _ => {}
-        }
-        let info = gpu.nvidia.get_or_insert_with(NvidiaInfo::default);
-        merge(&mut info.uuid, r.uuid.as_deref(), &mut out, &id, "uuid");
-        merge(
-            &mut info.compute_capability,
-            r.compute_capability.as_deref(),
-            &mut out,
-            &id,
-            "compute_capability",
-        );
-        merge(
-            &mut info.cuda_driver_version,
-            snap.cuda_driver_version.as_deref(),
-            &mut out,
-            &id,
-            "cuda_driver_version",
-        );
-        merge(&mut info.family, r.family, &mut out, &id, "family");
-        if let Some(m) = r.mig_enabled {
-            info.mig_enabled = Some(m);
-        }
-        if r.mig_devices.is_some() {
-            info.mig_devices = r.mig_devices;
-        }
-        if r.lost {
-            info.nvml_error = Some("gpu-lost".into());
-        } else if let Some(e) = r.errors.first() {
-            info.nvml_error = Some(e.clone());
-        }
+        merge_identity(gpu, r, &mut out);
+        merge_nvidia_info(gpu, r, snap, &mut out);
     }
     for (addr, r) in &snap.gpus {
         if !matched.contains(addr) {
@@ -150,6 +79,96 @@ pub fn apply(gpus: &mut [Gpu], snap: &NvmlSnapshot) -> Vec<Discrepancy> {
         tracing::warn!(gpu = %d.gpu, field = d.field, kernel = d.kernel.as_deref().unwrap_or("absent"), nvml = %d.nvml, "NVML disagrees with the kernel's files; keeping the kernel's value");
     }
     out
+}
+
+/// NVML has devices it could not join (no handle or no PCI info: a GPU that fell off the bus
+/// answers GPU_IS_LOST there). Which of them is this GPU cannot be told, so say that NVML
+/// could not read it, and why, without attributing a reading.
+fn note_unjoined(gpu: &mut Gpu, snap: &NvmlSnapshot) {
+    if snap.unjoined.is_empty() {
+        return;
+    }
+    let why: Vec<String> = snap
+        .unjoined
+        .iter()
+        .map(|u| format!("NVML device {}: {}", u.index, u.error))
+        .collect();
+    gpu.nvidia
+        .get_or_insert_with(NvidiaInfo::default)
+        .nvml_error = Some(format!("not joined ({})", why.join("; ")));
+}
+
+/// Device id, model and memory size: the kernel's values stay, NVML fills the gaps (and its
+/// name replaces a model from the ID tables).
+fn merge_identity(gpu: &mut Gpu, r: &GpuReading, out: &mut Vec<Discrepancy>) {
+    let id = gpu.pci_address.clone();
+    if let (Some(d), Some(k)) = (r.pci_device_id, gpu.device_id)
+        && d != k
+    {
+        note(
+            out,
+            &id,
+            "device_id",
+            &format!("{k:#06x}"),
+            &format!("{d:#06x}"),
+        );
+    }
+    if let Some(name) = &r.name {
+        if gpu.model_source == ModelSource::Vendor {
+            if &gpu.model != name {
+                note(out, &id, "model", &gpu.model, name);
+            }
+        } else {
+            gpu.model = name.clone();
+            gpu.model_source = ModelSource::Vendor;
+        }
+    }
+    match (gpu.memory_bytes, r.memory_total_bytes) {
+        (None, Some(m)) => gpu.memory_bytes = Some(m),
+        (Some(k), Some(m)) if k != m => {
+            note(out, &id, "memory_bytes", &k.to_string(), &m.to_string());
+        }
+        _ => {}
+    }
+}
+
+/// The NVIDIA details: UUID, compute capability, CUDA driver version, family, MIG and NVML's
+/// own read errors.
+fn merge_nvidia_info(
+    gpu: &mut Gpu,
+    r: &GpuReading,
+    snap: &NvmlSnapshot,
+    out: &mut Vec<Discrepancy>,
+) {
+    let id = gpu.pci_address.clone();
+    let info = gpu.nvidia.get_or_insert_with(NvidiaInfo::default);
+    merge(&mut info.uuid, r.uuid.as_deref(), out, &id, "uuid");
+    merge(
+        &mut info.compute_capability,
+        r.compute_capability.as_deref(),
+        out,
+        &id,
+        "compute_capability",
+    );
+    merge(
+        &mut info.cuda_driver_version,
+        snap.cuda_driver_version.as_deref(),
+        out,
+        &id,
+        "cuda_driver_version",
+    );
+    merge(&mut info.family, r.family, out, &id, "family");
+    if let Some(m) = r.mig_enabled {
+        info.mig_enabled = Some(m);
+    }
+    if r.mig_devices.is_some() {
+        info.mig_devices = r.mig_devices;
+    }
+    if r.lost {
+        info.nvml_error = Some("gpu-lost".into());
+    } else if let Some(e) = r.errors.first() {
+        info.nvml_error = Some(e.clone());
+    }
 }
 
 #[cfg(test)]
