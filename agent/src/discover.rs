@@ -149,7 +149,7 @@ fn enrich(host: &mut Host, gpus: &mut [Gpu], nvml: &NvmlEvidence) -> Option<Nvml
                 kernel: d.kernel,
                 library: d.nvml,
             };
-            match gpus.iter_mut().find(|g| g.pci_address == d.gpu) {
+            match gpus.iter_mut().find(|g| g.pci_address == d.gpu.as_str()) {
                 Some(g) if d.kernel.is_some() => g.disagreements.push(d),
                 _ => host.disagreements.push(d),
             }
@@ -246,7 +246,7 @@ fn build_gpu(
         vendor_model.as_deref(),
     );
     Gpu {
-        pci_address: p.address.to_string(),
+        pci_address: p.address,
         vendor: p.vendor,
         vendor_id: p.vendor_id,
         device_id: p.device_id,

@@ -98,8 +98,8 @@ impl LabelHold {
         let mut for_labels: BTreeMap<String, Gpu> = BTreeMap::new();
         let mut seen = BTreeSet::new();
         for g in &report.gpus {
-            seen.insert(g.pci_address.clone());
-            let use_good = match self.entries.get_mut(&g.pci_address) {
+            seen.insert(g.pci_address.to_string());
+            let use_good = match self.entries.get_mut(&g.pci_address.to_string()) {
                 Some(e) => {
                     e.absent = 0;
                     let new_failure = !unread_paths(g).is_subset(&unread_paths(&e.good));
@@ -127,7 +127,7 @@ impl LabelHold {
                 }
                 None => {
                     self.entries.insert(
-                        g.pci_address.clone(),
+                        g.pci_address.to_string(),
                         Entry {
                             good: g.clone(),
                             good_at: now,
@@ -138,7 +138,10 @@ impl LabelHold {
                     None
                 }
             };
-            for_labels.insert(g.pci_address.clone(), use_good.unwrap_or_else(|| g.clone()));
+            for_labels.insert(
+                g.pci_address.to_string(),
+                use_good.unwrap_or_else(|| g.clone()),
+            );
         }
         let max_hold = self.max_hold;
         self.entries.retain(|addr, e| {

@@ -26,7 +26,7 @@
 //! reads this list and every file under `agent/src` and fails naming the file and import
 //! otherwise. A new top-level module needs a place here.
 //!
-//! 1. base: hostroot, duration, status, hostpaths, httpconn, tls
+//! 1. base: hostroot, duration, status, pciaddr, hostpaths, httpconn, tls
 //! 2. text: parse
 //! 3. model: cause, model
 //! 4. host: textcap, names, pci, host, vendors, talos
@@ -57,6 +57,7 @@ pub mod names;
 pub mod nvml;
 pub mod parse;
 pub mod pci;
+pub mod pciaddr;
 pub mod pods;
 pub mod readaudit;
 pub mod render;

@@ -140,6 +140,7 @@ impl fmt::Display for Vendor {
     }
 }
 
+pub use crate::pciaddr::PciAddress;
 pub use crate::status::Status;
 
 /// One problem found with a GPU's driver stack, with what to change.
@@ -333,7 +334,8 @@ pub enum ModelSource {
 /// One GPU (one PCI function of a GPU vendor with a display or accelerator class).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Gpu {
-    pub pci_address: String,
+    /// Written in the sysfs form, `0000:3b:00.0`.
+    pub pci_address: PciAddress,
     pub vendor: Vendor,
     /// PCI ids, class and revision are integers here and hex text in the report
     /// (`0x1002`, `0x030000`, `0xc1`; see [`hex`]).
@@ -384,9 +386,11 @@ impl Gpu {
     /// `0x030000`, nothing else known (no device id, driver or vendor details) and status `ok`.
     /// Tests set what they need with `Gpu { driver: .., ..Gpu::test(vendor, addr) }`, so a new
     /// field means one edit here.
+    ///
+    /// Panics when `pci_address` is not a PCI address.
     pub fn test(vendor: Vendor, pci_address: &str) -> Self {
         Self {
-            pci_address: pci_address.to_owned(),
+            pci_address: pci_address.parse().expect("a PCI address"),
             vendor,
             vendor_id: vendor.pci_id(),
             device_id: None,

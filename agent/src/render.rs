@@ -98,7 +98,7 @@ fn gpu_table(out: &mut String, r: &Report) {
         .iter()
         .map(|g| {
             [
-                g.pci_address.clone(),
+                g.pci_address.to_string(),
                 g.vendor.to_string(),
                 g.model.clone(),
                 g.driver.clone().unwrap_or_else(|| "-".into()),

@@ -126,7 +126,6 @@ fn host(h: &mut Host) {
 }
 
 fn gpu(g: &mut Gpu) {
-    value(&mut g.pci_address);
     value(&mut g.model);
     opt(&mut g.driver);
     opt(&mut g.card);

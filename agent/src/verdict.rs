@@ -479,7 +479,7 @@ fn live_unbound_checks(
     if !explained {
         out.push(problem(Cause::DriverNotBound {
             driver: driver_module.to_owned(),
-            address: ctx.gpu.pci_address.clone(),
+            address: ctx.gpu.pci_address.to_string(),
             on_talos: ctx.on_talos,
             reason: not_bound_reason(ctx, driver_module),
         }));

@@ -702,11 +702,9 @@ fn check_exits_1_with_one_stderr_line_per_problem() {
             .flat_map(|g| g.problems.iter().map(move |p| verdict::problem_line(g, p)))
             .collect();
         assert_eq!(lines, expected, "{case}");
-        assert!(
-            lines
-                .iter()
-                .all(|l| l.starts_with(&report.gpus[0].pci_address) && l.contains("; fix: "))
-        );
+        assert!(lines.iter().all(
+            |l| l.starts_with(&report.gpus[0].pci_address.to_string()) && l.contains("; fix: ")
+        ));
 
         // `discover` shows the same verdicts and hints: in the table and in JSON.
         let table = gpuscout(&["discover", "--root", &root_arg(case)]);

@@ -397,7 +397,7 @@ impl Runner {
         self.prev_status = report
             .gpus
             .iter()
-            .map(|g| (g.pci_address.clone(), g.status))
+            .map(|g| (g.pci_address.to_string(), g.status))
             .collect();
         self.report = Some(report);
     }

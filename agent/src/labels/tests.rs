@@ -561,7 +561,7 @@ fn driver_version_sources() {
     assert_eq!(get(&l, "gpuscout.io/amd.driver"), Some("vfio-pci"));
     assert_eq!(get(&l, "gpuscout.io/amd.driver-version"), None);
     let mut other = strix_halo();
-    other.pci_address = "0000:c6:00.0".into();
+    other.pci_address = "0000:c6:00.0".parse().unwrap();
     let l = labels(&host(), &[passthrough, other]);
     assert_eq!(get(&l, "gpuscout.io/amd.driver"), Some("mixed"));
     assert_eq!(get(&l, "gpuscout.io/amd.driver.vfio-pci"), Some("1"));
@@ -600,7 +600,7 @@ fn amd_gpus_that_disagree_on_extras() {
     let mut no_kfd = dgpu.clone();
     no_kfd.amd = Some(AmdInfo::default());
     let mut same = dgpu.clone();
-    same.pci_address = "0000:04:00.0".into();
+    same.pci_address = "0000:04:00.0".parse().unwrap();
     let l = labels(&host(), &[same.clone(), no_kfd]);
     assert_eq!(get(&l, "gpuscout.io/amd.gfx"), None);
     assert_eq!(get(&l, "gpuscout.io/amd.cu-count"), None);
@@ -1009,15 +1009,15 @@ fn intel_nfd_keys() {
 fn every_key_and_value_is_valid_label_syntax() {
     let long = "Ultra Long Product Name ".repeat(9);
     let mut amd_long = strix_halo();
-    amd_long.pci_address = "0000:c6:00.0".into();
+    amd_long.pci_address = "0000:c6:00.0".parse().unwrap();
     amd_long.model = format!("{long}Ä (rev 1)");
     amd_long.model_source = ModelSource::Vendor;
     let mut amd_unicode = strix_halo();
-    amd_unicode.pci_address = "0000:c7:00.0".into();
+    amd_unicode.pci_address = "0000:c7:00.0".parse().unwrap();
     amd_unicode.model = "Radeon™ 780M (Phoenix) / ÄÖ".into();
     amd_unicode.amd.as_mut().unwrap().family = Some("weird family/©".into());
     let mut amd_vfio = strix_halo();
-    amd_vfio.pci_address = "0000:c8:00.0".into();
+    amd_vfio.pci_address = "0000:c8:00.0".parse().unwrap();
     amd_vfio.driver = Some("vfio-pci".into());
     amd_vfio.status = Status::BoundToOtherDriver;
     let mut nv_blank = with_nvml(rtx4090("0000:02:00.0"));

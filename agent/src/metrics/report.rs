@@ -30,7 +30,7 @@ pub fn collect(report: &Report, out: &mut Sink) {
         out.push(
             &f::GPU_INFO,
             vec![
-                ("gpu", g.pci_address.clone()),
+                ("gpu", g.pci_address.to_string()),
                 ("vendor", g.vendor.as_str().to_owned()),
                 ("model", g.model.clone()),
                 (
@@ -48,14 +48,14 @@ pub fn collect(report: &Report, out: &mut Sink) {
             out.push(
                 &f::GPU_DRIVER_STATUS,
                 vec![
-                    ("gpu", g.pci_address.clone()),
+                    ("gpu", g.pci_address.to_string()),
                     ("vendor", g.vendor.as_str().to_owned()),
                     ("status", s.as_str().to_owned()),
                 ],
                 f64::from(u8::from(g.status == s)),
             );
         }
-        let mut l = gpu_label(&g.pci_address);
+        let mut l = gpu_label(&g.pci_address.to_string());
         l.push(("vendor", g.vendor.as_str().to_owned()));
         out.push(
             &f::GPU_READY,
@@ -73,21 +73,16 @@ pub fn collect(report: &Report, out: &mut Sink) {
 }
 
 /// The PCI address as NVML's `nvmlPciInfo_t.busId` and DCGM exporter's `pci_bus_id` label spell
-/// it (`0000:3b:00.0` gives `00000000:3B:00.0`); empty for non-NVIDIA GPUs and for an address
-/// that does not parse.
+/// it (`0000:3b:00.0` gives `00000000:3B:00.0`); empty for non-NVIDIA GPUs.
 pub fn dcgm_bus_id(g: &crate::model::Gpu) -> String {
     if g.vendor != Vendor::Nvidia {
         return String::new();
     }
-    g.pci_address
-        .parse::<crate::pci::PciAddress>()
-        .map(|a| {
-            format!(
-                "{:08X}:{:02X}:{:02X}.{:X}",
-                a.domain, a.bus, a.device, a.function
-            )
-        })
-        .unwrap_or_default()
+    let a = g.pci_address;
+    format!(
+        "{:08X}:{:02X}:{:02X}.{:X}",
+        a.domain, a.bus, a.device, a.function
+    )
 }
 
 #[cfg(test)]
@@ -112,10 +107,8 @@ mod tests {
             .unwrap()
             .clone();
         assert_eq!(dcgm_bus_id(&g), "00000000:01:00.0");
-        g.pci_address = "0000:3b:0a.1".into();
+        g.pci_address = "0000:3b:0a.1".parse().unwrap();
         assert_eq!(dcgm_bus_id(&g), "00000000:3B:0A.1");
-        g.pci_address = "garbage".into();
-        assert_eq!(dcgm_bus_id(&g), "");
         let amd = r
             .gpus
             .iter()

@@ -54,9 +54,7 @@ pub fn apply(gpus: &mut [Gpu], snap: &NvmlSnapshot) -> Vec<Discrepancy> {
     let mut out = Vec::new();
     let mut matched: Vec<PciAddress> = Vec::new();
     for gpu in gpus.iter_mut().filter(|g| g.vendor == Vendor::Nvidia) {
-        let Ok(addr) = gpu.pci_address.parse::<PciAddress>() else {
-            continue;
-        };
+        let addr = gpu.pci_address;
         let Some(r) = snap.gpus.get(&addr) else {
             note_unjoined(gpu, snap);
             continue;
@@ -101,7 +99,7 @@ fn note_unjoined(gpu: &mut Gpu, snap: &NvmlSnapshot) {
 /// Device id, model and memory size: the kernel's values stay, NVML fills the gaps (and its
 /// name replaces a model from the ID tables).
 fn merge_identity(gpu: &mut Gpu, r: &GpuReading, out: &mut Vec<Discrepancy>) {
-    let id = gpu.pci_address.clone();
+    let id = gpu.pci_address.to_string();
     if let (Some(d), Some(k)) = (r.pci_device_id, gpu.device_id)
         && d != k
     {
@@ -140,7 +138,7 @@ fn merge_nvidia_info(
     snap: &NvmlSnapshot,
     out: &mut Vec<Discrepancy>,
 ) {
-    let id = gpu.pci_address.clone();
+    let id = gpu.pci_address.to_string();
     let info = gpu.nvidia.get_or_insert_with(NvidiaInfo::default);
     merge(&mut info.uuid, r.uuid.as_deref(), out, &id, "uuid");
     merge(

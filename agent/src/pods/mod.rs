@@ -385,7 +385,7 @@ impl Source for ProcessSource {
             .report
             .gpus
             .iter()
-            .map(|g| g.pci_address.clone())
+            .map(|g| g.pci_address.to_string())
             .collect();
         let mut st = lock(&self.state);
         let st = &mut *st;
@@ -400,7 +400,7 @@ impl Source for ProcessSource {
             .gpus
             .iter()
             .filter(|g| g.vendor == Vendor::Nvidia)
-            .map(|g| g.pci_address.clone())
+            .map(|g| g.pci_address.to_string())
             .collect();
         if let (Some(nvml), false) = (&self.nvml, nvidia.is_empty()) {
             let last_seen = nvidia
