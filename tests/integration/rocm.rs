@@ -134,7 +134,7 @@ fn inner_rocm_smi_reads_the_mounted_fixture() {
     for g in ours {
         let r = rocm
             .iter()
-            .find(|r| r.address.map(|a| a.to_string()).as_deref() == Some(&g.pci_address))
+            .find(|r| r.address == Some(g.pci_address))
             .unwrap_or_else(|| panic!("ROCm SMI does not list {}", g.pci_address));
         let amd = g.amd.as_ref().unwrap();
         assert_eq!(r.vendor_id, Some(0x1002));
