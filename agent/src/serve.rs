@@ -698,6 +698,9 @@ pub async fn run(cfg: ServeConfig) -> Result<u8, Error> {
     // NVML: readings as a metrics source, versions for the verdicts in every discovery pass.
     let nvml = crate::nvml::Nvml::start(nvml);
     daemon.add_source(Arc::new(crate::nvml::source::NvmlSource::new(nvml.clone())));
+    // ROCm SMI (feature `rocm-smi`): energy, RAS counts, memory busy, PCIe replays.
+    #[cfg(feature = "rocm-smi")]
+    daemon.add_source(Arc::new(crate::rocm::source::RocmSmiSource::new()));
     // Who uses each GPU: kubelet allocations and per-process usage (agent/src/pods).
     wire_pods(&mut daemon, &pods, Some(nvml.clone()), scrape_timeout);
     if !disable_source.is_empty() {
