@@ -185,7 +185,7 @@ fn inner_rocm_smi_source_scrapes_the_mounted_fixture() {
         panic!("{ENV_FIXTURE} is not set: this test runs only inside the source test's namespace")
     }));
     let root = HostRoot::new(&fixture).unwrap();
-    let report = discover::discover(&root, &Options::default());
+    let report = discover::discover(&root, &Options::default(), &Default::default());
     let ctx = ScrapeContext {
         root,
         report: std::sync::Arc::new(report),
