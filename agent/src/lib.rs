@@ -8,11 +8,12 @@
 //!   vendors/* ────┘  amdgpu + KFD, NVIDIA procfs, Intel id tables
 //!   nvml ─────────── NVML on its own worker thread (optional enrichment)
 //!        │
-//!   discover ──► verdict (driver stack per GPU) ──► labels (pure) ──► Report
-//!        │                                                             │
-//!   render (table/json/yaml) ◄── cli: discover / check ◄───────────────┤
-//!                                                                      │
-//!   serve: discovery every 30 s ──► watch<Arc<Report>> ◄───────────────┘
+//!   discover(root, options, Evidence{Node extensions, NVML, Talos API}): scan ──► enrich
+//!            ──► verdict (driver stack per GPU, Talos API refinement) ──► labels ──► Report
+//!        │                                                                             │
+//!   render (table/json/yaml) ◄── cli: discover / check ◄───────────────────────────────┤
+//!                                                                                      │
+//!   serve: discovery every 30 s ──► watch<Arc<Report>> ◄───────────────────────────────┘
 //!        └─► /metrics: metrics::{pci,amdgpu,i915,xe,nvidia_procfs,talos} read at scrape time
 //!                      pods::{podresources,processes}: who uses each GPU (kubelet, /proc, NVML)
 //!
