@@ -22,6 +22,7 @@
 //! Every module documents which kernel files it reads and what happens when they are missing.
 
 pub mod authn;
+pub mod backoff;
 pub mod capture;
 pub mod cause;
 pub mod cli;

@@ -26,7 +26,6 @@
 //! kube's own retry layer is switched off by [`connect`] to avoid stacking two retry loops.
 
 mod args;
-mod backoff;
 mod client;
 mod events;
 mod metrics;
@@ -36,7 +35,6 @@ pub mod prune;
 mod sync;
 
 pub use args::{K8sArgs, LabelMode};
-pub use backoff::Backoff;
 pub use client::connect;
 pub use events::EventLimiter;
 pub use metrics::SyncMetrics;

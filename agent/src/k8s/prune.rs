@@ -378,12 +378,7 @@ impl Api<'_> {
                 .await
                 .map_err(Error::Transport)?;
             let status = resp.status().as_u16();
-            let retry_after = resp
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+            let retry_after = crate::backoff::retry_after_header(resp.headers());
             let body = resp
                 .into_body()
                 .collect()

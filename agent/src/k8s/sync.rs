@@ -32,11 +32,11 @@
 
 use super::Error;
 use super::args::LabelMode;
-use super::backoff::Backoff;
 use super::events::{EventLimiter, VerdictChange, event_body, verdict_changes};
 use super::metrics::SyncMetrics;
 use super::nfd::{nfd_file_text, nodefeature_body, nodefeature_name, write_nfd_file};
 use super::owned::{FIELD_MANAGER, NodeView, extensions_from_node, needs_apply, stale_prefix_keys};
+use crate::backoff::Backoff;
 use crate::model::{Extension, Report, Status};
 use futures::{Stream, StreamExt};
 use http_body_util::BodyExt;
@@ -998,12 +998,7 @@ impl Runner {
                 .await
                 .map_err(Error::Transport)?;
             let status = resp.status().as_u16();
-            let retry_after = resp
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+            let retry_after = crate::backoff::retry_after_header(resp.headers());
             // Bounded before JSON parsing: one Node's metadata is far below etcd's 1.5 MiB
             // object limit; a larger answer is not one the agent asked for.
             let body = http_body_util::Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)

@@ -23,8 +23,9 @@
 //!   threads may exist at once (stuck ones included); past that the source stays failed
 //!   ([`Error::Wedged`]) until a stuck thread returns, and the liveness probe is the way out.
 //! * **Init failures** (`DriverNotLoaded`, library missing, version mismatch) are retried with
-//!   capped exponential backoff ([`NvmlConfig::backoff_initial`] doubling up to
-//!   [`NvmlConfig::backoff_max`]); between attempts callers get the last error at once.
+//!   capped exponential backoff (the shared [`crate::backoff::Backoff`]:
+//!   [`NvmlConfig::backoff_initial`] doubling up to [`NvmlConfig::backoff_max`], jittered);
+//!   between attempts callers get the last error at once.
 //! * **Facts** for the `driver-version-mismatch` verdict: [`NvmlFacts`] (the verdict's own type):
 //!   NVML's driver and CUDA versions, and NVML's own `NVML_ERROR_LIB_RM_VERSION_MISMATCH`. A
 //!   driver version that differs from the kernel module's (`/proc/driver/nvidia/version`,
@@ -38,6 +39,7 @@ pub mod locate;
 mod read;
 pub mod source;
 
+use crate::backoff::Backoff;
 use crate::hostroot::HostRoot;
 use crate::pci::PciAddress;
 use crate::vendors::nvidia::{self as nvidia_procfs, KernelModule};
@@ -114,7 +116,8 @@ pub struct NvmlConfig {
     pub call_timeout: Duration,
     /// Deadline of `nvmlInit` and of getting a device handle.
     pub init_timeout: Duration,
-    /// First retry delay after a failure; doubles per failure.
+    /// Upper bound of the first retry delay after a failure; doubles per failure (jittered
+    /// into its upper half by [`Backoff`]).
     pub backoff_initial: Duration,
     /// Longest retry delay.
     pub backoff_max: Duration,
@@ -314,7 +317,7 @@ struct State {
     worker: Option<Worker>,
     state: NvmlState,
     next_attempt: Option<Instant>,
-    backoff: Duration,
+    backoff: Backoff,
     facts: Option<NvmlFacts>,
     last: Option<Arc<NvmlSnapshot>>,
 }
@@ -351,7 +354,7 @@ impl Nvml {
     /// Create the source. Nothing is loaded until the first [`NvmlHandle::snapshot`] (or
     /// [`NvmlHandle::init`]).
     pub fn start(cfg: NvmlConfig) -> NvmlHandle {
-        let backoff = cfg.backoff_initial;
+        let backoff = Backoff::new(cfg.backoff_initial, cfg.backoff_max);
         NvmlHandle {
             inner: Arc::new(Inner {
                 cfg,
@@ -557,10 +560,8 @@ impl NvmlHandle {
             // after its call; a stuck one stays stuck and is counted until it returns.
             st.worker = None;
         }
-        let jitter = 1.0 + (fastrand::f64() - 0.5) * 0.2;
-        let delay = st.backoff.mul_f64(jitter);
+        let delay = st.backoff.next_delay(None);
         st.next_attempt = Some(Instant::now() + delay);
-        st.backoff = (st.backoff * 2).min(self.inner.cfg.backoff_max);
         let new_state = if e.is_absent() {
             NvmlState::Absent
         } else {
@@ -621,7 +622,7 @@ impl NvmlHandle {
                     beat: beat.clone(),
                 });
                 st.state = NvmlState::Ready;
-                st.backoff = self.inner.cfg.backoff_initial;
+                st.backoff.reset();
                 st.next_attempt = None;
                 Ok((tx, beat))
             }
