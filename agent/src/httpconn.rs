@@ -162,9 +162,7 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Ok(mut m) = self.conns.lock() {
-            m.remove(&self.id);
-        }
+        crate::lock::lock(&self.conns).remove(&self.id);
         self.open.dec();
     }
 }
@@ -189,7 +187,7 @@ impl Gate {
     /// A slot for a new connection. At the cap the longest-idle connection is evicted to make
     /// room; `None` when every admitted connection is busy or reading a header.
     pub fn admit(&self) -> Option<Slot> {
-        let mut m = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = crate::lock::lock(&self.conns);
         if m.len() >= self.limits.max_connections {
             let victim = m
                 .iter()

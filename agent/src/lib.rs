@@ -35,6 +35,8 @@ pub mod hostroot;
 pub mod httpconn;
 pub mod k8s;
 pub mod labels;
+pub mod lock;
+pub mod logonce;
 pub mod metrics;
 pub mod model;
 pub mod names;

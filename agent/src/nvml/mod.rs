@@ -41,13 +41,14 @@ pub mod source;
 
 use crate::backoff::Backoff;
 use crate::hostroot::HostRoot;
+use crate::lock::lock;
 use crate::pci::PciAddress;
 use crate::vendors::nvidia::{self as nvidia_procfs, KernelModule};
 use read::XidCounts;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -373,13 +374,6 @@ impl Nvml {
                 xid: Arc::new(Mutex::new(BTreeMap::new())),
             }),
         }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
     }
 }
 

@@ -28,6 +28,7 @@ pub mod scan;
 pub mod usage;
 
 use crate::hostroot::HostRoot;
+use crate::lock::lock;
 use crate::metrics::families::{Desc, Kind};
 use crate::metrics::{Errors, ScrapeContext, Sink, Source, SourceError};
 use crate::model::Vendor;
@@ -145,10 +146,6 @@ pub fn wire(
             usize::try_from(args.process_max_series).unwrap_or(usize::MAX),
         )));
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// How long MIG UUIDs read from NVML are reused.

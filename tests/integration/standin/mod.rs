@@ -274,7 +274,7 @@ impl StandIn {
     }
 
     fn st(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        gpuscout::lock::lock(&self.state)
     }
 
     /// Add a DaemonSet `namespace/name` whose one container runs `image` (LIST only).
