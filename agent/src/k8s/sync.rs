@@ -37,6 +37,7 @@ use super::metrics::SyncMetrics;
 use super::nfd::{nfd_file_text, nodefeature_body, nodefeature_name, write_nfd_file};
 use super::owned::{FIELD_MANAGER, NodeView, extensions_from_node, needs_apply, stale_prefix_keys};
 use crate::backoff::Backoff;
+use crate::logonce::LogOnce;
 use crate::model::{Extension, Report, Status};
 use futures::{Stream, StreamExt};
 use http_body_util::BodyExt;
@@ -49,7 +50,7 @@ use kube::core::{
 };
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -338,8 +339,11 @@ struct Runner {
     prev_status: BTreeMap<String, Status>,
     pending_events: Vec<VerdictChange>,
     limiter: EventLimiter,
-    /// Failure kinds logged since the last success (each is logged once).
-    logged: BTreeSet<&'static str>,
+    /// Failure kinds logged since the last successful sync (each is logged once).
+    logged: LogOnce<&'static str>,
+    /// Event posts: a failure is logged once until a post succeeds again. Separate from
+    /// `logged`, so a failing Event neither hides nor fakes a "label sync recovered".
+    events_logged: LogOnce<()>,
     /// LIST before the next watch or write (resync due, watch cut midway, 410, 504).
     relist: bool,
     resync_at: Option<Instant>,
@@ -374,7 +378,8 @@ impl Runner {
             prev_status: BTreeMap::new(),
             pending_events: Vec::new(),
             limiter,
-            logged: BTreeSet::new(),
+            logged: LogOnce::new(),
+            events_logged: LogOnce::new(),
             relist: false,
             resync_at: None,
             spread_done: false,
@@ -415,7 +420,7 @@ impl Runner {
         match self.sync_once().await {
             Ok(Outcome::NodeAbsent) => {
                 self.metrics.sync_result("node_not_found");
-                if self.logged.insert("node_not_found") {
+                if self.logged.first("node_not_found") {
                     error!(
                         node = %self.cfg.node_name,
                         "Node not found: check NODE_NAME (downward API spec.nodeName); waiting for it to appear, nothing is created"
@@ -429,9 +434,8 @@ impl Runner {
                 self.metrics
                     .sync_result(if wrote { "applied" } else { "unchanged" });
                 self.metrics.mark_synced();
-                if !self.logged.is_empty() {
+                if self.logged.clear() {
                     info!(node = %self.cfg.node_name, "label sync recovered");
-                    self.logged.clear();
                 }
                 self.backoff.reset();
                 true
@@ -461,7 +465,7 @@ impl Runner {
         let label = e.metric_label();
         self.metrics.sync_result(label);
         let delay = self.backoff.next_delay(e.retry_after());
-        if self.logged.insert(label) {
+        if self.logged.first(label) {
             match e {
                 Error::Forbidden(_) | Error::NodeNotFound(_) => {
                     error!(node = %self.cfg.node_name, error = %e, retry_in = ?delay, "label sync failed; check the agent's RBAC and NODE_NAME")
@@ -965,12 +969,15 @@ impl Runner {
             match self.send(req).await {
                 Ok(_) => {
                     self.metrics.event("posted");
+                    self.events_logged.clear();
                     info!(gpu = %change.gpu, status = %change.to, "posted Event");
                 }
                 Err(e) => {
                     self.metrics.event("failed");
-                    if self.logged.insert("event") {
+                    if self.events_logged.first(()) {
                         warn!(error = %e, "posting an Event failed; Events are best effort");
+                    } else {
+                        debug!(error = %e, "posting an Event failed again");
                     }
                 }
             }

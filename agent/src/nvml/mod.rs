@@ -42,6 +42,7 @@ pub mod source;
 use crate::backoff::Backoff;
 use crate::hostroot::HostRoot;
 use crate::lock::lock;
+use crate::logonce::LogOnce;
 use crate::pci::PciAddress;
 use crate::vendors::nvidia::{self as nvidia_procfs, KernelModule};
 use read::XidCounts;
@@ -332,6 +333,8 @@ struct Inner {
     hangs: AtomicU64,
     started: AtomicU64,
     xid: Arc<Mutex<XidCounts>>,
+    /// Failure reasons warned about since the worker was last ready.
+    logged: LogOnce<String>,
 }
 
 /// Handle to the NVML source. Cheap to clone; all clones share one worker.
@@ -372,6 +375,7 @@ impl Nvml {
                 hangs: AtomicU64::new(0),
                 started: AtomicU64::new(0),
                 xid: Arc::new(Mutex::new(BTreeMap::new())),
+                logged: LogOnce::new(),
             }),
         }
     }
@@ -545,8 +549,8 @@ impl NvmlHandle {
         }
     }
 
-    /// Record a failure: drop (abandon) the worker when asked, schedule the next attempt, log
-    /// once per change of error. Returns the error for the caller.
+    /// Record a failure: drop (abandon) the worker when asked, schedule the next attempt, warn
+    /// once per reason until the source is ready again. Returns the error for the caller.
     fn fail(&self, e: Error, drop_worker: bool) -> Error {
         let mut st = lock(&self.inner.state);
         if drop_worker {
@@ -561,18 +565,15 @@ impl NvmlHandle {
         } else {
             NvmlState::Failed(e.clone())
         };
-        let changed = st.state != new_state;
         st.state = new_state;
         drop(st);
         if e.is_absent() {
             tracing::debug!(error = %e, "NVML not available on this node");
-        } else if changed && !self.inner.cfg.quiet {
+        } else if self.inner.logged.first(e.to_string()) && !self.inner.cfg.quiet {
             let stuck = self.health().stuck_threads;
             tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, stuck_threads = stuck, "NVML source failed");
-        } else if changed {
-            tracing::debug!(error = %e, "NVML source failed");
         } else {
-            tracing::debug!(error = %e, retry_in_ms = delay.as_millis() as u64, "NVML source still failing");
+            tracing::debug!(error = %e, retry_in_ms = delay.as_millis() as u64, "NVML source failed");
         }
         e
     }
@@ -618,6 +619,8 @@ impl NvmlHandle {
                 st.state = NvmlState::Ready;
                 st.backoff.reset();
                 st.next_attempt = None;
+                drop(st);
+                self.inner.logged.clear();
                 Ok((tx, beat))
             }
             Ok(Err(e)) => {

@@ -11,6 +11,7 @@ use super::TalosApiArgs;
 use super::client::{Client, Error, Settings};
 use super::facts::TalosApiFacts;
 use crate::backoff::Backoff;
+use crate::logonce::LogOnce;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
@@ -20,8 +21,8 @@ pub async fn fetch_once(settings: &Settings) -> Result<TalosApiFacts, Error> {
     TalosApiFacts::fetch(&client).await
 }
 
-/// Daemon-side state: where the settings come from, the client, the backoff and the last error
-/// reported.
+/// Daemon-side state: where the settings come from, the client, the backoff, the last error and
+/// the reasons already logged.
 ///
 /// The talosconfig is read again before every poll: Talos renews the ServiceAccount's client
 /// certificate (6 h lifetime, renewed with under 1 h left) and the kubelet updates the mounted
@@ -34,6 +35,7 @@ pub struct Poller {
     /// No attempt before this instant (set after a failure).
     next_try: Option<Instant>,
     last_error: Option<String>,
+    logged: LogOnce<String>,
 }
 
 /// The poller's default backoff: 1 s doubling up to 5 min.
@@ -58,6 +60,7 @@ impl Poller {
             backoff,
             next_try: None,
             last_error: None,
+            logged: LogOnce::new(),
         })
     }
 
@@ -77,7 +80,8 @@ impl Poller {
         }
         match self.try_fetch().await {
             Ok(f) => {
-                if self.last_error.take().is_some() {
+                self.last_error = None;
+                if self.logged.clear() {
                     info!(
                         endpoint = self.client.as_ref().map(|(_, c)| c.endpoint()),
                         "Talos API reachable again"
@@ -93,7 +97,7 @@ impl Poller {
                 let wait = self.backoff.next_delay(None);
                 self.next_try = Some(Instant::now() + wait);
                 let reason = e.to_string();
-                if self.last_error.as_deref() != Some(reason.as_str()) {
+                if self.logged.first(reason.clone()) {
                     warn!(
                         kind = e.metric_label(),
                         retry_in_s = wait.as_secs(),
