@@ -21,6 +21,7 @@
 //!
 //! Every module documents which kernel files it reads and what happens when they are missing.
 
+pub mod attr;
 pub mod authn;
 pub mod backoff;
 pub mod capture;
