@@ -22,9 +22,9 @@
 //! A failure on one Node or object is logged, counted and does not stop the others; the
 //! caller exits non-zero when any happened, so a Job retries.
 
-use super::Error;
 use super::nfd::nodefeature_name;
 use super::owned::{FIELD_MANAGER, NodeView};
+use super::{Error, Kind};
 use http_body_util::BodyExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
@@ -236,7 +236,7 @@ impl Api<'_> {
                             (name == nodefeature_name(&node)).then_some(name)
                         })
                         .collect(),
-                    Err(Error::NodeNotFound(_)) => {
+                    Err(e) if e.is_not_found(Kind::NodeFeature) => {
                         info!(
                             namespace = ns,
                             "no NodeFeature API in this cluster: nothing to delete"
@@ -268,7 +268,7 @@ impl Api<'_> {
                     info!(namespace = ns, name = %name, "deleted NodeFeature");
                     report.nodefeatures_deleted.push(name);
                 }
-                Err(Error::NodeNotFound(_)) => {}
+                Err(e) if e.is_not_found(Kind::NodeFeature) => {}
                 Err(e) => report
                     .failures
                     .push(format!("deleting NodeFeature {ns}/{name}: {e}")),
@@ -288,7 +288,7 @@ impl Api<'_> {
             },
             Nodes::One(name) => match self.get_node(name).await {
                 Ok(v) => vec![(name.clone(), v)],
-                Err(Error::NodeNotFound(_)) => {
+                Err(e) if e.is_not_found(Kind::Node) => {
                     report.failures.push(format!("node {name:?} not found"));
                     return;
                 }
@@ -336,7 +336,7 @@ impl Api<'_> {
                 Ok(_) => return Ok(keys),
                 Err(Error::Conflict(_)) => view = self.get_node(name).await?,
                 // Deleted since the list: nothing left to clean.
-                Err(Error::NodeNotFound(_)) => return Ok(Vec::new()),
+                Err(e) if e.is_not_found(Kind::Node) => return Ok(Vec::new()),
                 Err(e) => return Err(e),
             }
         }
@@ -368,7 +368,8 @@ impl Api<'_> {
     }
 
     /// One request under the request timeout; the body of a 2xx answer. 404 is
-    /// [`Error::NodeNotFound`] with the path (the callers treat it as "gone").
+    /// [`Error::NotFound`] with the kind the path addresses (the callers treat it as "gone");
+    /// no answer in time is [`Error::Timeout`].
     async fn send(&self, req: http::Request<Vec<u8>>) -> Result<bytes::Bytes, Error> {
         let path = req.uri().path().to_owned();
         let fut = async {
@@ -391,10 +392,7 @@ impl Api<'_> {
             match tokio::time::timeout(self.cfg.request_timeout, fut).await {
                 Ok(r) => r?,
                 Err(_) => {
-                    return Err(Error::Api {
-                        code: 0,
-                        message: format!("{path}: request timed out"),
-                    });
+                    return Err(Error::Timeout { what: path });
                 }
             };
         if (200..300).contains(&status) {
@@ -406,7 +404,7 @@ impl Api<'_> {
             .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
         Err(match status {
             403 => Error::Forbidden(message),
-            404 => Error::NodeNotFound(path),
+            404 => Error::not_found(&path),
             409 => Error::Conflict(message),
             429 => Error::Throttled { retry_after },
             code => Error::Api { code, message },

@@ -30,12 +30,12 @@
 //!   WATCH and first write, so a single node is labelled within about a second of its first
 //!   discovery and 5,000 agents still spread out.
 
-use super::Error;
 use super::args::LabelMode;
 use super::events::{EventLimiter, VerdictChange, event_body, verdict_changes};
 use super::metrics::SyncMetrics;
 use super::nfd::{nfd_file_text, nodefeature_body, nodefeature_name, write_nfd_file};
 use super::owned::{FIELD_MANAGER, NodeView, extensions_from_node, needs_apply, stale_prefix_keys};
+use super::{Error, Kind};
 use crate::backoff::Backoff;
 use crate::logonce::LogOnce;
 use crate::model::{Extension, Report, Status};
@@ -467,8 +467,14 @@ impl Runner {
         let delay = self.backoff.next_delay(e.retry_after());
         if self.logged.first(label) {
             match e {
-                Error::Forbidden(_) | Error::NodeNotFound(_) => {
+                Error::Forbidden(_)
+                | Error::NotFound {
+                    kind: Kind::Node, ..
+                } => {
                     error!(node = %self.cfg.node_name, error = %e, retry_in = ?delay, "label sync failed; check the agent's RBAC and NODE_NAME")
+                }
+                Error::NotFound { .. } => {
+                    error!(node = %self.cfg.node_name, error = %e, retry_in = ?delay, "label sync failed; what it writes to does not exist")
                 }
                 _ => {
                     warn!(node = %self.cfg.node_name, error = %e, retry_in = ?delay, "label sync failed; retrying with backoff")
@@ -807,9 +813,8 @@ impl Runner {
             }
             Err(_) => {
                 self.metrics.request("timeout");
-                return Err(Error::Api {
-                    code: 0,
-                    message: "watch request timed out".to_owned(),
+                return Err(Error::Timeout {
+                    what: "watching the Node".to_owned(),
                 });
             }
         };
@@ -904,7 +909,9 @@ impl Runner {
                     self.nodefeature_labels = Some(nf.spec.map(|s| s.labels).unwrap_or_default());
                 }
                 // Absent: the apply below creates it (the first write).
-                Err(Error::NodeNotFound(_)) => self.nodefeature_labels = Some(BTreeMap::new()),
+                Err(e) if e.is_not_found(Kind::NodeFeature) => {
+                    self.nodefeature_labels = Some(BTreeMap::new())
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -999,6 +1006,7 @@ impl Runner {
         let Some(client) = self.client.clone() else {
             return Err(Error::NoCluster);
         };
+        let path = req.uri().path().to_owned();
         let fut = async move {
             let resp = client
                 .send(req.map(kube::client::Body::from))
@@ -1030,10 +1038,7 @@ impl Runner {
                 }
                 Err(_) => {
                     self.metrics.request("timeout");
-                    return Err(Error::Api {
-                        code: 0,
-                        message: "request timed out".to_owned(),
-                    });
+                    return Err(Error::Timeout { what: path });
                 }
             };
         self.metrics.request(match status {
@@ -1058,7 +1063,7 @@ impl Runner {
             .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
         Err(match status {
             403 => Error::Forbidden(message),
-            404 => Error::NodeNotFound(self.cfg.node_name.clone()),
+            404 => Error::not_found(&path),
             409 => Error::Conflict(message),
             410 => Error::Gone,
             429 => Error::Throttled { retry_after },
