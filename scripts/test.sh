@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, and every test (unit, integration against fixture host
-# roots and real tools). Installs missing tools first (scripts/install-deps.sh).
+# roots and real tools). Installs nothing: it checks that the tools are there and, if not, says
+# what is missing and to run scripts/install-deps.sh first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/install-deps.sh
+if ! scripts/install-deps.sh --check; then
+  echo "test.sh: tools are missing; run scripts/install-deps.sh (as root or with sudo) first" >&2
+  exit 2
+fi
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy (default features, then with rocm-smi)"
