@@ -25,6 +25,7 @@
 use super::nfd::nodefeature_name;
 use super::owned::{FIELD_MANAGER, NodeView};
 use super::{Error, Kind};
+use crate::logonce::LogOnce;
 use http_body_util::BodyExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
@@ -34,7 +35,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 const NODES: &str = "/api/v1/nodes";
 /// The label NFD and our NodeFeature carry: the Node it describes.
@@ -167,7 +168,8 @@ impl Api<'_> {
         let deadline = Instant::now() + self.cfg.wait;
         let path = format!("/api/v1/namespaces/{ns}/pods");
         let lp = ListParams::default().labels(selector);
-        let mut said = false;
+        let said = LogOnce::new();
+        let failed = LogOnce::new();
         loop {
             let left = match kube::core::Request::new(&path).list_metadata(&lp) {
                 Ok(req) => match self.send(req).await {
@@ -180,7 +182,7 @@ impl Api<'_> {
             };
             match left {
                 Ok(0) => {
-                    if said {
+                    if said.any() {
                         info!(namespace = ns, selector, "the agents are gone");
                     }
                     return 0;
@@ -191,21 +193,24 @@ impl Api<'_> {
                     return n;
                 }
                 Ok(n) => {
-                    if !said {
+                    failed.clear();
+                    if said.first(()) {
                         info!(
                             namespace = ns,
                             selector,
                             pods = n,
                             "waiting for the agents to stop"
                         );
-                        said = true;
                     }
                 }
                 Err(e) if Instant::now() >= deadline => {
                     warn!(error = %e, "cannot list the agent pods; pruning without waiting longer");
                     return 0;
                 }
-                Err(e) => warn!(error = %e, "listing the agent pods failed; retrying"),
+                Err(e) if failed.first(e.metric_label()) => {
+                    warn!(error = %e, "listing the agent pods failed; retrying")
+                }
+                Err(e) => debug!(error = %e, "listing the agent pods failed again"),
             }
             tokio::time::sleep(self.cfg.poll).await;
         }
