@@ -2,10 +2,11 @@
 //!
 //! The daemon asks [`Poller::poll`] once per pass. After a failure it does not call the API
 //! again until the shared [`Backoff`] has passed (up to 1 s, 2 s, 4 s, ... up to 5 min, with the
-//! backoff's jitter), and it logs one `warn` line per *distinct* reason, not one per attempt: no
-//! retry storm, no log storm. While the API is unusable `poll` returns `None` and the agent uses
-//! file and label evidence. It reads the talosconfig (`--talos-api-config`) before every poll;
-//! a missing file is an error like any other and is retried the same way.
+//! backoff's jitter), and it logs one `warn` line per *distinct* reason until the API answers
+//! again ([`crate::logonce::LogOnce`]), not one per attempt: no retry storm, no log storm. While
+//! the API is unusable `poll` returns `None` and the agent uses file and label evidence. It reads
+//! the talosconfig (`--talos-config`) before every poll; a missing file is an error like any
+//! other and is retried the same way.
 
 use super::TalosApiArgs;
 use super::client::{Client, Error, Settings};
