@@ -671,6 +671,9 @@ pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<u8, Error> {
     // NVML: readings as a metrics source, versions for the verdicts in every discovery pass.
     let nvml = crate::nvml::Nvml::start(global.nvml_config(&root));
     daemon.add_source(Arc::new(crate::nvml::source::NvmlSource::new(nvml.clone())));
+    // ROCm SMI (feature `rocm-smi`): energy, RAS counts, memory busy, PCIe replays.
+    #[cfg(feature = "rocm-smi")]
+    daemon.add_source(Arc::new(crate::rocm::source::RocmSmiSource::new()));
     // Who uses each GPU: kubelet allocations and per-process usage (agent/src/pods).
     crate::pods::wire(
         &mut daemon,

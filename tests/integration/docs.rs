@@ -709,7 +709,7 @@ fn report_schema_validates_every_report() {
 #[test]
 fn rust_version_covers_every_dependency() {
     let out = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--offline", "--locked"])
+        .args(["metadata", "--format-version", "1", "--locked"])
         .current_dir(repo())
         .output()
         .expect("cargo metadata");

@@ -519,5 +519,8 @@ fn disable_source_names_match_the_sources() {
     names.push("nvml");
     // agent/src/pods: added by `serve` unless --pod-resources / --process-metrics are false
     names.extend(["podresources", "processes"]);
+    // agent/src/rocm/source.rs: added by `serve` when built with the feature
+    #[cfg(feature = "rocm-smi")]
+    names.push("rocm_smi");
     assert_eq!(names, gpuscout::metrics::SOURCE_NAMES);
 }

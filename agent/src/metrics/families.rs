@@ -118,3 +118,15 @@ pub static NVML_STUCK_THREADS: Desc = gauge(
     "nvml_stuck_threads",
     "NVML worker threads abandoned inside a call that has not returned (a hung driver).",
 );
+pub static RAS_ERRORS: Desc = counter(
+    "gpu_ras_errors",
+    "AMD RAS error counts as the driver keeps them, by hardware block (umc is memory ECC) and type (corrected, uncorrected).",
+);
+pub static MEMORY_BUSY: Desc = gauge(
+    "gpu_memory_busy_ratio",
+    "Fraction of time the GPU memory controller was busy (0 to 1).",
+);
+pub static PCIE_REPLAYS: Desc = counter(
+    "gpu_pcie_replays",
+    "PCIe link replays (a NAK or replay timer timeout) of the GPU since boot.",
+);

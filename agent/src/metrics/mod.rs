@@ -384,8 +384,9 @@ impl Default for ExporterConfig {
 }
 
 /// Names of every metrics source `serve` can run (`--disable-source` takes these): the built-in
-/// [`default_sources`], `nvml` (`crate::nvml::source`) and the pod-attribution sources
-/// `podresources` and `processes` (`crate::pods`, which also have flags of their own).
+/// [`default_sources`], `nvml` (`crate::nvml::source`), the pod-attribution sources
+/// `podresources` and `processes` (`crate::pods`, which also have flags of their own) and, with
+/// the feature `rocm-smi`, `rocm_smi` (`crate::rocm::source`).
 pub const SOURCE_NAMES: &[&str] = &[
     "pci",
     "amdgpu",
@@ -396,6 +397,8 @@ pub const SOURCE_NAMES: &[&str] = &[
     "nvml",
     "podresources",
     "processes",
+    #[cfg(feature = "rocm-smi")]
+    "rocm_smi",
 ];
 
 /// The built-in sysfs/procfs sources, in output order.
