@@ -12,8 +12,8 @@ fi
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy (default features, then with rocm-smi)"
-cargo clippy --all-targets --locked -- -D warnings
-cargo clippy --all-targets --locked --features rocm-smi -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked --features rocm-smi -- -D warnings
 echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
