@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Soak test: MINUTES (default 30) of RATE (default 20) scrapes/s against the release build of
 # `gpuscout serve` on a generated 8-GPU AMD host root, with Kubernetes label sync running
-# against the API stand-in (tests/integration/standin, as examples/standin). Every WINDOW
+# against the API stand-in (tests/support/src/standin, as examples/standin). Every WINDOW
 # (30 s) seconds it samples the agent's VmRSS, VmHWM, open fds and the window's scrape latency
 # p50/p99/max into a CSV, then prints the growth and writes the table into OUT (docs/SOAK.md
 # when run with OUT=docs/SOAK.md; by default target/soak/SOAK.md so a trial does not touch docs).

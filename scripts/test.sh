@@ -18,7 +18,7 @@ echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --locked 2>&1 | tee "$log"
+cargo test --workspace --locked 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 # The rocm-smi feature links the real ROCm SMI library; its tests run it in a mount namespace.
 cargo test --locked --features rocm-smi --lib rocm 2>&1 | tee -a "$log"

@@ -3,10 +3,12 @@
 //!
 //! - [`nvml_double`]: builds the NVML C test double and hands out scripted copies;
 //! - [`proc_tree`]: writes a large synthetic `/proc` for the per-process scan;
+//! - [`standin`]: the in-process Kubernetes API stand-in of the k8s tests and `examples/standin`;
 //! - [`synth`]: writes a host root with N AMD GPUs.
 
 #![allow(clippy::disallowed_methods)] // they build host trees and compile the double directly
 
 pub mod nvml_double;
 pub mod proc_tree;
+pub mod standin;
 pub mod synth;
