@@ -3,6 +3,7 @@
 //!
 //! - [`nvml_double`]: builds the NVML C test double and hands out scripted copies;
 //! - [`proc_tree`]: writes a large synthetic `/proc` for the per-process scan;
+//! - [`scrape`]: one HTTP scrape on a fresh connection, for the load examples;
 //! - [`standin`]: the in-process Kubernetes API stand-in of the k8s tests and `examples/standin`;
 //! - [`synth`]: writes a host root with N AMD GPUs.
 
@@ -10,5 +11,6 @@
 
 pub mod nvml_double;
 pub mod proc_tree;
+pub mod scrape;
 pub mod standin;
 pub mod synth;
