@@ -20,6 +20,10 @@
 //! ```
 //!
 //! Every module documents which kernel files it reads and what happens when they are missing.
+//!
+//! Shared by every layer, above only `hostroot`/`model`/`parse`: `attr` (read an optional
+//! attribute, record what cannot be used), `backoff` (the one retry backoff), `logonce` (log a
+//! failure reason once until it clears) and `lock` (the one poison-tolerant mutex lock).
 
 pub mod attr;
 pub mod authn;
