@@ -86,6 +86,9 @@ pub enum Error {
     Decode(#[source] serde_json::Error),
     #[error("watch ended: resource version too old (410)")]
     Gone,
+    /// The server ended a watch as soon as it began.
+    #[error("the watch closed at once")]
+    WatchClosed,
     #[error("resource version newer than the server's (504 ResourceVersionTooLarge)")]
     TooLarge { retry_after: Option<Duration> },
     #[error("writing {path}: {source}")]

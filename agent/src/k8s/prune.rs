@@ -258,12 +258,9 @@ impl Api<'_> {
             }
         };
         for name in names {
-            let req = http::Request::delete(format!("{base}/{name}"))
-                .body(Vec::new())
-                .map_err(|e| Error::Api {
-                    code: 0,
-                    message: e.to_string(),
-                });
+            let req = kube::core::Request::new(&base)
+                .delete(&name, &Default::default())
+                .map_err(Error::Request);
             let r = match req {
                 Ok(req) => self.send(req).await,
                 Err(e) => Err(e),

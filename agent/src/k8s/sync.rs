@@ -609,10 +609,7 @@ impl Runner {
                     }
                     _ => {
                         self.relist = true;
-                        self.on_error(Error::Api {
-                            code: 0,
-                            message: "watch closed at once".to_owned(),
-                        })
+                        self.on_error(Error::WatchClosed)
                     }
                 }
             }
