@@ -1041,6 +1041,36 @@ async fn off_mode_writes_nothing_but_still_reads_extensions() {
     agent.stop().await;
 }
 
+/// A 404 from the NodeFeature API (CRD not installed, namespace missing) is about the
+/// NodeFeature, not the Node: counted as `not_found`, never as `node_not_found`.
+#[tokio::test(start_paused = true)]
+async fn a_missing_nodefeature_api_is_not_a_missing_node() {
+    let api = StandIn::new();
+    kubelet_node(&api);
+    api.fail(Fault {
+        when: Match {
+            path_contains: Some("/nodefeatures".into()),
+            ..Match::any()
+        },
+        what: Action::Status(404, None),
+        times: Some(4),
+    });
+    let mut c = cfg();
+    c.mode = LabelMode::Nodefeature;
+    c.nodefeature_namespace = "gpu-system".into();
+    let agent = Agent::start(Some(&api), c, report(OURS, vec![]));
+    pass(60).await;
+    // The first GET's 404 means "absent, create it"; the three applies after it fail.
+    assert_eq!(agent.metrics.sync_count("not_found"), 3);
+    assert_eq!(agent.metrics.sync_count("node_not_found"), 0);
+    assert!(
+        api.nodefeature("gpu-system", "gpuscout-gpu-node-1")
+            .is_some(),
+        "applied once the 404s stopped"
+    );
+    agent.stop().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn node_gone_between_list_and_patch_is_surfaced_not_created() {
     let api = StandIn::new();
