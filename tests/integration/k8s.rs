@@ -526,6 +526,12 @@ async fn slow_request_times_out_and_is_retried() {
     );
     pass(60).await;
     assert_eq!(ours_on(&api), labels(OURS), "retried after backoff");
+    assert_eq!(
+        agent.metrics.sync_count("timeout"),
+        1,
+        "a timeout is its own result"
+    );
+    assert_eq!(agent.metrics.sync_count("error"), 0);
     assert_eq!(agent.metrics.write_count("apply"), 1);
     agent.stop().await;
 }
