@@ -20,8 +20,14 @@
 //! ```
 //!
 //! Every module documents which kernel files it reads and what happens when they are missing.
+//!
+//! Shared by every layer, above only `hostroot`/`model`/`parse`: `attr` (read an optional
+//! attribute, record what cannot be used), `backoff` (the one retry backoff), `logonce` (log a
+//! failure reason once until it clears) and `lock` (the one poison-tolerant mutex lock).
 
+pub mod attr;
 pub mod authn;
+pub mod backoff;
 pub mod capture;
 pub mod cause;
 pub mod cli;
@@ -34,6 +40,8 @@ pub mod hostroot;
 pub mod httpconn;
 pub mod k8s;
 pub mod labels;
+pub mod lock;
+pub mod logonce;
 pub mod metrics;
 pub mod model;
 pub mod names;
