@@ -7,8 +7,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use gpuscout::discover::{Options, discover};
 use gpuscout::hostroot::HostRoot;
 
-#[path = "../tests/support/synth.rs"]
-mod synth;
+use gpuscout_test_support::synth;
 
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("discovery_pass");

@@ -10,8 +10,7 @@ use gpuscout::discover::{Options, discover};
 use gpuscout::host::parse_extensions;
 use gpuscout::hostroot::HostRoot;
 
-#[path = "../tests/support/synth.rs"]
-mod synth;
+use gpuscout_test_support::synth;
 
 fn deepest_at_cap() -> String {
     let half = (256 * 1024 - "layers: ".len()) / 2;

@@ -182,7 +182,7 @@ impl Authenticator {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Entry>> {
-        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock::lock(&self.cache)
     }
 
     fn remember(&self, key: [u8; 32], decision: Decision, ttl: Duration) {

@@ -193,28 +193,22 @@ pub struct HoldGauge(Arc<Mutex<Vec<(String, Vendor, Instant)>>>);
 
 impl HoldGauge {
     fn set(&self, v: Vec<(String, Vendor, Instant)>) {
-        if let Ok(mut g) = self.0.lock() {
-            *g = v;
-        }
+        *crate::lock::lock(&self.0) = v;
     }
 
     /// `(gpu, seconds held)` now.
     pub fn values(&self) -> Vec<(String, f64)> {
         let now = Instant::now();
-        self.0
-            .lock()
-            .map(|g| {
-                g.iter()
-                    .map(|(a, _, t)| (a.clone(), now.duration_since(*t).as_secs_f64()))
-                    .collect()
-            })
-            .unwrap_or_default()
+        crate::lock::lock(&self.0)
+            .iter()
+            .map(|(a, _, t)| (a.clone(), now.duration_since(*t).as_secs_f64()))
+            .collect()
     }
 }
 
 impl Collector for HoldGauge {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let held = self.0.lock().map(|g| g.clone()).unwrap_or_default();
+        let held = crate::lock::lock(&self.0).clone();
         if held.is_empty() {
             return Ok(());
         }

@@ -13,9 +13,9 @@
 //! - `proc/sys/kernel/hostname` for the report's `node` when no Node name is given ([`hostname`]);
 //!   missing or empty: `node` is `null`.
 
+use crate::attr::{Reader, unread_of};
 use crate::hostroot::HostRoot;
 use crate::model::{Extension, Host, HostReadErrors, ModuleLoad, ModuleState, TalosInfo, Unread};
-use crate::pci::unread_of;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -50,16 +50,9 @@ pub fn hostname(root: &HostRoot) -> Option<String> {
 pub fn read(root: &HostRoot) -> Host {
     let mut unread = Vec::new();
     let mut read_errors = HostReadErrors::default();
-    let kernel = match root.read_trimmed("proc/sys/kernel/osrelease") {
-        Ok(k) if !k.is_empty() => Some(k),
-        Ok(_) => None,
-        Err(e) => {
-            if !e.is_not_found() {
-                unread.push(unread_of(&e));
-            }
-            None
-        }
-    };
+    let kernel = Reader::new(root, &mut unread)
+        .optional(root.read_trimmed("proc/sys/kernel/osrelease"))
+        .filter(|k| !k.is_empty());
     let os_release = match read_os_release(root) {
         Ok(m) => m,
         Err(u) => {
@@ -243,15 +236,10 @@ pub fn parse_proc_modules(text: &str) -> Vec<ProcModule> {
 /// State of each named module. Evidence, most trusted first: `/proc/modules`, then
 /// `sys/module/<m>/initstate`; a `sys/module/<m>` directory without `initstate` is built in.
 pub fn read_modules(root: &HostRoot, names: &[&str], unread: &mut Vec<Unread>) -> Vec<ModuleState> {
-    let proc_modules = match root.read_string("proc/modules") {
-        Ok(t) => parse_proc_modules(&t),
-        Err(e) => {
-            if !e.is_not_found() {
-                unread.push(unread_of(&e));
-            }
-            Vec::new()
-        }
-    };
+    let proc_modules = Reader::new(root, unread)
+        .optional(root.read_string("proc/modules"))
+        .map(|t| parse_proc_modules(&t))
+        .unwrap_or_default();
     // One listing instead of probing sys/module/<m> for every name: most are absent.
     let sys_modules = root.list_dir("sys/module").unwrap_or_default();
     names

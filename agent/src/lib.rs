@@ -27,18 +27,25 @@
 //! reads this list and every file under `agent/src` and fails naming the file and import
 //! otherwise. A new top-level module needs a place here.
 //!
-//! 1. base: hostroot, duration, status, pciaddr, hostpaths, httpconn, tls
+//! 1. base: lock, logonce, backoff, hostroot, duration, status, pciaddr, hostpaths, httpconn, tls
 //! 2. text: parse
 //! 3. model: cause, model
-//! 4. host: textcap, names, pci, host, vendors, talos
-//! 5. sources: metrics, nvml, talosapi, rocm, pods
-//! 6. judgement: verdict, labels, hold
-//! 7. pass: discover, render, k8s, authn
-//! 8. tools: readaudit, capture
-//! 9. daemon: serve
-//! 10. commands: cli, clidoc, telemetry
+//! 4. attributes: attr
+//! 5. host: textcap, names, pci, host, vendors, talos
+//! 6. sources: metrics, nvml, talosapi, rocm, pods
+//! 7. judgement: verdict, labels, hold
+//! 8. pass: discover, render, k8s, authn
+//! 9. tools: readaudit, capture
+//! 10. daemon: serve
+//! 11. commands: cli, clidoc, telemetry
+//!
+//! Shared infrastructure: `lock` (the one poison-tolerant mutex lock), `logonce` (log a failure
+//! reason once until it clears) and `backoff` (the one retry backoff) at the base, and `attr`
+//! (read an optional attribute, record what cannot be used) above the model.
 
+pub mod attr;
 pub mod authn;
+pub mod backoff;
 pub mod capture;
 pub mod cause;
 pub mod cli;
@@ -52,6 +59,8 @@ pub mod hostroot;
 pub mod httpconn;
 pub mod k8s;
 pub mod labels;
+pub mod lock;
+pub mod logonce;
 pub mod metrics;
 pub mod model;
 pub mod names;

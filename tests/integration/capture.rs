@@ -5,13 +5,13 @@
 
 #![allow(clippy::disallowed_methods)] // tests build fixture copies and read archives directly
 
-use super::nvml::nvml_double::{Double, full_gpu};
 use gpuscout::capture::{self, CaptureOptions, Manifest, SIDE_DIR, sanitise::Sanitiser};
 use gpuscout::discover::{self, Evidence, Options};
 use gpuscout::hostroot::HostRoot;
 use gpuscout::metrics::{self, Exporter, ExporterConfig};
 use gpuscout::nvml::{Nvml, NvmlConfig};
 use gpuscout::render::{self, Format};
+use gpuscout_test_support::nvml_double::{Double, full_gpu};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -15,13 +15,13 @@
 
 #![allow(clippy::disallowed_methods)] // tests read and write the docs directly
 
-use crate::nvml::nvml_double::{Double, full_gpu};
 use gpuscout::discover::{self, Options};
 use gpuscout::hostroot::HostRoot;
 use gpuscout::labels::{CompatProfiles, LabelConfig};
 use gpuscout::metrics::{self, ScrapeContext, Sink};
 use gpuscout::model::{Report, Status};
 use gpuscout::nvml::{Nvml, NvmlConfig, NvmlHandle};
+use gpuscout_test_support::nvml_double::{Double, full_gpu};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;

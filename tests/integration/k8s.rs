@@ -492,6 +492,12 @@ async fn slow_request_times_out_and_is_retried() {
     );
     pass(60).await;
     assert_eq!(ours_on(&api), labels(OURS), "retried after backoff");
+    assert_eq!(
+        agent.metrics.sync_count("timeout"),
+        1,
+        "a timeout is its own result"
+    );
+    assert_eq!(agent.metrics.sync_count("error"), 0);
     assert_eq!(agent.metrics.write_count("apply"), 1);
     agent.stop().await;
 }
@@ -1004,6 +1010,36 @@ async fn off_mode_writes_nothing_but_still_reads_extensions() {
     assert!(ours_on(&api).is_empty());
     let ext = agent.extensions.borrow_and_update().clone().unwrap();
     assert_eq!(ext[0].name, "i915");
+    agent.stop().await;
+}
+
+/// A 404 from the NodeFeature API (CRD not installed, namespace missing) is about the
+/// NodeFeature, not the Node: counted as `not_found`, never as `node_not_found`.
+#[tokio::test(start_paused = true)]
+async fn a_missing_nodefeature_api_is_not_a_missing_node() {
+    let api = StandIn::new();
+    kubelet_node(&api);
+    api.fail(Fault {
+        when: Match {
+            path_contains: Some("/nodefeatures".into()),
+            ..Match::any()
+        },
+        what: Action::Status(404, None),
+        times: Some(4),
+    });
+    let mut c = cfg();
+    c.mode = LabelMode::Nodefeature;
+    c.nodefeature_namespace = "gpu-system".into();
+    let agent = Agent::start(Some(&api), c, report(OURS, vec![]));
+    pass(60).await;
+    // The first GET's 404 means "absent, create it"; the three applies after it fail.
+    assert_eq!(agent.metrics.sync_count("not_found"), 3);
+    assert_eq!(agent.metrics.sync_count("node_not_found"), 0);
+    assert!(
+        api.nodefeature("gpu-system", "gpuscout-gpu-node-1")
+            .is_some(),
+        "applied once the 404s stopped"
+    );
     agent.stop().await;
 }
 

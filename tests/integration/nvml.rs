@@ -3,16 +3,13 @@
 
 #![allow(clippy::disallowed_methods)]
 
-#[path = "../support/nvml_double.rs"]
-pub(crate) mod nvml_double;
-
 use gpuscout::discover::{self, Options};
 use gpuscout::discover::{Evidence, NvmlEvidence};
 use gpuscout::hostroot::HostRoot;
 use gpuscout::model::Status;
 use gpuscout::nvml::{Error, Nvml, NvmlConfig, NvmlFacts, NvmlHandle, NvmlState};
 use gpuscout::pci::PciAddress;
-use nvml_double::{Double, full_gpu};
+use gpuscout_test_support::nvml_double::{self, Double, full_gpu};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -5,6 +5,7 @@
 
 #![allow(clippy::disallowed_methods)] // test code reads fixture trees directly
 
+use crate::util::{gpuscout_as_run as gpuscout, report_with, subdirs, verdict_case, verdicts_dir};
 use gpuscout::discover::{self, Evidence, NvmlEvidence, Options};
 use gpuscout::hostroot::HostRoot;
 use gpuscout::model::{Extension, Report, Status};
@@ -12,16 +13,9 @@ use gpuscout::nvml::NvmlFacts;
 use gpuscout::talosapi::{self, TalosApiFacts};
 use gpuscout::verdict;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/verdicts")
-}
 
 fn discover_with(case: &str, evidence: Evidence) -> Report {
-    let root = HostRoot::new(fixtures().join(case)).unwrap_or_else(|e| panic!("{case}: {e}"));
-    discover::discover(&root, &Options::default(), &evidence)
+    report_with(&verdict_case(case), &Options::default(), &evidence)
 }
 
 fn discover(case: &str) -> Report {
@@ -399,7 +393,7 @@ fn report_of(c: &Case) -> Report {
     match c.api {
         None => discover(c.name),
         Some(api) => {
-            let root = HostRoot::new(fixtures().join(c.name)).unwrap();
+            let root = HostRoot::new(verdict_case(c.name)).unwrap();
             discover::discover(
                 &root,
                 &Options::default(),
@@ -464,13 +458,7 @@ fn every_verdict_of_spec_5_is_produced_by_a_fixture() {
 
 #[test]
 fn every_fixture_directory_is_in_the_table() {
-    let mut dirs: Vec<String> = std::fs::read_dir(fixtures())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    dirs.sort();
+    let dirs = subdirs(&verdicts_dir());
     let mut names: Vec<String> = CASES.iter().map(|c| c.name.to_owned()).collect();
     names.sort();
     names.dedup();
@@ -480,10 +468,10 @@ fn every_fixture_directory_is_in_the_table() {
 #[test]
 fn talos_layouts_by_version() {
     // Firmware under /lib up to v1.9, under /usr/lib from v1.10: the verdict reads the right one.
-    let old = fixtures().join("talos-amd-ok-v1.8");
+    let old = verdict_case("talos-amd-ok-v1.8");
     assert!(old.join("lib/firmware/amdgpu").is_dir());
     assert!(!old.join("usr/lib/firmware").exists());
-    let new = fixtures().join("f9-talos-amd-firmware-missing-v1.10");
+    let new = verdict_case("f9-talos-amd-firmware-missing-v1.10");
     assert!(new.join("usr/lib/firmware/amdgpu").is_dir());
     assert!(!new.join("lib").exists());
     let f9 = discover("f9-talos-amd-firmware-missing-v1.10");
@@ -640,7 +628,7 @@ fn nvml_evidence_joins_the_version_check() {
 
 #[test]
 fn an_unreadable_driver_link_is_unknown() {
-    let root = HostRoot::new(fixtures().join("talos-amd-ok-v1.10")).unwrap();
+    let root = HostRoot::new(verdict_case("talos-amd-ok-v1.10")).unwrap();
     let mut r = discover("talos-amd-ok-v1.10");
     r.gpus[0].driver = None;
     let link = gpuscout::model::Unread {
@@ -654,17 +642,8 @@ fn an_unreadable_driver_link_is_unknown() {
     assert_eq!(r.gpus[0].problems.len(), 1);
 }
 
-fn gpuscout(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_gpuscout"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("GPUSCOUT_ROOT")
-        .output()
-        .expect("run gpuscout")
-}
-
 fn root_arg(case: &str) -> String {
-    fixtures().join(case).display().to_string()
+    verdict_case(case).display().to_string()
 }
 
 #[test]

@@ -58,18 +58,12 @@ impl Beat {
 
     fn set(&self, v: Option<InCall>) {
         // A poisoned lock only means a panic elsewhere; the data is a plain value.
-        match self.current.lock() {
-            Ok(mut g) => *g = v,
-            Err(p) => *p.into_inner() = v,
-        }
+        *crate::lock::lock(&self.current) = v;
     }
 
     /// The call in flight that has run past its deadline, if any.
     pub fn overdue(&self) -> Option<InCall> {
-        let cur = match self.current.lock() {
-            Ok(g) => *g,
-            Err(p) => *p.into_inner(),
-        };
+        let cur = *crate::lock::lock(&self.current);
         cur.filter(|c| c.since.elapsed() > c.limit)
     }
 }
@@ -421,10 +415,7 @@ pub(crate) fn drain_xid(xid: &XidSets<'_>, beat: &Beat, limits: Limits, counts: 
                 continue;
             };
             tracing::warn!(gpu = %addr, xid, "NVML: XID error");
-            let mut c = match counts.lock() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
+            let mut c = crate::lock::lock(counts);
             *c.entry(*addr).or_default().entry(xid).or_default() += 1;
         }
     }

@@ -28,6 +28,8 @@ pub mod scan;
 pub mod usage;
 
 use crate::hostroot::HostRoot;
+use crate::lock::lock;
+use crate::logonce::LogOnce;
 use crate::metrics::families::{Desc, Kind};
 use crate::metrics::{Errors, ScrapeContext, Sink, Source, SourceError};
 use crate::model::Vendor;
@@ -113,10 +115,6 @@ impl Default for PodsConfig {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// How long MIG UUIDs read from NVML are reused.
 const MIG_CACHE: Duration = Duration::from_secs(60);
 
@@ -130,7 +128,7 @@ pub struct AllocationSource {
     timeout: Duration,
     last_good: Mutex<Option<podresources::Allocations>>,
     mig: Mutex<Option<MigCache>>,
-    said_absent: std::sync::atomic::AtomicBool,
+    said_absent: LogOnce<()>,
 }
 
 impl AllocationSource {
@@ -141,7 +139,7 @@ impl AllocationSource {
             timeout,
             last_good: Mutex::new(None),
             mig: Mutex::new(None),
-            said_absent: std::sync::atomic::AtomicBool::new(false),
+            said_absent: LogOnce::new(),
         }
     }
 
@@ -278,18 +276,17 @@ impl Source for AllocationSource {
     }
 
     fn collect(&self, ctx: &ScrapeContext, out: &mut Sink) -> Result<(), SourceError> {
-        use std::sync::atomic::Ordering;
         let socket = match ctx.root.resolve(&self.socket) {
             Ok(r) => r,
             Err(e) if e.is_not_found() => {
-                if !self.said_absent.swap(true, Ordering::Relaxed) {
+                if self.said_absent.first(()) {
                     tracing::info!(socket = %e.path(), "no kubelet PodResources socket: no GPU allocation series");
                 }
                 return Ok(());
             }
             Err(e) => return Err(e.into()),
         };
-        self.said_absent.store(false, Ordering::Relaxed);
+        self.said_absent.clear();
         let fetched = match tokio::runtime::Handle::try_current() {
             Ok(h) => h.block_on(podresources::fetch(&socket.abs, self.timeout)),
             Err(_) => tokio::runtime::Builder::new_current_thread()

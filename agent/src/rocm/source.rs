@@ -18,16 +18,16 @@
 //! seen, a compute partition) are skipped.
 
 use super::{Preflight, RocmReading, read_all};
+use crate::logonce::LogOnce;
 use crate::metrics::{ScrapeContext, Sink, Source, SourceError, families as f};
 use crate::model::Vendor;
 use std::collections::BTreeSet;
-use std::sync::Mutex;
 
 /// ROCm SMI as a metrics source.
 #[derive(Debug, Default)]
 pub struct RocmSmiSource {
-    /// The failure logged last (`None`: healthy), so each failure is logged once.
-    last_failure: Mutex<Option<String>>,
+    /// Failures logged since the source last worked, so each failure is logged once.
+    logged: LogOnce<String>,
 }
 
 impl RocmSmiSource {
@@ -36,15 +36,20 @@ impl RocmSmiSource {
     }
 
     fn settle(&self, failure: Option<&str>) {
-        let mut last = self.last_failure.lock().unwrap_or_else(|p| p.into_inner());
-        if last.as_deref() == failure {
-            return;
-        }
         match failure {
-            Some(e) => tracing::warn!(source = "rocm_smi", error = e, "ROCm SMI source failing"),
-            None => tracing::info!(source = "rocm_smi", "ROCm SMI source recovered"),
+            Some(e) if self.logged.first(e.to_owned()) => {
+                tracing::warn!(source = "rocm_smi", error = e, "ROCm SMI source failing")
+            }
+            Some(e) => tracing::debug!(
+                source = "rocm_smi",
+                error = e,
+                "ROCm SMI source still failing"
+            ),
+            None if self.logged.clear() => {
+                tracing::info!(source = "rocm_smi", "ROCm SMI source recovered")
+            }
+            None => {}
         }
-        *last = failure.map(str::to_owned);
     }
 }
 

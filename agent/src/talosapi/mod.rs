@@ -20,10 +20,10 @@
 //! the reason and goes on with file and label evidence; the daemon retries with a capped
 //! backoff ([`Poller`]).
 
-mod backoff;
 mod client;
 mod config;
 mod facts;
+mod poller;
 mod refine;
 
 /// Code generated from `proto/cosi/state.proto` (messages, `state_client`, `state_server`).
@@ -33,7 +33,6 @@ pub mod proto {
 }
 
 pub use crate::cause::kernel_modules_hint;
-pub use backoff::{Backoff, Poller, fetch_once};
 pub use client::{Client, Error, Settings};
 pub use config::{
     APID_PORT, DEFAULT_CONFIG_PATH, Endpoint, TalosConfig, TalosConfigError, normalise_key_pem,
@@ -42,6 +41,7 @@ pub use facts::{
     EXTENSION_STATUSES, KERNEL_MODULE_SPECS, PCI_DEVICES, SERVICES, ServiceState, TalosApiFacts,
     TalosPciDevice,
 };
+pub use poller::{Poller, fetch_once};
 pub use refine::{NVIDIA_MODULES, PERSISTENCED, refine};
 
 use std::path::PathBuf;
