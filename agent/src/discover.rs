@@ -142,14 +142,15 @@ fn enrich(host: &mut Host, gpus: &mut [Gpu], nvml: &NvmlEvidence) -> Option<Nvml
     };
     if let Some(snap) = &readings {
         for d in crate::nvml::enrich::apply(gpus, snap) {
+            let gpu = gpus.iter_mut().find(|g| g.pci_address == d.gpu);
             let d = crate::model::Disagreement {
-                gpu: d.gpu,
+                gpu: d.gpu.to_string(),
                 source: "nvml".to_owned(),
                 field: d.field.to_owned(),
                 kernel: d.kernel,
                 library: d.nvml,
             };
-            match gpus.iter_mut().find(|g| g.pci_address == d.gpu.as_str()) {
+            match gpu {
                 Some(g) if d.kernel.is_some() => g.disagreements.push(d),
                 _ => host.disagreements.push(d),
             }

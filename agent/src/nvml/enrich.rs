@@ -16,17 +16,23 @@ use crate::pci::PciAddress;
 /// A value on which NVML and the kernel's files disagree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Discrepancy {
-    /// PCI address (`0000:01:00.0`).
-    pub gpu: String,
+    /// The GPU's PCI address.
+    pub gpu: PciAddress,
     pub field: &'static str,
     /// What sysfs/procfs says (kept), `None` when PCI discovery did not see the GPU.
     pub kernel: Option<String>,
     pub nvml: String,
 }
 
-fn note(out: &mut Vec<Discrepancy>, gpu: &str, field: &'static str, kernel: &str, nvml: &str) {
+fn note(
+    out: &mut Vec<Discrepancy>,
+    gpu: PciAddress,
+    field: &'static str,
+    kernel: &str,
+    nvml: &str,
+) {
     out.push(Discrepancy {
-        gpu: gpu.to_owned(),
+        gpu,
         field,
         kernel: Some(kernel.to_owned()),
         nvml: nvml.to_owned(),
@@ -38,7 +44,7 @@ fn merge(
     slot: &mut Option<String>,
     nvml: Option<&str>,
     out: &mut Vec<Discrepancy>,
-    gpu: &str,
+    gpu: PciAddress,
     field: &'static str,
 ) {
     match (slot.as_deref(), nvml) {
@@ -66,7 +72,7 @@ pub fn apply(gpus: &mut [Gpu], snap: &NvmlSnapshot) -> Vec<Discrepancy> {
     for (addr, r) in &snap.gpus {
         if !matched.contains(addr) {
             out.push(Discrepancy {
-                gpu: addr.to_string(),
+                gpu: *addr,
                 field: "presence",
                 kernel: None,
                 nvml: r.name.clone().unwrap_or_else(|| "present".into()),
@@ -99,13 +105,13 @@ fn note_unjoined(gpu: &mut Gpu, snap: &NvmlSnapshot) {
 /// Device id, model and memory size: the kernel's values stay, NVML fills the gaps (and its
 /// name replaces a model from the ID tables).
 fn merge_identity(gpu: &mut Gpu, r: &GpuReading, out: &mut Vec<Discrepancy>) {
-    let id = gpu.pci_address.to_string();
+    let id = gpu.pci_address;
     if let (Some(d), Some(k)) = (r.pci_device_id, gpu.device_id)
         && d != k
     {
         note(
             out,
-            &id,
+            id,
             "device_id",
             &format!("{k:#06x}"),
             &format!("{d:#06x}"),
@@ -114,7 +120,7 @@ fn merge_identity(gpu: &mut Gpu, r: &GpuReading, out: &mut Vec<Discrepancy>) {
     if let Some(name) = &r.name {
         if gpu.model_source == ModelSource::Vendor {
             if &gpu.model != name {
-                note(out, &id, "model", &gpu.model, name);
+                note(out, id, "model", &gpu.model, name);
             }
         } else {
             gpu.model = name.clone();
@@ -124,7 +130,7 @@ fn merge_identity(gpu: &mut Gpu, r: &GpuReading, out: &mut Vec<Discrepancy>) {
     match (gpu.memory_bytes, r.memory_total_bytes) {
         (None, Some(m)) => gpu.memory_bytes = Some(m),
         (Some(k), Some(m)) if k != m => {
-            note(out, &id, "memory_bytes", &k.to_string(), &m.to_string());
+            note(out, id, "memory_bytes", &k.to_string(), &m.to_string());
         }
         _ => {}
     }
@@ -138,24 +144,24 @@ fn merge_nvidia_info(
     snap: &NvmlSnapshot,
     out: &mut Vec<Discrepancy>,
 ) {
-    let id = gpu.pci_address.to_string();
+    let id = gpu.pci_address;
     let info = gpu.nvidia.get_or_insert_with(NvidiaInfo::default);
-    merge(&mut info.uuid, r.uuid.as_deref(), out, &id, "uuid");
+    merge(&mut info.uuid, r.uuid.as_deref(), out, id, "uuid");
     merge(
         &mut info.compute_capability,
         r.compute_capability.as_deref(),
         out,
-        &id,
+        id,
         "compute_capability",
     );
     merge(
         &mut info.cuda_driver_version,
         snap.cuda_driver_version.as_deref(),
         out,
-        &id,
+        id,
         "cuda_driver_version",
     );
-    merge(&mut info.family, r.family, out, &id, "family");
+    merge(&mut info.family, r.family, out, id, "family");
     if let Some(m) = r.mig_enabled {
         info.mig_enabled = Some(m);
     }
@@ -237,10 +243,13 @@ mod tests {
         assert_eq!(n.cuda_driver_version.as_deref(), Some("12.4"));
         assert_eq!(n.family.as_deref(), Some("ada"));
         assert_eq!(n.mig_devices, Some(0));
-        let fields: Vec<_> = d.iter().map(|x| (x.gpu.as_str(), x.field)).collect();
+        let fields: Vec<_> = d.iter().map(|x| (x.gpu.to_string(), x.field)).collect();
         assert_eq!(
             fields,
-            vec![("0000:3b:00.0", "uuid"), ("0000:5e:00.0", "presence")]
+            vec![
+                ("0000:3b:00.0".to_owned(), "uuid"),
+                ("0000:5e:00.0".to_owned(), "presence")
+            ]
         );
     }
 
