@@ -614,3 +614,50 @@ pub fn now_rfc3339() -> String {
         .unwrap_or(now)
         .to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_states_are_text_in_the_report_and_read_back() {
+        let g = Gpu {
+            device_id: Some(0x744c),
+            subsystem_vendor_id: Some(0x1da2),
+            subsystem_device_id: None,
+            class: 0x038000,
+            revision: Some(0xc8),
+            ..Gpu::test(Vendor::Amd, "0000:03:00.0")
+        };
+        let v = serde_json::to_value(&g).unwrap();
+        assert_eq!(v["pci_address"], "0000:03:00.0");
+        assert_eq!(v["vendor_id"], "0x1002");
+        assert_eq!(v["device_id"], "0x744c");
+        assert_eq!(v["subsystem_vendor_id"], "0x1da2");
+        assert_eq!(v["subsystem_device_id"], serde_json::Value::Null);
+        assert_eq!(v["class"], "0x038000");
+        assert_eq!(v["revision"], "0xc8");
+        let back: Gpu = serde_json::from_value(v).unwrap();
+        assert_eq!(back, g);
+        let mut bad = serde_json::to_value(&g).unwrap();
+        bad["device_id"] = "0x12345".into();
+        assert!(
+            serde_json::from_value::<Gpu>(bad).is_err(),
+            "a device id over 16 bits"
+        );
+
+        for (text, state) in [
+            ("live", ModuleLoad::Live),
+            ("builtin", ModuleLoad::Builtin),
+            ("going", ModuleLoad::Going),
+            ("unformed", ModuleLoad::Other("unformed".into())),
+        ] {
+            assert_eq!(ModuleLoad::from(text.to_ascii_uppercase().as_str()), state);
+            assert_eq!(serde_json::to_value(&state).unwrap(), text);
+            assert_eq!(
+                serde_json::from_value::<ModuleLoad>(text.into()).unwrap(),
+                state
+            );
+        }
+    }
+}
