@@ -15,11 +15,11 @@ fn bench(c: &mut Criterion) {
         let dir = tempfile::tempdir().unwrap();
         synth::amd_host(dir.path(), n);
         let root = HostRoot::new(dir.path()).unwrap();
-        let report = discover(&root, &Options::default());
+        let report = discover(&root, &Options::default(), &Default::default());
         assert_eq!(report.gpus.len(), n);
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(BenchmarkId::from_parameter(n), &root, |b, root| {
-            b.iter(|| discover(root, &Options::default()))
+            b.iter(|| discover(root, &Options::default(), &Default::default()))
         });
     }
     group.finish();

@@ -34,7 +34,7 @@ fn bench(c: &mut Criterion) {
     std::fs::write(dir.path().join("etc/extensions.yaml"), &deep).unwrap();
     let root = HostRoot::new(dir.path()).unwrap();
     c.bench_function("discovery_pass/deepest_extensions_yaml", |b| {
-        b.iter(|| discover(&root, &Options::default()))
+        b.iter(|| discover(&root, &Options::default(), &Default::default()))
     });
 }
 

@@ -15,7 +15,7 @@
 
 use crate::attr::{Reader, unread_of};
 use crate::hostroot::HostRoot;
-use crate::model::{Extension, Host, HostReadErrors, ModuleState, TalosInfo, Unread};
+use crate::model::{Extension, Host, HostReadErrors, ModuleLoad, ModuleState, TalosInfo, Unread};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -201,7 +201,7 @@ pub fn parse_extensions(text: &str) -> Result<Vec<Extension>, String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcModule {
     pub name: String,
-    pub state: String,
+    pub state: ModuleLoad,
     pub taint: Option<String>,
 }
 
@@ -213,8 +213,11 @@ pub fn parse_proc_modules(text: &str) -> Vec<ProcModule> {
             if f.len() < 5 || f[1].parse::<u64>().is_err() {
                 return None;
             }
-            let state = f[4].to_ascii_lowercase();
-            if !matches!(state.as_str(), "live" | "loading" | "unloading") {
+            let state = ModuleLoad::from(f[4]);
+            if !matches!(
+                state,
+                ModuleLoad::Live | ModuleLoad::Loading | ModuleLoad::Unloading
+            ) {
                 return None;
             }
             let taint = f
@@ -248,7 +251,7 @@ pub fn read_modules(root: &HostRoot, names: &[&str], unread: &mut Vec<Unread>) -
                     .is_ok()
         })
         .map(|name| module_state(root, name, &proc_modules))
-        .filter(|m| m.state != "absent")
+        .filter(|m| m.state != ModuleLoad::Absent)
         .collect()
 }
 
@@ -264,11 +267,11 @@ fn module_state(root: &HostRoot, name: &str, proc_modules: &[ProcModule]) -> Mod
     let (state, taint) = if let Some(m) = from_proc {
         (m.state.clone(), m.taint.clone().or_else(|| sys("taint")))
     } else if let Some(init) = sys("initstate") {
-        (init.to_ascii_lowercase(), sys("taint"))
+        (ModuleLoad::from(init.as_str()), sys("taint"))
     } else if root.exists(&dir) {
-        ("builtin".to_owned(), None)
+        (ModuleLoad::Builtin, None)
     } else {
-        ("absent".to_owned(), None)
+        (ModuleLoad::Absent, None)
     };
     ModuleState {
         name: name.to_owned(),
@@ -335,6 +338,6 @@ layers:
         );
         assert_eq!(m.len(), 2);
         assert_eq!(m[0].taint.as_deref(), Some("POE"));
-        assert_eq!(m[1].state, "live");
+        assert_eq!(m[1].state, ModuleLoad::Live);
     }
 }

@@ -18,74 +18,11 @@ use crate::attr::Reader;
 use crate::hostroot::{HostRoot, Resolved};
 use crate::model::{PcieLink, Sriov, Unread, Vendor};
 use crate::parse;
-use std::fmt;
-use std::str::FromStr;
 
 /// Host path of the PCI device list.
 pub const DEVICES: &str = "sys/bus/pci/devices";
 
-/// A PCI address `DDDD:BB:DD.F`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PciAddress {
-    pub domain: u32,
-    pub bus: u8,
-    pub device: u8,
-    pub function: u8,
-}
-
-impl PciAddress {
-    /// KFD `location_id`: `(bus << 8) | (device << 3) | function`.
-    pub fn location_id(&self) -> u32 {
-        (u32::from(self.bus) << 8) | (u32::from(self.device) << 3) | u32::from(self.function)
-    }
-}
-
-impl fmt::Display for PciAddress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:04x}:{:02x}:{:02x}.{:x}",
-            self.domain, self.bus, self.device, self.function
-        )
-    }
-}
-
-/// A string that is not a PCI address.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("not a PCI address: {0:?}")]
-pub struct BadAddress(pub String);
-
-impl FromStr for PciAddress {
-    type Err = BadAddress;
-
-    /// Accepts sysfs (`0000:3b:00.0`), NVML (`00000000:3B:00.0`) and short (`3b:00.0`) forms.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || BadAddress(s.to_owned());
-        let t = s.trim();
-        let (rest, func) = t.rsplit_once('.').ok_or_else(bad)?;
-        let mut parts = rest.rsplitn(3, ':');
-        let dev = parts.next().ok_or_else(bad)?;
-        let bus = parts.next().ok_or_else(bad)?;
-        let dom = parts.next().unwrap_or("0");
-        let hex32 = |x: &str, max_len: usize| {
-            if x.is_empty() || x.len() > max_len || !x.bytes().all(|b| b.is_ascii_hexdigit()) {
-                None
-            } else {
-                u32::from_str_radix(x, 16).ok()
-            }
-        };
-        let domain = hex32(dom, 8).ok_or_else(bad)?;
-        let bus = hex32(bus, 2).ok_or_else(bad)? as u8;
-        let device = hex32(dev, 2).filter(|d| *d < 32).ok_or_else(bad)? as u8;
-        let function = hex32(func, 1).filter(|f| *f < 8).ok_or_else(bad)? as u8;
-        Ok(Self {
-            domain,
-            bus,
-            device,
-            function,
-        })
-    }
-}
+pub use crate::pciaddr::{BadAddress, PciAddress};
 
 /// Generic facts about one GPU function.
 #[derive(Debug, Clone)]

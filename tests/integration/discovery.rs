@@ -25,8 +25,8 @@ fn golden_report_for_every_fixture() {
     }
 }
 
-fn addrs(r: &gpuscout::model::Report) -> Vec<&str> {
-    r.gpus.iter().map(|g| g.pci_address.as_str()).collect()
+fn addrs(r: &gpuscout::model::Report) -> Vec<String> {
+    r.gpus.iter().map(|g| g.pci_address.to_string()).collect()
 }
 
 #[test]

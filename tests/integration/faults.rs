@@ -16,7 +16,7 @@
 use gpuscout::discover::Options;
 use gpuscout::hostroot::HostRoot;
 use gpuscout::metrics::ExporterConfig;
-use gpuscout::serve::{Daemon, ServeConfig};
+use gpuscout::serve::{Daemon, DaemonConfig};
 use gpuscout_test_support::synth;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -38,8 +38,8 @@ fn dev_dir(root: &Path, i: usize) -> PathBuf {
     ))
 }
 
-fn config(discovery: Duration) -> ServeConfig {
-    ServeConfig {
+fn config(discovery: Duration) -> DaemonConfig {
+    DaemonConfig {
         discovery_interval: discovery,
         exporter: ExporterConfig {
             deadline: Duration::from_secs(30),

@@ -58,7 +58,11 @@ fn scratch(profile: &str) -> (tempfile::TempDir, PathBuf) {
 
 fn ctx(root: &Path) -> ScrapeContext {
     let hr = HostRoot::new(root).unwrap();
-    let report = gpuscout::discover::discover(&hr, &gpuscout::discover::Options::default());
+    let report = gpuscout::discover::discover(
+        &hr,
+        &gpuscout::discover::Options::default(),
+        &Default::default(),
+    );
     ScrapeContext {
         root: hr,
         report: Arc::new(report),

@@ -237,7 +237,7 @@ impl Served {
         let mut d = gpuscout::serve::Daemon::new(
             gpuscout::hostroot::HostRoot::new(root).unwrap(),
             gpuscout::discover::Options::default(),
-            gpuscout::serve::ServeConfig {
+            gpuscout::serve::DaemonConfig {
                 discovery_interval: std::time::Duration::from_millis(200),
                 exporter: gpuscout::metrics::ExporterConfig {
                     deadline: std::time::Duration::from_secs(30),

@@ -733,7 +733,7 @@ async fn the_poller_backs_off_after_a_failure_and_rereads_the_talosconfig() {
     let closed = closed_port().await;
     let tmp = tempfile::tempdir().unwrap();
     let cfg = write_config(tmp.path(), &pki, &closed.to_string());
-    let args = talosapi::TalosApiArgs {
+    let args = talosapi::TalosApiConfig {
         enabled: true,
         config: cfg.clone(),
         endpoint: None,

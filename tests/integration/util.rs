@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use gpuscout::discover::{Options, discover};
+use gpuscout::discover::{Evidence, Options, discover};
 use gpuscout::hostroot::HostRoot;
 use gpuscout::model::Report;
 use std::path::{Path, PathBuf};
@@ -56,13 +56,13 @@ pub fn report(profile: &str) -> Report {
 
 /// A discovery pass on any directory.
 pub fn report_at(dir: &Path) -> Report {
-    report_with(dir, &Options::default())
+    report_with(dir, &Options::default(), &Evidence::default())
 }
 
-/// A discovery pass on any directory with `options`.
-pub fn report_with(dir: &Path, options: &Options) -> Report {
+/// A discovery pass on any directory with `options` and `evidence`.
+pub fn report_with(dir: &Path, options: &Options, evidence: &Evidence) -> Report {
     let root = HostRoot::new(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    discover(&root, options)
+    discover(&root, options, evidence)
 }
 
 fn command(args: &[&str]) -> Command {

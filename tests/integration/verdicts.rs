@@ -6,21 +6,16 @@
 #![allow(clippy::disallowed_methods)] // test code reads fixture trees directly
 
 use crate::util::{gpuscout_as_run as gpuscout, report_with, subdirs, verdict_case, verdicts_dir};
-use gpuscout::discover::{self, Options};
+use gpuscout::discover::{self, Evidence, NvmlEvidence, Options};
 use gpuscout::hostroot::HostRoot;
 use gpuscout::model::{Extension, Report, Status};
+use gpuscout::nvml::NvmlFacts;
 use gpuscout::talosapi::{self, TalosApiFacts};
-use gpuscout::verdict::{self, Evidence, NvmlFacts};
+use gpuscout::verdict;
 use std::collections::BTreeSet;
 
 fn discover_with(case: &str, evidence: Evidence) -> Report {
-    report_with(
-        &verdict_case(case),
-        &Options {
-            evidence,
-            ..Options::default()
-        },
-    )
+    report_with(&verdict_case(case), &Options::default(), &evidence)
 }
 
 fn discover(case: &str) -> Report {
@@ -399,10 +394,10 @@ fn report_of(c: &Case) -> Report {
         None => discover(c.name),
         Some(api) => {
             let root = HostRoot::new(verdict_case(c.name)).unwrap();
-            discover::discover_with(
+            discover::discover(
                 &root,
                 &Options::default(),
-                &discover::Extras {
+                &Evidence {
                     talos: Some(std::sync::Arc::new(api())),
                     ..Default::default()
                 },
@@ -519,7 +514,7 @@ fn node_labels_fill_in_for_an_unreadable_extensions_file() {
         case,
         Evidence {
             node_extensions: Some(node.clone()),
-            nvml: None,
+            ..Default::default()
         },
     );
     assert_eq!(r.gpus[0].status, Status::Ok, "{:#?}", r.gpus[0].problems);
@@ -538,7 +533,7 @@ fn node_labels_win_over_the_extensions_file() {
         case,
         Evidence {
             node_extensions: Some(node),
-            nvml: None,
+            ..Default::default()
         },
     );
     let exts = &r.host.talos.as_ref().unwrap().extensions;
@@ -566,7 +561,7 @@ fn node_labels_alone_mark_a_talos_node_whose_os_release_is_unreadable() {
         "talos-unknown-os-release-loop",
         Evidence {
             node_extensions: Some(Vec::new()),
-            nvml: None,
+            ..Default::default()
         },
     );
     assert_eq!(r.gpus[0].status, Status::Unknown);
@@ -579,8 +574,11 @@ fn nvml_evidence_joins_the_version_check() {
         discover_with(
             case,
             Evidence {
-                node_extensions: None,
-                nvml: Some(nvml),
+                nvml: NvmlEvidence::Taken {
+                    readings: None,
+                    facts: Some(nvml),
+                },
+                ..Default::default()
             },
         )
     };
@@ -610,11 +608,14 @@ fn nvml_evidence_joins_the_version_check() {
     let plain = discover_with(
         "ubuntu-nvidia-ok",
         Evidence {
-            node_extensions: None,
-            nvml: Some(NvmlFacts {
-                driver_version: Some("570.172.08".into()),
-                ..NvmlFacts::default()
-            }),
+            nvml: NvmlEvidence::Taken {
+                readings: None,
+                facts: Some(NvmlFacts {
+                    driver_version: Some("570.172.08".into()),
+                    ..NvmlFacts::default()
+                }),
+            },
+            ..Default::default()
         },
     );
     assert_eq!(plain.gpus[0].status, Status::DriverVersionMismatch);
@@ -636,7 +637,7 @@ fn an_unreadable_driver_link_is_unknown() {
     };
     r.gpus[0].unread.push(link.clone());
     r.gpus[0].driver_link_error = Some(link);
-    verdict::assess(&root, &r.host, &mut r.gpus, &Evidence::default());
+    verdict::assess(&root, &r.host, &mut r.gpus, &verdict::Inputs::default());
     assert_eq!(r.gpus[0].status, Status::Unknown);
     assert_eq!(r.gpus[0].problems.len(), 1);
 }
@@ -680,11 +681,9 @@ fn check_exits_1_with_one_stderr_line_per_problem() {
             .flat_map(|g| g.problems.iter().map(move |p| verdict::problem_line(g, p)))
             .collect();
         assert_eq!(lines, expected, "{case}");
-        assert!(
-            lines
-                .iter()
-                .all(|l| l.starts_with(&report.gpus[0].pci_address) && l.contains("; fix: "))
-        );
+        assert!(lines.iter().all(
+            |l| l.starts_with(&report.gpus[0].pci_address.to_string()) && l.contains("; fix: ")
+        ));
 
         // `discover` shows the same verdicts and hints: in the table and in JSON.
         let table = gpuscout(&["discover", "--root", &root_arg(case)]);

@@ -28,19 +28,19 @@
 //! labels on shutdown. The request/response handling is ours (through [`kube::Client::send`]), so
 //! kube's own retry layer is switched off by [`connect`] to avoid stacking two retry loops.
 
-mod args;
 mod client;
 mod events;
 mod metrics;
+mod mode;
 mod nfd;
 mod owned;
 pub mod prune;
 mod sync;
 
-pub use args::{K8sArgs, LabelMode};
 pub use client::connect;
 pub use events::EventLimiter;
 pub use metrics::SyncMetrics;
+pub use mode::LabelMode;
 pub use nfd::{nfd_file_text, nodefeature_body, write_nfd_file};
 pub use owned::{FIELD_MANAGER, NodeView, extensions_from_node, needs_apply, stale_prefix_keys};
 pub use sync::{LabelSync, SyncConfig};

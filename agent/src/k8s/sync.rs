@@ -30,7 +30,7 @@
 //!   WATCH and first write, so a single node is labelled within about a second of its first
 //!   discovery and 5,000 agents still spread out.
 
-use super::args::LabelMode;
+use super::LabelMode;
 use super::events::{EventLimiter, VerdictChange, event_body, verdict_changes};
 use super::metrics::SyncMetrics;
 use super::nfd::{nfd_file_text, nodefeature_body, nodefeature_name, write_nfd_file};
@@ -402,7 +402,7 @@ impl Runner {
         self.prev_status = report
             .gpus
             .iter()
-            .map(|g| (g.pci_address.clone(), g.status))
+            .map(|g| (g.pci_address.to_string(), g.status))
             .collect();
         self.report = Some(report);
     }

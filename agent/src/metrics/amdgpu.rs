@@ -35,7 +35,7 @@ impl Source for Amdgpu {
         let mut errors = Errors::default();
         let root = &ctx.root;
         for (g, dir) in bound_devices(ctx, &mut errors, Vendor::Amd, "amdgpu") {
-            let gpu = &g.pci_address;
+            let gpu = &g.pci_address.to_string();
             let num = |name: &str, errors: &mut Errors| {
                 let text = errors.ok(root.read_attr(&dir, name));
                 parse_num(errors, &format!("{}/{name}", dir.host_display()), text)

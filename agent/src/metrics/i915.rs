@@ -36,7 +36,7 @@ impl Source for I915 {
         let mut errors = Errors::default();
         let root = &ctx.root;
         for (g, dir) in bound_devices(ctx, &mut errors, Vendor::Intel, "i915") {
-            let gpu = &g.pci_address;
+            let gpu = &g.pci_address.to_string();
             if let Some(card) = &g.card
                 && let Some(card_dir) = errors.ok(root.resolve_in(&dir, format!("drm/{card}")))
             {

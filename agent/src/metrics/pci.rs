@@ -34,13 +34,15 @@ pub(crate) fn bound_devices<'a>(
         .gpus
         .iter()
         .filter(|g| g.vendor == vendor && g.driver.as_deref() == Some(driver))
-        .filter_map(|g| match device_dir(&ctx.root, &g.pci_address) {
-            Ok(d) => Some((g, d)),
-            Err(e) => {
-                errors.note(e.into());
-                None
-            }
-        })
+        .filter_map(
+            |g| match device_dir(&ctx.root, &g.pci_address.to_string()) {
+                Ok(d) => Some((g, d)),
+                Err(e) => {
+                    errors.note(e.into());
+                    None
+                }
+            },
+        )
         .collect()
 }
 
@@ -52,7 +54,7 @@ impl Source for Pci {
     fn collect(&self, ctx: &ScrapeContext, out: &mut Sink) -> Result<(), SourceError> {
         let mut errors = Errors::default();
         for g in &ctx.report.gpus {
-            let dir = match device_dir(&ctx.root, &g.pci_address) {
+            let dir = match device_dir(&ctx.root, &g.pci_address.to_string()) {
                 Ok(d) => d,
                 Err(e) => {
                     errors.note(e.into());
@@ -60,7 +62,10 @@ impl Source for Pci {
                 }
             };
             for state in ["current", "max"] {
-                let labels = vec![("gpu", g.pci_address.clone()), ("state", state.to_owned())];
+                let labels = vec![
+                    ("gpu", g.pci_address.to_string()),
+                    ("state", state.to_owned()),
+                ];
                 let speed_file = format!("{state}_link_speed");
                 if let Some(s) = errors.ok(ctx.root.read_attr(&dir, &speed_file))
                     && !s.trim().is_empty()

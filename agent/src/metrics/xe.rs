@@ -25,7 +25,7 @@ impl Source for Xe {
         let mut errors = Errors::default();
         let root = &ctx.root;
         for (g, dir) in bound_devices(ctx, &mut errors, Vendor::Intel, "xe") {
-            let gpu = &g.pci_address;
+            let gpu = &g.pci_address.to_string();
             let entries = errors.ok(root.list_dir(&dir.host)).unwrap_or_default();
             for tile in entries.iter().filter(|n| is_numbered(n, "tile")) {
                 let gts = errors

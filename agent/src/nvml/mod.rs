@@ -26,7 +26,7 @@
 //!   capped exponential backoff (the shared [`crate::backoff::Backoff`]:
 //!   [`NvmlConfig::backoff_initial`] doubling up to [`NvmlConfig::backoff_max`], jittered);
 //!   between attempts callers get the last error at once.
-//! * **Facts** for the `driver-version-mismatch` verdict: [`NvmlFacts`] (the verdict's own type):
+//! * **Facts** for the `driver-version-mismatch` verdict: [`NvmlFacts`]:
 //!   NVML's driver and CUDA versions, and NVML's own `NVML_ERROR_LIB_RM_VERSION_MISMATCH`. A
 //!   driver version that differs from the kernel module's (`/proc/driver/nvidia/version`,
 //!   [`crate::vendors::nvidia`]) is logged once here and turned into a verdict by
@@ -159,8 +159,17 @@ impl NvmlConfig {
     }
 }
 
-/// The facts the `driver-version-mismatch` verdict needs from NVML ([`crate::verdict::Evidence`]).
-pub use crate::verdict::NvmlFacts;
+/// NVML's view of the driver: what the `driver-version-mismatch` verdict needs from NVML
+/// ([`crate::verdict::Inputs`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NvmlFacts {
+    /// `nvmlSystemGetDriverVersion` (`570.172.08`).
+    pub driver_version: Option<String>,
+    /// `nvmlSystemGetCudaDriverVersion_v2`, as `12.8`.
+    pub cuda_driver_version: Option<String>,
+    /// NVML init failed with "Driver/library version mismatch" (`NVML_ERROR_LIB_RM_VERSION_MISMATCH`).
+    pub version_mismatch: bool,
+}
 
 /// The facts from what NVML said at init. `version_mismatch` is NVML's own
 /// `NVML_ERROR_LIB_RM_VERSION_MISMATCH`; a driver version that merely differs from the kernel
@@ -744,18 +753,6 @@ fn worker_main(
     // Dropping `nvml` calls nvmlShutdown on this same thread.
     drop(nvml);
     drop(live);
-}
-
-/// One discovery pass with NVML (and no other extra evidence): NVML is asked only when the
-/// pass's PCI scan shows an NVIDIA GPU.
-pub fn discover_with(
-    nvml: &NvmlHandle,
-    root: &HostRoot,
-    opts: &crate::discover::Options,
-) -> crate::model::Report {
-    let mut o = opts.clone();
-    o.nvml_source = Some(nvml.clone());
-    crate::discover::discover(root, &o)
 }
 
 #[cfg(test)]

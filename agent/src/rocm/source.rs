@@ -59,12 +59,12 @@ impl Source for RocmSmiSource {
     }
 
     fn collect(&self, ctx: &ScrapeContext, out: &mut Sink) -> Result<(), SourceError> {
-        let ours: BTreeSet<&str> = ctx
+        let ours: BTreeSet<String> = ctx
             .report
             .gpus
             .iter()
             .filter(|g| g.vendor == Vendor::Amd && g.driver.as_deref() == Some("amdgpu"))
-            .map(|g| g.pci_address.as_str())
+            .map(|g| g.pci_address.to_string())
             .collect();
         if ours.is_empty() {
             return Ok(());
@@ -87,7 +87,7 @@ impl Source for RocmSmiSource {
 }
 
 /// Push the readings of the GPUs in `ours`; the first refusal of any of them, if one.
-fn export(readings: &[RocmReading], ours: &BTreeSet<&str>, out: &mut Sink) -> Option<String> {
+fn export(readings: &[RocmReading], ours: &BTreeSet<String>, out: &mut Sink) -> Option<String> {
     let mut seen = BTreeSet::new();
     let mut first_refusal = None;
     for r in readings {
@@ -98,7 +98,7 @@ fn export(readings: &[RocmReading], ours: &BTreeSet<&str>, out: &mut Sink) -> Op
             );
             continue;
         };
-        if !ours.contains(addr.as_str()) || !seen.insert(addr.clone()) {
+        if !ours.contains(&addr) || !seen.insert(addr.clone()) {
             tracing::debug!(gpu = %addr, index = r.index, "ROCm SMI device not in the report (or seen), skipped");
             continue;
         }
@@ -162,7 +162,7 @@ mod tests {
         dup.energy_joules = Some(99.0);
         let mut other = reading("0000:c1:00.0");
         other.energy_joules = Some(1.0);
-        let ours = BTreeSet::from(["0000:03:00.0"]);
+        let ours = BTreeSet::from(["0000:03:00.0".to_owned()]);
         let mut sink = Sink::default();
         let refusal = export(&[a, dup, other], &ours, &mut sink);
         assert_eq!(

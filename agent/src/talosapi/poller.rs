@@ -8,7 +8,7 @@
 //! the talosconfig (`--talos-config`) before every poll; a missing file is an error like any
 //! other and is retried the same way.
 
-use super::TalosApiArgs;
+use super::TalosApiConfig;
 use super::client::{Client, Error, Settings};
 use super::facts::TalosApiFacts;
 use crate::backoff::Backoff;
@@ -30,7 +30,7 @@ pub async fn fetch_once(settings: &Settings) -> Result<TalosApiFacts, Error> {
 /// secret, so a changed file means a new connection with the new certificate.
 #[derive(Debug)]
 pub struct Poller {
-    args: TalosApiArgs,
+    args: TalosApiConfig,
     client: Option<(Settings, Client)>,
     backoff: Backoff,
     /// No attempt before this instant (set after a failure).
@@ -46,7 +46,7 @@ const DEFAULT_BACKOFF_CAP: Duration = Duration::from_secs(300);
 
 impl Poller {
     /// `None` when the Talos API is not enabled.
-    pub fn new(args: TalosApiArgs) -> Option<Self> {
+    pub fn new(args: TalosApiConfig) -> Option<Self> {
         Self::with_backoff(
             args,
             Backoff::new(DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP),
@@ -54,7 +54,7 @@ impl Poller {
     }
 
     /// With a custom backoff.
-    pub fn with_backoff(args: TalosApiArgs, backoff: Backoff) -> Option<Self> {
+    pub fn with_backoff(args: TalosApiConfig, backoff: Backoff) -> Option<Self> {
         args.enabled.then_some(Poller {
             args,
             client: None,
