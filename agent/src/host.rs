@@ -250,28 +250,34 @@ pub fn read_modules(root: &HostRoot, names: &[&str], unread: &mut Vec<Unread>) -
                     .binary_search_by(|s| s.as_str().cmp(name))
                     .is_ok()
         })
-        .map(|name| module_state(root, name, &proc_modules))
+        .map(|name| module_state(&mut Reader::new(root, unread), name, &proc_modules))
         .filter(|m| m.state != ModuleLoad::Absent)
         .collect()
 }
 
-fn module_state(root: &HostRoot, name: &str, proc_modules: &[ProcModule]) -> ModuleState {
+/// One module's state. A `sys/module/<m>` file that exists but cannot be read is recorded in
+/// `unread`; an unreadable `initstate` makes the state `unknown`, never `builtin`.
+fn module_state(r: &mut Reader<'_>, name: &str, proc_modules: &[ProcModule]) -> ModuleState {
+    let root = r.root;
     let dir = format!("sys/module/{name}");
-    let sys = |f: &str| {
-        root.read_trimmed(format!("{dir}/{f}"))
-            .ok()
+    let mut sys = |r: &mut Reader<'_>, f: &str| {
+        r.optional(root.read_trimmed(format!("{dir}/{f}")))
             .filter(|s| !s.is_empty())
     };
-    let version = sys("version");
+    let version = sys(r, "version");
     let from_proc = proc_modules.iter().find(|m| m.name == name);
     let (state, taint) = if let Some(m) = from_proc {
-        (m.state.clone(), m.taint.clone().or_else(|| sys("taint")))
-    } else if let Some(init) = sys("initstate") {
-        (ModuleLoad::from(init.as_str()), sys("taint"))
-    } else if root.exists(&dir) {
-        (ModuleLoad::Builtin, None)
+        (m.state.clone(), m.taint.clone().or_else(|| sys(r, "taint")))
     } else {
-        (ModuleLoad::Absent, None)
+        match root.read_trimmed(format!("{dir}/initstate")) {
+            Ok(init) => (ModuleLoad::from(init.as_str()), sys(r, "taint")),
+            Err(e) if e.is_not_found() && root.exists(&dir) => (ModuleLoad::Builtin, None),
+            Err(e) if e.is_not_found() => (ModuleLoad::Absent, None),
+            Err(e) => {
+                r.record(crate::attr::unread_of(&e));
+                (ModuleLoad::Unknown, sys(r, "taint"))
+            }
+        }
     };
     ModuleState {
         name: name.to_owned(),
@@ -339,5 +345,25 @@ layers:
         assert_eq!(m.len(), 2);
         assert_eq!(m[0].taint.as_deref(), Some("POE"));
         assert_eq!(m[1].state, ModuleLoad::Live);
+    }
+
+    #[test]
+    fn an_unreadable_initstate_is_unknown_and_recorded_never_builtin() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("sys/module");
+        std::fs::create_dir_all(m.join("amdgpu/initstate")).unwrap(); // a directory: unreadable
+        std::fs::create_dir_all(m.join("i915")).unwrap(); // no initstate: built in
+        let root = HostRoot::new(dir.path()).unwrap();
+        let mut unread = Vec::new();
+        let mods = read_modules(&root, &["amdgpu", "i915", "nvidia"], &mut unread);
+        let state = |n: &str| mods.iter().find(|m| m.name == n).map(|m| m.state.clone());
+        assert_eq!(state("amdgpu"), Some(ModuleLoad::Unknown));
+        assert_eq!(state("i915"), Some(ModuleLoad::Builtin));
+        assert_eq!(state("nvidia"), None);
+        assert_eq!(unread.len(), 1, "{unread:?}");
+        assert!(
+            unread[0].path.ends_with("sys/module/amdgpu/initstate"),
+            "{unread:?}"
+        );
     }
 }

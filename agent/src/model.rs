@@ -437,7 +437,7 @@ impl Gpu {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModuleState {
     pub name: String,
-    /// `live`, `loading`, `unloading`, `builtin` or `absent` (or what `initstate` says).
+    /// `live`, `loading`, `unloading`, `builtin`, `absent` or `unknown` (or what `initstate` says).
     pub state: ModuleLoad,
     pub version: Option<String>,
     pub taint: Option<String>,
@@ -464,6 +464,8 @@ pub enum ModuleLoad {
     /// A `sys/module/<m>` directory without `initstate`: built into the kernel.
     Builtin,
     Absent,
+    /// `initstate` exists but could not be read (the failure is in the report's `unread`).
+    Unknown,
     /// Any other text, lower-cased.
     Other(String),
 }
@@ -479,6 +481,7 @@ impl ModuleLoad {
             Self::Going => "going",
             Self::Builtin => "builtin",
             Self::Absent => "absent",
+            Self::Unknown => "unknown",
             Self::Other(s) => s,
         }
     }
@@ -495,6 +498,7 @@ impl From<&str> for ModuleLoad {
             "going" => Self::Going,
             "builtin" => Self::Builtin,
             "absent" => Self::Absent,
+            "unknown" => Self::Unknown,
             other => Self::Other(other.to_owned()),
         }
     }
@@ -649,6 +653,7 @@ mod tests {
         for (text, state) in [
             ("live", ModuleLoad::Live),
             ("builtin", ModuleLoad::Builtin),
+            ("unknown", ModuleLoad::Unknown),
             ("going", ModuleLoad::Going),
             ("unformed", ModuleLoad::Other("unformed".into())),
         ] {
