@@ -7,8 +7,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use gpuscout::discover::{Options, discover};
 use gpuscout::hostroot::HostRoot;
 
-#[path = "../tests/support/synth.rs"]
-mod synth;
+use gpuscout_test_support::synth;
 
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("discovery_pass");
@@ -16,11 +15,11 @@ fn bench(c: &mut Criterion) {
         let dir = tempfile::tempdir().unwrap();
         synth::amd_host(dir.path(), n);
         let root = HostRoot::new(dir.path()).unwrap();
-        let report = discover(&root, &Options::default());
+        let report = discover(&root, &Options::default(), &Default::default());
         assert_eq!(report.gpus.len(), n);
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(BenchmarkId::from_parameter(n), &root, |b, root| {
-            b.iter(|| discover(root, &Options::default()))
+            b.iter(|| discover(root, &Options::default(), &Default::default()))
         });
     }
     group.finish();

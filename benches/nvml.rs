@@ -11,8 +11,7 @@
 
 #![allow(clippy::disallowed_methods)]
 
-#[path = "../tests/support/nvml_double.rs"]
-mod nvml_double;
+use gpuscout_test_support::nvml_double;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use gpuscout::hostroot::HostRoot;

@@ -13,8 +13,7 @@ use gpuscout::hostroot::HostRoot;
 use gpuscout::pods::scan::{ScanConfig, Scanner};
 use std::time::{Duration, Instant};
 
-#[path = "../tests/support/proc_tree.rs"]
-mod proc_tree;
+use gpuscout_test_support::proc_tree;
 
 fn far() -> Instant {
     Instant::now() + Duration::from_secs(3600)

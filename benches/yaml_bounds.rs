@@ -10,8 +10,7 @@ use gpuscout::discover::{Options, discover};
 use gpuscout::host::parse_extensions;
 use gpuscout::hostroot::HostRoot;
 
-#[path = "../tests/support/synth.rs"]
-mod synth;
+use gpuscout_test_support::synth;
 
 fn deepest_at_cap() -> String {
     let half = (256 * 1024 - "layers: ".len()) / 2;
@@ -35,7 +34,7 @@ fn bench(c: &mut Criterion) {
     std::fs::write(dir.path().join("etc/extensions.yaml"), &deep).unwrap();
     let root = HostRoot::new(dir.path()).unwrap();
     c.bench_function("discovery_pass/deepest_extensions_yaml", |b| {
-        b.iter(|| discover(&root, &Options::default()))
+        b.iter(|| discover(&root, &Options::default(), &Default::default()))
     });
 }
 

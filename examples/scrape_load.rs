@@ -6,8 +6,7 @@
 //!
 //! Usage: `scrape_load HOST:PORT PATH CLIENTS REQUESTS_PER_CLIENT`
 
-#[path = "support/scrape.rs"]
-mod scrape;
+use gpuscout_test_support::scrape;
 
 use scrape::get as one;
 use std::net::SocketAddr;

@@ -8,7 +8,7 @@
 use gpuscout::cli::GlobalArgs;
 use gpuscout::hostroot::HostRoot;
 use gpuscout::metrics::ExporterConfig;
-use gpuscout::serve::{Daemon, ServeConfig};
+use gpuscout::serve::{Daemon, DaemonConfig};
 use std::time::Duration;
 
 fn main() {
@@ -35,7 +35,7 @@ async fn run(args: &[String]) {
     let client = gpuscout::k8s::connect(Some(std::path::Path::new(&args[3])))
         .await
         .expect("kube client");
-    let config = ServeConfig {
+    let config = DaemonConfig {
         discovery_interval: Duration::from_secs(30),
         exporter: ExporterConfig {
             deadline: Duration::from_secs(4),

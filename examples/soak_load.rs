@@ -9,8 +9,7 @@
 
 #![allow(clippy::disallowed_methods)]
 
-#[path = "support/scrape.rs"]
-mod scrape;
+use gpuscout_test_support::scrape;
 
 use scrape::get as one;
 use std::io::Write;

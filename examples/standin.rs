@@ -1,4 +1,4 @@
-//! The Kubernetes API stand-in of the tests (tests/integration/standin) as a process, for
+//! The Kubernetes API stand-in of the tests (tests/support/src/standin) as a process, for
 //! scripts/soak.sh and scripts/bench.sh: serves on 127.0.0.1:<free port>, registers one Node,
 //! writes a kubeconfig pointing at itself, and every `--stats-every` seconds appends one line
 //! `unix_s requests writes successful_writes open_watches` to `--stats` (then forgets its
@@ -8,8 +8,7 @@
 
 #![allow(clippy::disallowed_methods, dead_code)]
 
-#[path = "../tests/integration/standin/mod.rs"]
-mod standin;
+use gpuscout_test_support::standin;
 
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

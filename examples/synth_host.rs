@@ -1,10 +1,9 @@
-//! Writes a synthetic host root with N AMD GPUs (tests/support/synth.rs) for scripts/soak.sh
+//! Writes a synthetic host root with N AMD GPUs (tests/support/src/synth.rs) for scripts/soak.sh
 //! and scripts/bench.sh. Usage: `synth_host DIR N` (DIR must not exist yet).
 
 #![allow(clippy::disallowed_methods, dead_code)]
 
-#[path = "../tests/support/synth.rs"]
-mod synth;
+use gpuscout_test_support::synth;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

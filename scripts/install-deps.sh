@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh Debian 12 machine (CI or a newcomer's).
 # Idempotent: a second run installs nothing. Needs root (or sudo) for apt.
+# `--check`: install nothing; list what is missing and exit 1 if anything is (scripts/test.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+CHECK=""
+[ "${1:-}" = --check ] && CHECK=1
 
 SUDO=""
 if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
@@ -25,6 +28,15 @@ for pair in "${APT_NEEDS[@]}"; do
   probe=${pair%%:*}; pkg=${pair#*:}
   if [[ $probe == /* ]]; then [ -e "$probe" ] || missing+=("$pkg"); else command -v "$probe" >/dev/null || missing+=("$pkg"); fi
 done
+if [ -n "$CHECK" ]; then
+  status=0
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "install-deps: missing apt packages: ${missing[*]}"
+    status=1
+  fi
+  bash scripts/install-deps-deploy.sh --check || status=1
+  exit "$status"
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${missing[*]}"
   $SUDO apt-get update -qq

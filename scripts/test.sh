@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, and every test (unit, integration against fixture host
-# roots and real tools). Installs missing tools first (scripts/install-deps.sh).
+# roots and real tools). Installs nothing: it checks that the tools are there and, if not, says
+# what is missing and to run scripts/install-deps.sh first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/install-deps.sh
+if ! scripts/install-deps.sh --check; then
+  echo "test.sh: tools are missing; run scripts/install-deps.sh (as root or with sudo) first" >&2
+  exit 2
+fi
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy (default features, then with rocm-smi)"
-cargo clippy --all-targets --locked -- -D warnings
-cargo clippy --all-targets --locked --features rocm-smi -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked --features rocm-smi -- -D warnings
 echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --locked 2>&1 | tee "$log"
+cargo test --workspace --locked 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 # The rocm-smi feature links the real ROCm SMI library; its tests run it in a mount namespace.
 cargo test --locked --features rocm-smi --lib rocm 2>&1 | tee -a "$log"

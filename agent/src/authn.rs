@@ -34,8 +34,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-/// Which authentication `/metrics` asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+/// Which authentication `/metrics` asks for (`--metrics-auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AuthMode {
     /// Anyone who can reach the port may scrape (default; use a NetworkPolicy).
     #[default]
@@ -44,27 +44,14 @@ pub enum AuthMode {
     Kubernetes,
 }
 
-/// Flags of `serve` for securing the endpoint (flattened into `cli::ServeArgs`).
-#[derive(Debug, Clone, Default, clap::Args)]
-#[command(next_help_heading = "Security")]
-pub struct SecurityArgs {
-    /// Authentication of `/metrics`: `none`, or `kubernetes` (TokenReview +
-    /// SubjectAccessReview for `get` on `/metrics`; needs a cluster). `/healthz` and `/readyz`
-    /// stay open for the kubelet's probes.
-    #[arg(
-        long,
-        env = "GPUSCOUT_METRICS_AUTH",
-        value_enum,
-        default_value = "none"
-    )]
+/// How `serve` secures its endpoint (`--metrics-auth`, `--tls-cert`, `--tls-key`).
+#[derive(Debug, Clone, Default)]
+pub struct SecurityConfig {
+    /// Authentication of `/metrics`; `/healthz` and `/readyz` stay open.
     pub metrics_auth: AuthMode,
-
-    /// PEM certificate chain: serve HTTPS instead of HTTP (needs --tls-key).
-    #[arg(long, env = "GPUSCOUT_TLS_CERT", requires = "tls_key")]
+    /// PEM certificate chain: serve HTTPS instead of HTTP (set together with `tls_key`).
     pub tls_cert: Option<std::path::PathBuf>,
-
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
-    #[arg(long, env = "GPUSCOUT_TLS_KEY", requires = "tls_cert")]
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
     pub tls_key: Option<std::path::PathBuf>,
 }
 
@@ -195,7 +182,7 @@ impl Authenticator {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Entry>> {
-        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock::lock(&self.cache)
     }
 
     fn remember(&self, key: [u8; 32], decision: Decision, ttl: Duration) {

@@ -10,7 +10,7 @@
 //! The cause is part of the JSON report (`problems[].cause`, tagged by `kind`), so tools can
 //! act on it without parsing text; see `docs/verdict-causes.md`. Pure data, no I/O.
 
-use crate::model::Status;
+use crate::status::Status;
 use serde::{Deserialize, Serialize};
 
 /// Why a problem exists, with the facts it is about.

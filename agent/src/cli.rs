@@ -6,14 +6,43 @@
 //! ([`crate::clidoc`]).
 
 use crate::discover::{self, Options};
+use crate::duration::{parse_duration, parse_positive_duration};
 use crate::hostroot::HostRoot;
 use crate::labels::{CompatProfiles, LabelConfig};
 use crate::model::{Report, Status, Vendor};
 use crate::render::{self, Format};
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use crate::serve::ServeConfig;
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
+
+mod serve_flags;
+pub use serve_flags::{AuthModeArg, K8sArgs, LabelModeArg, PodsArgs, SecurityArgs, TalosApiArgs};
+
+/// Default `--listen` address. Port 10106 is outside 9100–9999, the range of the Prometheus
+/// "default port allocations" wiki page, which its maintainers declared fully allocated in
+/// 2023; that keeps it clear of node_exporter (9100), dcgm-exporter (9400) and
+/// nvidia_gpu_exporter (9835).
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:10106";
+
+/// Output format of `discover` (see [`render::Format`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    Table,
+    Json,
+    Yaml,
+}
+
+impl From<FormatArg> for Format {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::Table => Format::Table,
+            FormatArg::Json => Format::Json,
+            FormatArg::Yaml => Format::Yaml,
+        }
+    }
+}
 
 /// `--version`: the package version and the commit it was built from (`build.rs`; `unknown`
 /// when built outside a git checkout without `GPUSCOUT_GIT_COMMIT`).
@@ -121,7 +150,7 @@ pub struct GlobalArgs {
     pub log_format: String,
 
     #[command(flatten)]
-    pub talos_api: crate::talosapi::TalosApiArgs,
+    pub talos_api: TalosApiArgs,
 }
 
 /// What to do.
@@ -133,7 +162,7 @@ pub enum Command {
     Discover {
         /// Output format.
         #[arg(long, env = "GPUSCOUT_FORMAT", value_enum, default_value = "table")]
-        format: Format,
+        format: FormatArg,
     },
     /// Exit 0 when every GPU's driver stack is `ok` (with a one-line summary on stdout), 1
     /// otherwise (one line per problem on stderr, with its fix), 2 on a usage or configuration
@@ -206,21 +235,21 @@ pub struct CaptureArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address to serve on, `host:port` (`[::]:10106` for IPv6).
-    #[arg(long, env = "GPUSCOUT_LISTEN", default_value = crate::serve::DEFAULT_LISTEN, help_heading = "Metrics")]
+    #[arg(long, env = "GPUSCOUT_LISTEN", default_value = DEFAULT_LISTEN, help_heading = "Metrics")]
     pub listen: String,
 
     /// How often discovery runs again (`30s`, `2m`, `500ms`).
-    #[arg(long, env = "GPUSCOUT_DISCOVERY_INTERVAL", default_value = "30s", value_parser = crate::serve::parse_positive_duration, help_heading = "Discovery")]
+    #[arg(long, env = "GPUSCOUT_DISCOVERY_INTERVAL", default_value = "30s", value_parser = parse_positive_duration, help_heading = "Discovery")]
     pub discovery_interval: Duration,
 
     /// Deadline of one scrape: sources still reading then are reported failed
     /// (`gpuscout_scrape_source_success 0`) and the rest is served.
-    #[arg(long, env = "GPUSCOUT_SCRAPE_TIMEOUT", default_value = "4s", value_parser = crate::serve::parse_positive_duration, help_heading = "Metrics")]
+    #[arg(long, env = "GPUSCOUT_SCRAPE_TIMEOUT", default_value = "4s", value_parser = parse_positive_duration, help_heading = "Metrics")]
     pub scrape_timeout: Duration,
 
     /// How long one scrape's readings are reused for back-to-back scrapes (`0` turns the cache
     /// off; scrapes that arrive while a pass runs still share it).
-    #[arg(long, env = "GPUSCOUT_SCRAPE_CACHE", default_value = "500ms", value_parser = crate::serve::parse_duration, help_heading = "Metrics")]
+    #[arg(long, env = "GPUSCOUT_SCRAPE_CACHE", default_value = "500ms", value_parser = parse_duration, help_heading = "Metrics")]
     pub scrape_cache: Duration,
 
     /// Metrics sources not to read at scrape time (repeat it, or separate with commas), e.g.
@@ -233,7 +262,7 @@ pub struct ServeArgs {
     /// How long a GPU's last good Node labels are kept while a read of it fails (an unreadable
     /// sysfs file, a device that could not be classified); `0` turns holding off. A GPU absent
     /// from sys/bus/pci/devices for two passes loses its labels at once.
-    #[arg(long, env = "GPUSCOUT_LABEL_HOLD", default_value = "10m", value_parser = crate::serve::parse_duration, help_heading = "Labels")]
+    #[arg(long, env = "GPUSCOUT_LABEL_HOLD", default_value = "10m", value_parser = parse_duration, help_heading = "Labels")]
     pub label_hold: Duration,
 
     /// Most HTTP connections open at once. At the cap the longest-idle connection is closed for
@@ -244,21 +273,21 @@ pub struct ServeArgs {
 
     /// Longest time from the first byte of a request to the end of its header (slow clients
     /// are disconnected).
-    #[arg(long, env = "GPUSCOUT_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = crate::serve::parse_positive_duration, help_heading = "Metrics")]
+    #[arg(long, env = "GPUSCOUT_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration, help_heading = "Metrics")]
     pub http_header_timeout: Duration,
 
     /// How long a keep-alive connection may sit idle between requests.
-    #[arg(long, env = "GPUSCOUT_HTTP_IDLE_TIMEOUT", default_value = "90s", value_parser = crate::serve::parse_positive_duration, help_heading = "Metrics")]
+    #[arg(long, env = "GPUSCOUT_HTTP_IDLE_TIMEOUT", default_value = "90s", value_parser = parse_positive_duration, help_heading = "Metrics")]
     pub http_idle_timeout: Duration,
 
     #[command(flatten)]
-    pub k8s: crate::k8s::K8sArgs,
+    pub k8s: K8sArgs,
 
     #[command(flatten)]
-    pub pods: crate::pods::PodsArgs,
+    pub pods: PodsArgs,
 
     #[command(flatten)]
-    pub security: crate::authn::SecurityArgs,
+    pub security: SecurityArgs,
 }
 
 /// Flags of `prune-labels`.
@@ -290,7 +319,7 @@ pub struct PruneArgs {
     pub pods_namespace: Option<String>,
 
     /// Longest wait for those pods (`120s`, `2m`); then prune anyway and say so.
-    #[arg(long, default_value = "120s", value_parser = crate::serve::parse_duration)]
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
     pub wait_timeout: Duration,
 
     /// Kubeconfig file; without it the in-cluster service account is used.
@@ -383,9 +412,6 @@ impl GlobalArgs {
     pub fn discover_options(&self) -> Result<Options, ConfigError> {
         Ok(Options {
             labels: self.label_config()?,
-            evidence: Default::default(),
-            nvml: None,
-            nvml_source: None,
             node_name: self
                 .node_name
                 .as_deref()
@@ -402,6 +428,38 @@ impl GlobalArgs {
         c.call_timeout = std::time::Duration::from_millis(self.nvml_call_timeout_ms);
         c
     }
+}
+
+/// `serve`'s settings from the global flags and its own: the host root and label prefix are
+/// checked here (a configuration error, exit 2); the listen address is checked by
+/// [`crate::serve::run`].
+pub fn serve_config(global: &GlobalArgs, args: &ServeArgs) -> Result<ServeConfig, ConfigError> {
+    let root = global.host_root()?;
+    let discover = global.discover_options()?;
+    let sync = args
+        .k8s
+        .sync_config(global.node_name.as_deref(), &discover.labels.prefix);
+    Ok(ServeConfig {
+        nvml: global.nvml_config(&root),
+        root,
+        discover,
+        listen: args.listen.clone(),
+        discovery_interval: args.discovery_interval,
+        scrape_timeout: args.scrape_timeout,
+        scrape_cache: args.scrape_cache,
+        disable_source: args.disable_source.clone(),
+        label_hold: args.label_hold,
+        http: crate::httpconn::Limits {
+            max_connections: args.http_max_connections,
+            header_timeout: args.http_header_timeout,
+            idle_timeout: args.http_idle_timeout,
+        },
+        kubeconfig: args.k8s.kubeconfig.clone(),
+        sync,
+        pods: (&args.pods).into(),
+        security: (&args.security).into(),
+        talos_api: (&global.talos_api).into(),
+    })
 }
 
 /// The one-shot commands need the host's PCI bus in sysfs: a root without `sys/bus/pci` is a
@@ -481,15 +539,15 @@ pub fn run_oneshot(cli: &Cli) -> Result<u8, ConfigError> {
     // NVML is tried only when PCI shows an NVIDIA GPU, bounded by its call deadlines.
     let mut nvml_cfg = cli.global.nvml_config(&root);
     nvml_cfg.quiet = true;
-    let extras = discover::Extras {
-        talos: crate::talosapi::fetch_for_oneshot(&cli.global.talos_api).map(std::sync::Arc::new),
-        nvml: Some(crate::nvml::Nvml::start(nvml_cfg)),
-        ..Default::default()
+    let evidence = discover::Evidence {
+        talos: crate::talosapi::fetch_for_oneshot(&(&cli.global.talos_api).into())
+            .map(std::sync::Arc::new),
+        ..discover::Evidence::with_nvml(crate::nvml::Nvml::start(nvml_cfg))
     };
-    let report = discover::discover_with(&root, &opts, &extras);
+    let report = discover::discover(&root, &opts, &evidence);
     match &cli.command {
         Command::Discover { format } => {
-            let text = render::render(&report, *format)?;
+            let text = render::render(&report, (*format).into())?;
             write_stdout(text.as_bytes())?;
             Ok(0)
         }

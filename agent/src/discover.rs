@@ -1,39 +1,100 @@
 //! One discovery pass: host facts, PCI GPUs, vendor enrichment, verdicts and labels.
 //!
 //! ```text
-//!  HostRoot ──► host::read ──────────────┐
-//!      │                                 ▼
-//!      ├──► pci::scan ──► vendors::{amd,nvidia,intel} ──► Gpu ──► verdict ──► labels ──► Report
-//!      └──► amd::read_kfd / nvidia::read_kernel_module (once per pass)
+//!  caller ──► Evidence (Node extensions, NVML source or readings, Talos API facts)
+//!                 │
+//!  HostRoot ──► scan: host::read, pci::scan, vendors::{amd,nvidia,intel}, KFD, NVSwitches
+//!                 │
+//!             enrich: NVML readings merged into NVIDIA GPUs (asked only when PCI shows one)
+//!                 │
+//!             verdicts: verdict::assess, device-id check, talosapi::refine
+//!                 │
+//!             labels ──► Report
 //! ```
+//!
+//! Every step runs exactly once per pass. The one-shot commands, `serve`'s discovery loop,
+//! `capture` and `host-paths --audit` all call [`discover`]; they differ only in the
+//! [`Evidence`] they build, which keeps the daemon's report equal to the one-shot's.
 
 use crate::hostroot::HostRoot;
 use crate::labels::{self, LabelConfig};
-use crate::model::{Gpu, Report, Vendor};
+use crate::model::{Extension, Gpu, Host, Report, Vendor};
 use crate::names;
+use crate::nvml::{NvmlFacts, NvmlHandle, NvmlSnapshot};
 use crate::pci::{self, PciGpu};
+use crate::talosapi::TalosApiFacts;
 use crate::vendors::{amd, intel, nvidia};
-use crate::verdict::{self, Evidence};
+use crate::verdict;
+use std::sync::Arc;
 
-/// What a pass needs besides the host root.
+/// How a pass is configured (flags), as opposed to what it learns ([`Evidence`]).
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     pub labels: LabelConfig,
-    /// What a daemon learned outside the host filesystem (Node labels, NVML); empty for the
-    /// one-shot commands.
-    pub evidence: Evidence,
-    /// NVML readings to merge into NVIDIA GPUs (taken by the caller, off this thread).
-    pub nvml: Option<std::sync::Arc<crate::nvml::NvmlSnapshot>>,
-    /// The NVML source to ask when `nvml` is not given and PCI shows an NVIDIA GPU (blocking,
-    /// bounded by the NVML deadlines): readings for the GPUs, versions for the verdicts.
-    pub nvml_source: Option<crate::nvml::NvmlHandle>,
     /// The Kubernetes Node name for the report (`--node-name`, env `NODE_NAME`); without it the
     /// report names the host by its hostname.
     pub node_name: Option<String>,
 }
 
-/// Run one discovery pass. Never fails: unreadable input is recorded in the report.
-pub fn discover(root: &HostRoot, opts: &Options) -> Report {
+/// What a pass learns outside the host filesystem, built by the caller. Empty by default (no
+/// Node, no NVML, no Talos API).
+#[derive(Debug, Clone, Default)]
+pub struct Evidence {
+    /// Extensions Talos publishes on this Node (`extensions.talos.dev/*` labels/annotations,
+    /// see [`verdict::extensions_from_node_metadata`]); `None` when the Node was not read.
+    pub node_extensions: Option<Vec<Extension>>,
+    /// Where NVML readings and driver facts come from.
+    pub nvml: NvmlEvidence,
+    /// What the Talos API says about this node (`--talos-api`).
+    pub talos: Option<Arc<TalosApiFacts>>,
+}
+
+impl Evidence {
+    /// Evidence with only an NVML source.
+    pub fn with_nvml(handle: NvmlHandle) -> Self {
+        Self {
+            nvml: NvmlEvidence::Source(handle),
+            ..Self::default()
+        }
+    }
+}
+
+/// NVML's part of the [`Evidence`].
+#[derive(Debug, Clone, Default)]
+pub enum NvmlEvidence {
+    /// NVML not used.
+    #[default]
+    None,
+    /// Ask this source, only when the pass's own PCI scan shows an NVIDIA GPU (blocking,
+    /// bounded by the NVML deadlines): readings for the GPUs, facts for the verdicts.
+    Source(NvmlHandle),
+    /// Readings and facts already taken (tests, replays); used whatever the PCI scan shows.
+    Taken {
+        readings: Option<Arc<NvmlSnapshot>>,
+        facts: Option<NvmlFacts>,
+    },
+}
+
+/// Run one discovery pass: scan, enrich, verdicts, labels, each once. Never fails: unreadable
+/// input is recorded in the report. Blocking (NVML calls are bounded by their deadlines): run
+/// it on a blocking thread inside async code.
+pub fn discover(root: &HostRoot, opts: &Options, ev: &Evidence) -> Report {
+    let (mut host, mut gpus) = scan(root);
+    let facts = enrich(&mut host, &mut gpus, &ev.nvml);
+    judge(root, &mut host, &mut gpus, ev, facts);
+    let labels = labels::compute(&host, &gpus, &opts.labels);
+    let mut report = Report::new(host, gpus, labels);
+    report.node = opts
+        .node_name
+        .clone()
+        .or_else(|| crate::host::hostname(root));
+    report.generated_at = Some(crate::model::now_rfc3339());
+    crate::textcap::cap_report(&mut report);
+    report
+}
+
+/// The host filesystem: host facts and every GPU with its vendor details.
+fn scan(root: &HostRoot) -> (Host, Vec<Gpu>) {
     let mut host = crate::host::read(root);
     let (pci_gpus, pci_unread) = pci::scan(root);
     host.unread.extend(pci_unread);
@@ -51,16 +112,6 @@ pub fn discover(root: &HostRoot, opts: &Options) -> Report {
     if has_nvidia {
         host.nvswitches = crate::vendors::nvswitch::scan(root);
     }
-    // NVML only where this pass's own PCI scan shows an NVIDIA GPU.
-    let mut evidence = std::borrow::Cow::Borrowed(&opts.evidence);
-    let mut nvml_snap = opts.nvml.clone();
-    if nvml_snap.is_none()
-        && has_nvidia
-        && let Some(h) = &opts.nvml_source
-    {
-        nvml_snap = h.snapshot_blocking().ok();
-        evidence.to_mut().nvml = h.facts();
-    }
     let mut gpus: Vec<Gpu> = pci_gpus
         .into_iter()
         .map(|p| build_gpu(root, p, &kfd, nv_module.as_ref()))
@@ -73,40 +124,70 @@ pub fn discover(root: &HostRoot, opts: &Options) -> Report {
     {
         g.unread.extend(kfd_unread.iter().cloned());
     }
-    if let Some(snap) = &nvml_snap {
-        for d in crate::nvml::enrich::apply(&mut gpus, snap) {
+    (host, gpus)
+}
+
+/// Merge NVML readings into the GPUs (disagreements with the kernel recorded); returns NVML's
+/// driver facts for the verdicts. A source is asked only when PCI shows an NVIDIA GPU.
+fn enrich(host: &mut Host, gpus: &mut [Gpu], nvml: &NvmlEvidence) -> Option<NvmlFacts> {
+    let (readings, facts) = match nvml {
+        NvmlEvidence::None => return None,
+        NvmlEvidence::Source(h) => {
+            if !gpus.iter().any(|g| g.vendor == Vendor::Nvidia) {
+                return None;
+            }
+            (h.snapshot_blocking().ok(), h.facts())
+        }
+        NvmlEvidence::Taken { readings, facts } => (readings.clone(), facts.clone()),
+    };
+    if let Some(snap) = &readings {
+        for d in crate::nvml::enrich::apply(gpus, snap) {
+            let gpu = gpus.iter_mut().find(|g| g.pci_address == d.gpu);
             let d = crate::model::Disagreement {
-                gpu: d.gpu,
+                gpu: d.gpu.to_string(),
                 source: "nvml".to_owned(),
                 field: d.field.to_owned(),
                 kernel: d.kernel,
                 library: d.nvml,
             };
-            match gpus.iter_mut().find(|g| g.pci_address == d.gpu) {
+            match gpu {
                 Some(g) if d.kernel.is_some() => g.disagreements.push(d),
                 _ => host.disagreements.push(d),
             }
         }
     }
+    facts
+}
+
+/// The verdicts: Node extensions (or the Talos API's list where the Node said nothing) and
+/// NVML facts into [`verdict::assess`], the device-id check, then the Talos API refinements.
+fn judge(
+    root: &HostRoot,
+    host: &mut Host,
+    gpus: &mut [Gpu],
+    ev: &Evidence,
+    nvml: Option<NvmlFacts>,
+) {
+    let inputs = verdict::Inputs {
+        node_extensions: ev
+            .node_extensions
+            .clone()
+            .or_else(|| ev.talos.as_ref().map(|f| f.extensions.clone())),
+        nvml,
+    };
     // The report shows the extension list the verdicts used (Node entries win over the file).
-    if let Some(exts) = verdict::effective_extensions(&host, &evidence)
+    if let Some(exts) = verdict::effective_extensions(host, &inputs)
         && let Some(t) = host.talos.as_mut()
     {
         t.extensions = exts;
     }
-    verdict::assess(root, &host, &mut gpus, &evidence);
-    for g in &mut gpus {
+    verdict::assess(root, host, gpus, &inputs);
+    for g in gpus.iter_mut() {
         identity_problem(g);
     }
-    let labels = labels::compute(&host, &gpus, &opts.labels);
-    let mut report = Report::new(host, gpus, labels);
-    report.node = opts
-        .node_name
-        .clone()
-        .or_else(|| crate::host::hostname(root));
-    report.generated_at = Some(crate::model::now_rfc3339());
-    crate::textcap::cap_report(&mut report);
-    report
+    if let Some(f) = &ev.talos {
+        crate::talosapi::refine(f, host, gpus);
+    }
 }
 
 /// A GPU whose PCI device id could not be read is `unknown`: which driver, extension and
@@ -131,10 +212,6 @@ fn identity_problem(g: &mut Gpu) {
         crate::cause::Cause::DeviceIdUnreadable { path, error },
     ));
     g.settle_status();
-}
-
-fn hex4(v: u16) -> String {
-    format!("{v:#06x}")
 }
 
 fn build_gpu(
@@ -170,14 +247,14 @@ fn build_gpu(
         vendor_model.as_deref(),
     );
     Gpu {
-        pci_address: p.address.to_string(),
+        pci_address: p.address,
         vendor: p.vendor,
-        vendor_id: hex4(p.vendor_id),
-        device_id: p.device_id.map(hex4),
-        subsystem_vendor_id: p.subsystem_vendor_id.map(hex4),
-        subsystem_device_id: p.subsystem_device_id.map(hex4),
-        class: format!("{:#08x}", p.class),
-        revision: p.revision.map(|r| format!("{r:#04x}")),
+        vendor_id: p.vendor_id,
+        device_id: p.device_id,
+        subsystem_vendor_id: p.subsystem_vendor_id,
+        subsystem_device_id: p.subsystem_device_id,
+        class: p.class,
+        revision: p.revision,
         model,
         model_source,
         driver: p.driver,
@@ -196,41 +273,4 @@ fn build_gpu(
         disagreements: Vec::new(),
         driver_link_error: p.driver_error,
     }
-}
-
-/// Evidence gathered outside the host filesystem for one pass.
-#[derive(Debug, Clone, Default)]
-pub struct Extras {
-    /// Extensions Talos publishes on this Node (`extensions.talos.dev/*` labels/annotations).
-    pub node_extensions: Option<Vec<crate::model::Extension>>,
-    /// What the Talos API says about this node (`--talos-api`).
-    pub talos: Option<std::sync::Arc<crate::talosapi::TalosApiFacts>>,
-    /// The NVML source: readings and version facts, taken only when PCI shows an NVIDIA GPU.
-    pub nvml: Option<crate::nvml::NvmlHandle>,
-}
-
-/// A discovery pass with the extra evidence applied: Node labels first, then the Talos API's
-/// extension list where the Node said nothing, NVML readings and facts, then the Talos API
-/// refinements, then labels. The one-shot commands and the daemon both run exactly this.
-/// Blocking (NVML calls are bounded by their deadlines): run it on a blocking thread.
-pub fn discover_with(root: &HostRoot, opts: &Options, extras: &Extras) -> Report {
-    let mut opts = opts.clone();
-    if extras.nvml.is_some() {
-        opts.nvml_source = extras.nvml.clone();
-    }
-    if let Some(n) = &extras.node_extensions {
-        opts.evidence.node_extensions = Some(n.clone());
-    }
-    if let Some(f) = &extras.talos {
-        opts.evidence
-            .node_extensions
-            .get_or_insert_with(|| f.extensions.clone());
-    }
-    let mut report = discover(root, &opts);
-    if let Some(f) = &extras.talos {
-        crate::talosapi::refine(f, &report.host, &mut report.gpus);
-        report.labels = labels::compute(&report.host, &report.gpus, &opts.labels);
-        crate::textcap::cap_report(&mut report);
-    }
-    report
 }

@@ -98,8 +98,8 @@ impl LabelHold {
         let mut for_labels: BTreeMap<String, Gpu> = BTreeMap::new();
         let mut seen = BTreeSet::new();
         for g in &report.gpus {
-            seen.insert(g.pci_address.clone());
-            let use_good = match self.entries.get_mut(&g.pci_address) {
+            seen.insert(g.pci_address.to_string());
+            let use_good = match self.entries.get_mut(&g.pci_address.to_string()) {
                 Some(e) => {
                     e.absent = 0;
                     let new_failure = !unread_paths(g).is_subset(&unread_paths(&e.good));
@@ -127,7 +127,7 @@ impl LabelHold {
                 }
                 None => {
                     self.entries.insert(
-                        g.pci_address.clone(),
+                        g.pci_address.to_string(),
                         Entry {
                             good: g.clone(),
                             good_at: now,
@@ -138,7 +138,10 @@ impl LabelHold {
                     None
                 }
             };
-            for_labels.insert(g.pci_address.clone(), use_good.unwrap_or_else(|| g.clone()));
+            for_labels.insert(
+                g.pci_address.to_string(),
+                use_good.unwrap_or_else(|| g.clone()),
+            );
         }
         let max_hold = self.max_hold;
         self.entries.retain(|addr, e| {
@@ -190,28 +193,22 @@ pub struct HoldGauge(Arc<Mutex<Vec<(String, Vendor, Instant)>>>);
 
 impl HoldGauge {
     fn set(&self, v: Vec<(String, Vendor, Instant)>) {
-        if let Ok(mut g) = self.0.lock() {
-            *g = v;
-        }
+        *crate::lock::lock(&self.0) = v;
     }
 
     /// `(gpu, seconds held)` now.
     pub fn values(&self) -> Vec<(String, f64)> {
         let now = Instant::now();
-        self.0
-            .lock()
-            .map(|g| {
-                g.iter()
-                    .map(|(a, _, t)| (a.clone(), now.duration_since(*t).as_secs_f64()))
-                    .collect()
-            })
-            .unwrap_or_default()
+        crate::lock::lock(&self.0)
+            .iter()
+            .map(|(a, _, t)| (a.clone(), now.duration_since(*t).as_secs_f64()))
+            .collect()
     }
 }
 
 impl Collector for HoldGauge {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let held = self.0.lock().map(|g| g.clone()).unwrap_or_default();
+        let held = crate::lock::lock(&self.0).clone();
         if held.is_empty() {
             return Ok(());
         }
@@ -234,32 +231,14 @@ impl Collector for HoldGauge {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Host, ModelSource, PcieLink, Status, Unread};
+    use crate::model::{Host, Status, Unread};
 
     fn gpu(addr: &str, unread: &[&str]) -> Gpu {
         Gpu {
-            pci_address: addr.to_owned(),
-            vendor: Vendor::Amd,
-            vendor_id: "0x1002".into(),
-            device_id: Some("0x744c".into()),
-            subsystem_vendor_id: None,
-            subsystem_device_id: None,
-            class: "0x030000".into(),
-            revision: None,
+            device_id: Some(0x744c),
             model: "Radeon RX 7900 XT".into(),
-            model_source: ModelSource::PciIds,
             driver: Some("amdgpu".into()),
-            card: None,
-            render: None,
-            numa_node: None,
             memory_bytes: Some(1 << 34),
-            pcie: PcieLink::default(),
-            sriov: None,
-            amd: None,
-            nvidia: None,
-            intel: None,
-            status: Status::Ok,
-            problems: Vec::new(),
             unread: unread
                 .iter()
                 .map(|p| Unread {
@@ -267,8 +246,7 @@ mod tests {
                     error: "Input/output error".into(),
                 })
                 .collect(),
-            disagreements: Vec::new(),
-            driver_link_error: None,
+            ..Gpu::test(Vendor::Amd, addr)
         }
     }
 

@@ -13,9 +13,9 @@
 //! - `proc/sys/kernel/hostname` for the report's `node` when no Node name is given ([`hostname`]);
 //!   missing or empty: `node` is `null`.
 
+use crate::attr::{Reader, unread_of};
 use crate::hostroot::HostRoot;
-use crate::model::{Extension, Host, HostReadErrors, ModuleState, TalosInfo, Unread};
-use crate::pci::unread_of;
+use crate::model::{Extension, Host, HostReadErrors, ModuleLoad, ModuleState, TalosInfo, Unread};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -50,16 +50,9 @@ pub fn hostname(root: &HostRoot) -> Option<String> {
 pub fn read(root: &HostRoot) -> Host {
     let mut unread = Vec::new();
     let mut read_errors = HostReadErrors::default();
-    let kernel = match root.read_trimmed("proc/sys/kernel/osrelease") {
-        Ok(k) if !k.is_empty() => Some(k),
-        Ok(_) => None,
-        Err(e) => {
-            if !e.is_not_found() {
-                unread.push(unread_of(&e));
-            }
-            None
-        }
-    };
+    let kernel = Reader::new(root, &mut unread)
+        .optional(root.read_trimmed("proc/sys/kernel/osrelease"))
+        .filter(|k| !k.is_empty());
     let os_release = match read_os_release(root) {
         Ok(m) => m,
         Err(u) => {
@@ -208,7 +201,7 @@ pub fn parse_extensions(text: &str) -> Result<Vec<Extension>, String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcModule {
     pub name: String,
-    pub state: String,
+    pub state: ModuleLoad,
     pub taint: Option<String>,
 }
 
@@ -220,8 +213,11 @@ pub fn parse_proc_modules(text: &str) -> Vec<ProcModule> {
             if f.len() < 5 || f[1].parse::<u64>().is_err() {
                 return None;
             }
-            let state = f[4].to_ascii_lowercase();
-            if !matches!(state.as_str(), "live" | "loading" | "unloading") {
+            let state = ModuleLoad::from(f[4]);
+            if !matches!(
+                state,
+                ModuleLoad::Live | ModuleLoad::Loading | ModuleLoad::Unloading
+            ) {
                 return None;
             }
             let taint = f
@@ -240,15 +236,10 @@ pub fn parse_proc_modules(text: &str) -> Vec<ProcModule> {
 /// State of each named module. Evidence, most trusted first: `/proc/modules`, then
 /// `sys/module/<m>/initstate`; a `sys/module/<m>` directory without `initstate` is built in.
 pub fn read_modules(root: &HostRoot, names: &[&str], unread: &mut Vec<Unread>) -> Vec<ModuleState> {
-    let proc_modules = match root.read_string("proc/modules") {
-        Ok(t) => parse_proc_modules(&t),
-        Err(e) => {
-            if !e.is_not_found() {
-                unread.push(unread_of(&e));
-            }
-            Vec::new()
-        }
-    };
+    let proc_modules = Reader::new(root, unread)
+        .optional(root.read_string("proc/modules"))
+        .map(|t| parse_proc_modules(&t))
+        .unwrap_or_default();
     // One listing instead of probing sys/module/<m> for every name: most are absent.
     let sys_modules = root.list_dir("sys/module").unwrap_or_default();
     names
@@ -259,28 +250,34 @@ pub fn read_modules(root: &HostRoot, names: &[&str], unread: &mut Vec<Unread>) -
                     .binary_search_by(|s| s.as_str().cmp(name))
                     .is_ok()
         })
-        .map(|name| module_state(root, name, &proc_modules))
-        .filter(|m| m.state != "absent")
+        .map(|name| module_state(&mut Reader::new(root, unread), name, &proc_modules))
+        .filter(|m| m.state != ModuleLoad::Absent)
         .collect()
 }
 
-fn module_state(root: &HostRoot, name: &str, proc_modules: &[ProcModule]) -> ModuleState {
+/// One module's state. A `sys/module/<m>` file that exists but cannot be read is recorded in
+/// `unread`; an unreadable `initstate` makes the state `unknown`, never `builtin`.
+fn module_state(r: &mut Reader<'_>, name: &str, proc_modules: &[ProcModule]) -> ModuleState {
+    let root = r.root;
     let dir = format!("sys/module/{name}");
-    let sys = |f: &str| {
-        root.read_trimmed(format!("{dir}/{f}"))
-            .ok()
+    let mut sys = |r: &mut Reader<'_>, f: &str| {
+        r.optional(root.read_trimmed(format!("{dir}/{f}")))
             .filter(|s| !s.is_empty())
     };
-    let version = sys("version");
+    let version = sys(r, "version");
     let from_proc = proc_modules.iter().find(|m| m.name == name);
     let (state, taint) = if let Some(m) = from_proc {
-        (m.state.clone(), m.taint.clone().or_else(|| sys("taint")))
-    } else if let Some(init) = sys("initstate") {
-        (init.to_ascii_lowercase(), sys("taint"))
-    } else if root.exists(&dir) {
-        ("builtin".to_owned(), None)
+        (m.state.clone(), m.taint.clone().or_else(|| sys(r, "taint")))
     } else {
-        ("absent".to_owned(), None)
+        match root.read_trimmed(format!("{dir}/initstate")) {
+            Ok(init) => (ModuleLoad::from(init.as_str()), sys(r, "taint")),
+            Err(e) if e.is_not_found() && root.exists(&dir) => (ModuleLoad::Builtin, None),
+            Err(e) if e.is_not_found() => (ModuleLoad::Absent, None),
+            Err(e) => {
+                r.record(crate::attr::unread_of(&e));
+                (ModuleLoad::Unknown, sys(r, "taint"))
+            }
+        }
     };
     ModuleState {
         name: name.to_owned(),
@@ -347,6 +344,26 @@ layers:
         );
         assert_eq!(m.len(), 2);
         assert_eq!(m[0].taint.as_deref(), Some("POE"));
-        assert_eq!(m[1].state, "live");
+        assert_eq!(m[1].state, ModuleLoad::Live);
+    }
+
+    #[test]
+    fn an_unreadable_initstate_is_unknown_and_recorded_never_builtin() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("sys/module");
+        std::fs::create_dir_all(m.join("amdgpu/initstate")).unwrap(); // a directory: unreadable
+        std::fs::create_dir_all(m.join("i915")).unwrap(); // no initstate: built in
+        let root = HostRoot::new(dir.path()).unwrap();
+        let mut unread = Vec::new();
+        let mods = read_modules(&root, &["amdgpu", "i915", "nvidia"], &mut unread);
+        let state = |n: &str| mods.iter().find(|m| m.name == n).map(|m| m.state.clone());
+        assert_eq!(state("amdgpu"), Some(ModuleLoad::Unknown));
+        assert_eq!(state("i915"), Some(ModuleLoad::Builtin));
+        assert_eq!(state("nvidia"), None);
+        assert_eq!(unread.len(), 1, "{unread:?}");
+        assert!(
+            unread[0].path.ends_with("sys/module/amdgpu/initstate"),
+            "{unread:?}"
+        );
     }
 }

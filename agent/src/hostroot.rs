@@ -168,7 +168,7 @@ impl ReadLog {
     /// The directories whose entries were listed (a subset of [`paths`](Self::paths)), sorted:
     /// `capture` keeps their entry names.
     pub fn listed(&self) -> Vec<String> {
-        let l = self.listed.lock().unwrap_or_else(|p| p.into_inner());
+        let l = crate::lock::lock(&self.listed);
         l.iter().cloned().collect()
     }
 
@@ -195,13 +195,13 @@ impl ReadLog {
     fn record_listed(&self, dir: &Path) {
         let s = display(dir);
         self.lock().insert(s.clone());
-        let mut l = self.listed.lock().unwrap_or_else(|p| p.into_inner());
+        let mut l = crate::lock::lock(&self.listed);
         l.insert(s);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
         // Plain data: a panic elsewhere while holding the lock leaves nothing half-done.
-        self.paths.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock::lock(&self.paths)
     }
 }
 

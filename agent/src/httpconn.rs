@@ -26,6 +26,7 @@
 //! `gpuscout_http_connections`. A failing `accept` (out of descriptors) is logged once per
 //! run of failures. Behind TLS the over-cap answer is a plain close: a handshake is not cheap.
 
+use crate::logonce::LogOnce;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -132,7 +133,7 @@ pub struct Gate {
     limits: Limits,
     metrics: ConnMetrics,
     overflow: Arc<Semaphore>,
-    accept_failing: Arc<AtomicBool>,
+    accept_failing: Arc<LogOnce<()>>,
     conns: Conns,
     next_id: Arc<AtomicU64>,
     base: Instant,
@@ -162,9 +163,7 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Ok(mut m) = self.conns.lock() {
-            m.remove(&self.id);
-        }
+        crate::lock::lock(&self.conns).remove(&self.id);
         self.open.dec();
     }
 }
@@ -175,7 +174,7 @@ impl Gate {
             limits,
             metrics,
             overflow: Arc::new(Semaphore::new(OVERFLOW_SLOTS)),
-            accept_failing: Arc::new(AtomicBool::new(false)),
+            accept_failing: Arc::new(LogOnce::new()),
             conns: Arc::new(Mutex::new(BTreeMap::new())),
             next_id: Arc::new(AtomicU64::new(0)),
             base: Instant::now(),
@@ -189,7 +188,7 @@ impl Gate {
     /// A slot for a new connection. At the cap the longest-idle connection is evicted to make
     /// room; `None` when every admitted connection is busy or reading a header.
     pub fn admit(&self) -> Option<Slot> {
-        let mut m = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = crate::lock::lock(&self.conns);
         if m.len() >= self.limits.max_connections {
             let victim = m
                 .iter()
@@ -217,12 +216,12 @@ impl Gate {
 
     /// `accept` succeeded: a later failure is news again.
     pub fn accept_ok(&self) {
-        self.accept_failing.store(false, Ordering::Relaxed);
+        self.accept_failing.clear();
     }
 
     /// `accept` failed (out of descriptors, usually): logged once per run of failures.
     pub fn accept_failed(&self, e: &std::io::Error) {
-        if !self.accept_failing.swap(true, Ordering::Relaxed) {
+        if self.accept_failing.first(()) {
             warn!(error = %e, open = self.metrics.open.get(), "accept failed; retrying (logged once until an accept succeeds)");
         } else {
             debug!(error = %e, "accept failed again");

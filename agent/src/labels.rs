@@ -610,10 +610,10 @@ fn nvidia_gfd(out: &mut BTreeMap<String, String>, all: &[&Gpu], host: &Host) {
         out.insert(key("cuda.runtime.minor"), minor.to_owned());
     }
     // GFD's getModeForClasses: one full PCI class for every GPU, else `unknown`.
-    let classes: BTreeSet<Option<u32>> = gpus.iter().map(|g| parse_hex(&g.class)).collect();
+    let classes: BTreeSet<u32> = gpus.iter().map(|g| g.class).collect();
     let mode = match classes.into_iter().collect::<Vec<_>>()[..] {
-        [Some(0x030000)] => "graphics",
-        [Some(0x030200)] => "compute",
+        [0x030000] => "graphics",
+        [0x030200] => "compute",
         _ => "unknown",
     };
     out.insert(key("gpu.mode"), mode.to_owned());
@@ -625,10 +625,6 @@ fn nvidia_gfd(out: &mut BTreeMap<String, String>, all: &[&Gpu], host: &Host) {
     if capable || nvml_answered {
         out.insert(key("mig.capable"), capable.to_string());
     }
-}
-
-fn parse_hex(s: &str) -> Option<u32> {
-    u32::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok()
 }
 
 /// The `amd.com/gpu.*` keys ROCm's node labeller writes (module docs, compat profiles), as
@@ -667,7 +663,7 @@ fn amd_labeller(out: &mut BTreeMap<String, String>, gpus: &[&Gpu], host: &Host) 
         (
             "device-id",
             gpus.iter()
-                .map(|g| g.device_id_u16().map(|d| format!("{d:04x}")))
+                .map(|g| g.device_id.map(|d| format!("{d:04x}")))
                 .collect(),
         ),
         (
@@ -755,8 +751,8 @@ fn intel_nfd(out: &mut BTreeMap<String, String>, gpus: &[&Gpu], host: &Host) {
     let ids: Vec<(String, String)> = gpus
         .iter()
         .filter_map(|g| {
-            let class = parse_hex(&g.class)? >> 8;
-            let dev = g.device_id_u16()?;
+            let class = g.class >> 8;
+            let dev = g.device_id?;
             matches!(class, 0x0300 | 0x0380).then(|| (format!("{class:04x}"), format!("{dev:04x}")))
         })
         .collect();

@@ -25,7 +25,8 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
                 .max_blocking_threads(16)
                 .enable_all()
                 .build()?;
-            Ok(rt.block_on(gpuscout::serve::run(&cli.global, args))?)
+            let config = cli::serve_config(&cli.global, args)?;
+            Ok(rt.block_on(gpuscout::serve::run(config))?)
         }
         Command::Capture(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread()

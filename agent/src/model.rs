@@ -9,6 +9,82 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
+/// The report's text for integer PCI ids: `0x` and fixed-width lower-case hex (`0x1002` for
+/// ids, `0x030000` for a class, `0xc1` for a revision), as `lspci -n` and sysfs write them.
+pub mod hex {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    fn parse<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        let Some(s) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        u64::from_str_radix(s.trim().trim_start_matches("0x"), 16)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
+
+    fn narrow<'de, D: Deserializer<'de>, T: TryFrom<u64>>(
+        v: Option<u64>,
+    ) -> Result<Option<T>, D::Error> {
+        v.map(|v| T::try_from(v).map_err(|_| serde::de::Error::custom("PCI id out of range")))
+            .transpose()
+    }
+
+    fn required<'de, D: Deserializer<'de>, T>(v: Option<T>) -> Result<T, D::Error> {
+        v.ok_or_else(|| serde::de::Error::custom("PCI id is null"))
+    }
+
+    /// A 16-bit id (vendor, device, subsystem).
+    pub mod u16 {
+        use super::*;
+        pub fn serialize<S: Serializer>(v: &u16, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_str(&format_args!("{v:#06x}"))
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+            required::<D, _>(narrow::<D, u16>(parse(d)?)?)
+        }
+    }
+
+    /// A 16-bit id that may be unknown (`null`).
+    pub mod opt_u16 {
+        use super::*;
+        pub fn serialize<S: Serializer>(v: &Option<u16>, s: S) -> Result<S::Ok, S::Error> {
+            match v {
+                Some(v) => s.serialize_some(&format!("{v:#06x}")),
+                None => s.serialize_none(),
+            }
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+            narrow::<D, u16>(parse(d)?)
+        }
+    }
+
+    /// A 24-bit PCI class (class, subclass, programming interface).
+    pub mod class {
+        use super::*;
+        pub fn serialize<S: Serializer>(v: &u32, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_str(&format_args!("{v:#08x}"))
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+            required::<D, _>(narrow::<D, u32>(parse(d)?)?)
+        }
+    }
+
+    /// An 8-bit revision that may be unknown (`null`).
+    pub mod opt_u8 {
+        use super::*;
+        pub fn serialize<S: Serializer>(v: &Option<u8>, s: S) -> Result<S::Ok, S::Error> {
+            match v {
+                Some(v) => s.serialize_some(&format!("{v:#04x}")),
+                None => s.serialize_none(),
+            }
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
+            narrow::<D, u8>(parse(d)?)
+        }
+    }
+}
+
 /// GPU vendor, by PCI vendor id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -20,6 +96,15 @@ pub enum Vendor {
 
 impl Vendor {
     pub const ALL: [Vendor; 3] = [Vendor::Amd, Vendor::Nvidia, Vendor::Intel];
+
+    /// The vendor's PCI vendor id.
+    pub fn pci_id(self) -> u16 {
+        match self {
+            Vendor::Amd => 0x1002,
+            Vendor::Nvidia => 0x10de,
+            Vendor::Intel => 0x8086,
+        }
+    }
 
     /// The vendor owning PCI vendor id `id`, if it is one of ours.
     pub fn from_pci_id(id: u16) -> Option<Self> {
@@ -55,69 +140,8 @@ impl fmt::Display for Vendor {
     }
 }
 
-/// Driver-stack verdict per GPU (`docs/reference/verdicts.md`), ordered from best to worst: a GPU's status is its worst
-/// problem, and a vendor's `V.status` label the worst status of its GPUs.
-///
-/// `bound-to-other-driver` (a GPU held by vfio-pci for a VM, or by another driver) ranks just
-/// above `ok`: it is a deliberate state of that one GPU, so a genuine fault on another GPU of
-/// the same vendor outranks it. `service-not-running` ranks next: the kernel driver is bound and
-/// live, only a user-space service beside it is down. `unknown` ranks last: nothing can be said.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum Status {
-    #[default]
-    Ok,
-    BoundToOtherDriver,
-    ServiceNotRunning,
-    DriverNotBound,
-    ModuleNotLoaded,
-    ExtensionMissing,
-    ExtensionVersionMismatch,
-    DriverVersionMismatch,
-    FirmwareMissing,
-    UnsupportedByTalosVersion,
-    Unknown,
-}
-
-impl Status {
-    pub const ALL: [Status; 11] = [
-        Status::Ok,
-        Status::BoundToOtherDriver,
-        Status::ServiceNotRunning,
-        Status::DriverNotBound,
-        Status::ModuleNotLoaded,
-        Status::ExtensionMissing,
-        Status::ExtensionVersionMismatch,
-        Status::DriverVersionMismatch,
-        Status::FirmwareMissing,
-        Status::UnsupportedByTalosVersion,
-        Status::Unknown,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::BoundToOtherDriver => "bound-to-other-driver",
-            Status::ServiceNotRunning => "service-not-running",
-            Status::DriverNotBound => "driver-not-bound",
-            Status::ModuleNotLoaded => "module-not-loaded",
-            Status::ExtensionMissing => "extension-missing",
-            Status::ExtensionVersionMismatch => "extension-version-mismatch",
-            Status::DriverVersionMismatch => "driver-version-mismatch",
-            Status::FirmwareMissing => "firmware-missing",
-            Status::UnsupportedByTalosVersion => "unsupported-by-talos-version",
-            Status::Unknown => "unknown",
-        }
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::pciaddr::PciAddress;
+pub use crate::status::Status;
 
 /// One problem found with a GPU's driver stack, with what to change.
 ///
@@ -310,15 +334,24 @@ pub enum ModelSource {
 /// One GPU (one PCI function of a GPU vendor with a display or accelerator class).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Gpu {
-    pub pci_address: String,
+    /// Written in the sysfs form, `0000:3b:00.0`.
+    pub pci_address: PciAddress,
     pub vendor: Vendor,
-    pub vendor_id: String,
+    /// PCI ids, class and revision are integers here and hex text in the report
+    /// (`0x1002`, `0x030000`, `0xc1`; see [`hex`]).
+    #[serde(with = "hex::u16")]
+    pub vendor_id: u16,
     /// `null` when the PCI `device` attribute could not be read (listed in `unread`).
-    pub device_id: Option<String>,
-    pub subsystem_vendor_id: Option<String>,
-    pub subsystem_device_id: Option<String>,
-    pub class: String,
-    pub revision: Option<String>,
+    #[serde(with = "hex::opt_u16")]
+    pub device_id: Option<u16>,
+    #[serde(with = "hex::opt_u16")]
+    pub subsystem_vendor_id: Option<u16>,
+    #[serde(with = "hex::opt_u16")]
+    pub subsystem_device_id: Option<u16>,
+    #[serde(with = "hex::class")]
+    pub class: u32,
+    #[serde(with = "hex::opt_u8")]
+    pub revision: Option<u8>,
     pub model: String,
     pub model_source: ModelSource,
     pub driver: Option<String>,
@@ -349,10 +382,40 @@ pub struct Gpu {
 }
 
 impl Gpu {
-    /// Numeric PCI device id (`0x1586` gives 0x1586).
-    pub fn device_id_u16(&self) -> Option<u16> {
-        let id = self.device_id.as_deref()?;
-        u16::from_str_radix(id.trim_start_matches("0x"), 16).ok()
+    /// **For tests only**: a GPU at `pci_address` with the vendor's PCI vendor id, class
+    /// `0x030000`, nothing else known (no device id, driver or vendor details) and status `ok`.
+    /// Tests set what they need with `Gpu { driver: .., ..Gpu::test(vendor, addr) }`, so a new
+    /// field means one edit here.
+    ///
+    /// Panics when `pci_address` is not a PCI address.
+    pub fn test(vendor: Vendor, pci_address: &str) -> Self {
+        Self {
+            pci_address: pci_address.parse().expect("a PCI address"),
+            vendor,
+            vendor_id: vendor.pci_id(),
+            device_id: None,
+            subsystem_vendor_id: None,
+            subsystem_device_id: None,
+            class: 0x030000,
+            revision: None,
+            model: String::new(),
+            model_source: ModelSource::PciIds,
+            driver: None,
+            card: None,
+            render: None,
+            numa_node: None,
+            memory_bytes: None,
+            pcie: PcieLink::default(),
+            sriov: None,
+            amd: None,
+            nvidia: None,
+            intel: None,
+            status: Status::Ok,
+            problems: Vec::new(),
+            unread: Vec::new(),
+            disagreements: Vec::new(),
+            driver_link_error: None,
+        }
     }
 
     /// Render every problem's text from its cause, then set `status` to the worst problem
@@ -374,8 +437,8 @@ impl Gpu {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModuleState {
     pub name: String,
-    /// `live`, `loading`, `unloading`, `builtin` or `absent`.
-    pub state: String,
+    /// `live`, `loading`, `unloading`, `builtin`, `absent` or `unknown` (or what `initstate` says).
+    pub state: ModuleLoad,
     pub version: Option<String>,
     pub taint: Option<String>,
 }
@@ -383,7 +446,79 @@ pub struct ModuleState {
 impl ModuleState {
     /// Loaded and usable: live as a module or built into the kernel.
     pub fn is_usable(&self) -> bool {
-        self.state == "live" || self.state == "builtin"
+        matches!(self.state, ModuleLoad::Live | ModuleLoad::Builtin)
+    }
+}
+
+/// Where a kernel module is in its life: `/proc/modules`' state column (`Live`, `Loading`,
+/// `Unloading`), `sys/module/<m>/initstate` (`live`, `coming`, `going`), or built in / absent.
+/// Written in the report in lower case; a state the kernel may add later is kept as its text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum ModuleLoad {
+    Live,
+    Loading,
+    Unloading,
+    Coming,
+    Going,
+    /// A `sys/module/<m>` directory without `initstate`: built into the kernel.
+    Builtin,
+    Absent,
+    /// `initstate` exists but could not be read (the failure is in the report's `unread`).
+    Unknown,
+    /// Any other text, lower-cased.
+    Other(String),
+}
+
+impl ModuleLoad {
+    /// The report's text for this state.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Live => "live",
+            Self::Loading => "loading",
+            Self::Unloading => "unloading",
+            Self::Coming => "coming",
+            Self::Going => "going",
+            Self::Builtin => "builtin",
+            Self::Absent => "absent",
+            Self::Unknown => "unknown",
+            Self::Other(s) => s,
+        }
+    }
+}
+
+impl From<&str> for ModuleLoad {
+    /// Parse a state as the kernel writes it (any case).
+    fn from(s: &str) -> Self {
+        match s.to_ascii_lowercase().as_str() {
+            "live" => Self::Live,
+            "loading" => Self::Loading,
+            "unloading" => Self::Unloading,
+            "coming" => Self::Coming,
+            "going" => Self::Going,
+            "builtin" => Self::Builtin,
+            "absent" => Self::Absent,
+            "unknown" => Self::Unknown,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+}
+
+impl From<String> for ModuleLoad {
+    fn from(s: String) -> Self {
+        Self::from(s.as_str())
+    }
+}
+
+impl From<ModuleLoad> for String {
+    fn from(s: ModuleLoad) -> Self {
+        s.as_str().to_owned()
+    }
+}
+
+impl std::fmt::Display for ModuleLoad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -482,4 +617,52 @@ pub fn now_rfc3339() -> String {
     jiff::Timestamp::from_second(now.as_second())
         .unwrap_or(now)
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_states_are_text_in_the_report_and_read_back() {
+        let g = Gpu {
+            device_id: Some(0x744c),
+            subsystem_vendor_id: Some(0x1da2),
+            subsystem_device_id: None,
+            class: 0x038000,
+            revision: Some(0xc8),
+            ..Gpu::test(Vendor::Amd, "0000:03:00.0")
+        };
+        let v = serde_json::to_value(&g).unwrap();
+        assert_eq!(v["pci_address"], "0000:03:00.0");
+        assert_eq!(v["vendor_id"], "0x1002");
+        assert_eq!(v["device_id"], "0x744c");
+        assert_eq!(v["subsystem_vendor_id"], "0x1da2");
+        assert_eq!(v["subsystem_device_id"], serde_json::Value::Null);
+        assert_eq!(v["class"], "0x038000");
+        assert_eq!(v["revision"], "0xc8");
+        let back: Gpu = serde_json::from_value(v).unwrap();
+        assert_eq!(back, g);
+        let mut bad = serde_json::to_value(&g).unwrap();
+        bad["device_id"] = "0x12345".into();
+        assert!(
+            serde_json::from_value::<Gpu>(bad).is_err(),
+            "a device id over 16 bits"
+        );
+
+        for (text, state) in [
+            ("live", ModuleLoad::Live),
+            ("builtin", ModuleLoad::Builtin),
+            ("unknown", ModuleLoad::Unknown),
+            ("going", ModuleLoad::Going),
+            ("unformed", ModuleLoad::Other("unformed".into())),
+        ] {
+            assert_eq!(ModuleLoad::from(text.to_ascii_uppercase().as_str()), state);
+            assert_eq!(serde_json::to_value(&state).unwrap(), text);
+            assert_eq!(
+                serde_json::from_value::<ModuleLoad>(text.into()).unwrap(),
+                state
+            );
+        }
+    }
 }

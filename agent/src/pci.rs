@@ -10,80 +10,19 @@
 //! Intel. A BMC's VGA (ASPEED, Matrox) or a GPU's HDMI audio function is not. A device whose
 //! `vendor`/`class` cannot be read cannot be classified: it is recorded as unread and skipped.
 //! A GPU whose `device` cannot be read is kept with `device_id` `None` (its verdict is then
-//! `unknown`, see `discover`): one failed read never makes a GPU disappear. Every other missing
-//! file leaves its field `None`, with the reason in the GPU's `unread` list.
+//! `unknown`, see `discover`): one failed read never makes a GPU disappear. Every other attribute
+//! is optional: missing, its field is `None`; present but unreadable or malformed, its field is
+//! `None` with the reason in the GPU's `unread` list (the rule of [`crate::attr`]).
 
+use crate::attr::Reader;
 use crate::hostroot::{HostRoot, Resolved};
 use crate::model::{PcieLink, Sriov, Unread, Vendor};
 use crate::parse;
-use std::fmt;
-use std::str::FromStr;
 
 /// Host path of the PCI device list.
 pub const DEVICES: &str = "sys/bus/pci/devices";
 
-/// A PCI address `DDDD:BB:DD.F`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PciAddress {
-    pub domain: u32,
-    pub bus: u8,
-    pub device: u8,
-    pub function: u8,
-}
-
-impl PciAddress {
-    /// KFD `location_id`: `(bus << 8) | (device << 3) | function`.
-    pub fn location_id(&self) -> u32 {
-        (u32::from(self.bus) << 8) | (u32::from(self.device) << 3) | u32::from(self.function)
-    }
-}
-
-impl fmt::Display for PciAddress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:04x}:{:02x}:{:02x}.{:x}",
-            self.domain, self.bus, self.device, self.function
-        )
-    }
-}
-
-/// A string that is not a PCI address.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("not a PCI address: {0:?}")]
-pub struct BadAddress(pub String);
-
-impl FromStr for PciAddress {
-    type Err = BadAddress;
-
-    /// Accepts sysfs (`0000:3b:00.0`), NVML (`00000000:3B:00.0`) and short (`3b:00.0`) forms.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || BadAddress(s.to_owned());
-        let t = s.trim();
-        let (rest, func) = t.rsplit_once('.').ok_or_else(bad)?;
-        let mut parts = rest.rsplitn(3, ':');
-        let dev = parts.next().ok_or_else(bad)?;
-        let bus = parts.next().ok_or_else(bad)?;
-        let dom = parts.next().unwrap_or("0");
-        let hex32 = |x: &str, max_len: usize| {
-            if x.is_empty() || x.len() > max_len || !x.bytes().all(|b| b.is_ascii_hexdigit()) {
-                None
-            } else {
-                u32::from_str_radix(x, 16).ok()
-            }
-        };
-        let domain = hex32(dom, 8).ok_or_else(bad)?;
-        let bus = hex32(bus, 2).ok_or_else(bad)? as u8;
-        let device = hex32(dev, 2).filter(|d| *d < 32).ok_or_else(bad)? as u8;
-        let function = hex32(func, 1).filter(|f| *f < 8).ok_or_else(bad)? as u8;
-        Ok(Self {
-            domain,
-            bus,
-            device,
-            function,
-        })
-    }
-}
+pub use crate::pciaddr::{BadAddress, PciAddress};
 
 /// Generic facts about one GPU function.
 #[derive(Debug, Clone)]
@@ -134,25 +73,19 @@ pub fn is_gpu_class(vendor: Vendor, class: u32) -> bool {
 /// Scan the PCI bus. Returns the GPUs in address order and what could not be read.
 pub fn scan(root: &HostRoot) -> (Vec<PciGpu>, Vec<Unread>) {
     let mut unread = Vec::new();
-    let names = match root.list_dir(DEVICES) {
-        Ok(n) => n,
-        Err(e) => {
-            // No PCI bus in sysfs (some VMs, containers without /sys): no GPUs, say why.
-            if !e.is_not_found() {
-                unread.push(unread_of(&e));
-            }
-            return (Vec::new(), unread);
-        }
+    let mut r = Reader::new(root, &mut unread);
+    // No PCI bus in sysfs (some VMs, containers without /sys): no GPUs; unreadable: say why.
+    let Some(names) = r.optional(root.list_dir(DEVICES)) else {
+        return (Vec::new(), unread);
     };
     let mut gpus = Vec::new();
     for name in names {
         let Ok(address) = name.parse::<PciAddress>() else {
             continue;
         };
-        match probe(root, address, &name) {
-            Ok(Some(gpu)) => gpus.push(gpu),
-            Ok(None) => {}
-            Err(e) => unread.push(unread_of(&e)),
+        // A device whose vendor or class cannot be read cannot be classified: recorded.
+        if let Some(Some(gpu)) = r.required(probe(root, address, &name)) {
+            gpus.push(gpu);
         }
     }
     gpus.sort_by_key(|g| g.address);
@@ -168,19 +101,6 @@ pub fn device_list_unread(unread: &[Unread]) -> Option<&Unread> {
         list.strip_prefix(u.path.as_str())
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     })
-}
-
-/// Convert a read error into a report entry.
-pub fn unread_of(e: &crate::hostroot::Error) -> Unread {
-    Unread {
-        path: e.path().to_owned(),
-        error: e
-            .to_string()
-            .rsplit(": ")
-            .next()
-            .unwrap_or_default()
-            .to_owned(),
-    }
 }
 
 /// Reads one device. `Ok(None)` when it is not a GPU of ours.
@@ -199,49 +119,32 @@ fn probe(
     if !is_gpu_class(vendor, class) {
         return Ok(None);
     }
-    let mut r = Reader {
-        root,
-        dir: &dir,
-        unread: Vec::new(),
-    };
+    let mut unread = Vec::new();
+    let mut r = Reader::new(root, &mut unread);
     // Known vendor and class: a GPU of ours even when its id cannot be read.
-    let device_id = match root.read_attr(&dir, "device") {
-        Ok(s) => match parse::hex_u16(&s) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                r.unread.push(unread_of(&e.at(&dir, "device")));
-                None
-            }
-        },
-        Err(e) => {
-            r.unread.push(unread_of(&e));
-            None
-        }
-    };
-    let subsystem_vendor_id = r.opt("subsystem_vendor", parse::hex_u16);
-    let subsystem_device_id = r.opt("subsystem_device", parse::hex_u16);
-    let revision = r.opt("revision", parse::hex_u8);
-    let numa_node = r.opt("numa_node", parse::int::<i32>);
+    let device_id = r.required_attr(&dir, "device", parse::hex_u16);
+    let subsystem_vendor_id = r.attr(&dir, "subsystem_vendor", parse::hex_u16);
+    let subsystem_device_id = r.attr(&dir, "subsystem_device", parse::hex_u16);
+    let revision = r.attr(&dir, "revision", parse::hex_u8);
+    let numa_node = r.attr(&dir, "numa_node", parse::int::<i32>);
     let link = PcieLink {
-        current_gts: r.opt("current_link_speed", parse::link_speed_gts).flatten(),
-        current_width: r.opt("current_link_width", parse::link_width).flatten(),
-        max_gts: r.opt("max_link_speed", parse::link_speed_gts).flatten(),
-        max_width: r.opt("max_link_width", parse::link_width).flatten(),
+        current_gts: r
+            .attr(&dir, "current_link_speed", parse::link_speed_gts)
+            .flatten(),
+        current_width: r
+            .attr(&dir, "current_link_width", parse::link_width)
+            .flatten(),
+        max_gts: r
+            .attr(&dir, "max_link_speed", parse::link_speed_gts)
+            .flatten(),
+        max_width: r.attr(&dir, "max_link_width", parse::link_width).flatten(),
     };
-    let sriov = read_sriov(&mut r);
-    let mut driver_error = None;
-    let driver = match root.link_name_in(&dir, "driver") {
-        Ok(d) => Some(d),
-        Err(e) if e.is_not_found() => None,
-        Err(e) => {
-            let u = unread_of(&e);
-            r.unread.push(u.clone());
-            driver_error = Some(u);
-            None
-        }
-    };
-    let (card, render) = drm_nodes(&mut r);
-    let unread = r.unread;
+    let sriov = read_sriov(&mut r, &dir);
+    let before = r.unread.len();
+    let driver = r.optional(root.link_name_in(&dir, "driver"));
+    // The `driver` link exists but cannot be read: recorded, and kept apart for the verdict.
+    let driver_error = r.unread.get(before).cloned();
+    let (card, render) = drm_nodes(&mut r, &dir);
     Ok(Some(PciGpu {
         address,
         dir,
@@ -263,59 +166,19 @@ fn probe(
     }))
 }
 
-/// Reads optional attributes of one directory, recording what exists but cannot be used.
-pub struct Reader<'a> {
-    pub root: &'a HostRoot,
-    pub dir: &'a Resolved,
-    pub unread: Vec<Unread>,
-}
-
-impl Reader<'_> {
-    /// Read and parse `name`; absent files are `None` silently, broken ones are recorded.
-    pub fn opt<T>(
-        &mut self,
-        name: &str,
-        f: impl FnOnce(&str) -> Result<T, parse::ParseError>,
-    ) -> Option<T> {
-        match self.root.read_attr(self.dir, name) {
-            Ok(s) => match f(&s) {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    self.unread.push(Unread {
-                        path: format!("{}/{name}", self.dir.host_display()),
-                        error: e.to_string(),
-                    });
-                    None
-                }
-            },
-            Err(e) if e.is_not_found() => None,
-            Err(e) => {
-                self.unread.push(unread_of(&e));
-                None
-            }
-        }
-    }
-
-    /// A trimmed, non-empty string attribute.
-    pub fn text(&mut self, name: &str) -> Option<String> {
-        self.opt(name, |s| Ok(s.trim().to_owned()))
-            .filter(|s| !s.is_empty())
-    }
-}
-
-fn read_sriov(r: &mut Reader<'_>) -> Option<Sriov> {
-    if let Ok(pf) = r.root.link_name_in(r.dir, "physfn") {
+fn read_sriov(r: &mut Reader<'_>, dir: &Resolved) -> Option<Sriov> {
+    if let Ok(pf) = r.root.link_name_in(dir, "physfn") {
         return Some(Sriov::Vf { physfn: pf });
     }
-    let total_vfs = r.opt("sriov_totalvfs", parse::int::<u32>)?;
-    let num_vfs = r.opt("sriov_numvfs", parse::int::<u32>);
-    let names = r.root.list_dir_in(r.dir, "").unwrap_or_default();
+    let total_vfs = r.attr(dir, "sriov_totalvfs", parse::int::<u32>)?;
+    let num_vfs = r.attr(dir, "sriov_numvfs", parse::int::<u32>);
+    let names = r.root.list_dir_in(dir, "").unwrap_or_default();
     let mut vfs: Vec<(u32, String)> = names
         .iter()
         .filter_map(|n| n.strip_prefix("virtfn")?.parse::<u32>().ok())
         .filter_map(|i| {
             r.root
-                .link_name_in(r.dir, &format!("virtfn{i}"))
+                .link_name_in(dir, &format!("virtfn{i}"))
                 .ok()
                 .map(|t| (i, t))
         })
@@ -329,14 +192,9 @@ fn read_sriov(r: &mut Reader<'_>) -> Option<Sriov> {
 }
 
 /// `cardN` and `renderDN` from the device's own `drm/` directory.
-fn drm_nodes(r: &mut Reader<'_>) -> (Option<String>, Option<String>) {
-    let names = match r.root.list_dir_in(r.dir, "drm") {
-        Ok(n) => n,
-        Err(e) if e.is_not_found() => return (None, None),
-        Err(e) => {
-            r.unread.push(unread_of(&e));
-            return (None, None);
-        }
+fn drm_nodes(r: &mut Reader<'_>, dir: &Resolved) -> (Option<String>, Option<String>) {
+    let Some(names) = r.optional(r.root.list_dir_in(dir, "drm")) else {
+        return (None, None);
     };
     let pick = |prefix: &str| {
         names

@@ -9,7 +9,7 @@
 //! of `discover` plus one scrape; nothing is written. ROCm SMI is not run: it reads the real
 //! `/sys` and ignores the root.
 
-use crate::discover::{self, Extras, Options};
+use crate::discover::{self, Evidence, Options};
 use crate::hostroot::{HostRoot, ReadLog};
 use crate::metrics::{self, Exporter, ExporterConfig, Snapshot};
 use crate::model::Report;
@@ -36,10 +36,7 @@ pub async fn record(root: &HostRoot, opts: &Options, mut nvml: NvmlConfig) -> Pa
     let (root, log) = root.clone().recording();
     nvml.root = root.clone();
     let handle = Nvml::start(nvml);
-    let extras = Extras {
-        nvml: Some(handle.clone()),
-        ..Default::default()
-    };
+    let evidence = Evidence::with_nvml(handle.clone());
     let (r, o) = (root.clone(), opts.clone());
     let mut pass = Pass {
         log,
@@ -48,7 +45,7 @@ pub async fn record(root: &HostRoot, opts: &Options, mut nvml: NvmlConfig) -> Pa
         nvml: handle.clone(),
     };
     let report =
-        match tokio::task::spawn_blocking(move || discover::discover_with(&r, &o, &extras)).await {
+        match tokio::task::spawn_blocking(move || discover::discover(&r, &o, &evidence)).await {
             Ok(report) => Arc::new(report),
             // A panic in discovery: what was recorded up to it is still the answer.
             Err(_) => return pass,

@@ -10,7 +10,7 @@
 //!                              ─► /healthz (process alive)   /readyz (503 until ready)
 //! ```
 //!
-//! Listens on `--listen` (env `GPUSCOUT_LISTEN`, default [`DEFAULT_LISTEN`]). Port 10106 is
+//! Listens on `--listen` (env `GPUSCOUT_LISTEN`, default `0.0.0.0:10106`). Port 10106 is
 //! outside 9100–9999, the range of the Prometheus "default port allocations" wiki page, which
 //! its maintainers declared fully allocated in 2023; that keeps it clear of node_exporter
 //! (9100), dcgm-exporter (9400) and nvidia_gpu_exporter (9835).
@@ -28,8 +28,7 @@
 //! are closed), give extra tasks the same grace, then return (exit 0). A listen address that
 //! does not parse or cannot be bound is a configuration error (one line, exit 2).
 
-use crate::cli::{ConfigError, GlobalArgs, ServeArgs};
-use crate::discover::{self, Options};
+use crate::discover::{self, Evidence, Options};
 use crate::hostroot::HostRoot;
 use crate::metrics::{self, Exporter, ExporterConfig, Source};
 use crate::model::{Host, Report};
@@ -52,14 +51,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-/// Default listen address (see the module docs for the port choice).
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:10106";
-
 /// What stops `serve`.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
     #[error("--listen {addr:?}: not an address like 0.0.0.0:10106 or [::1]:10106")]
     ListenAddr { addr: String },
     #[error("--listen {addr}: {source}")]
@@ -78,38 +72,6 @@ pub enum Error {
     MetricsAuth(#[source] crate::k8s::Error),
 }
 
-/// Parse a duration such as `30s`, `500ms`, `2m`, `1h` or `0` (flags of `serve`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?}: expected a duration like 30s, 500ms or 2m"))?;
-    let secs = match unit {
-        "ms" => v / 1000.0,
-        "s" | "" => v,
-        "m" => v * 60.0,
-        "h" => v * 3600.0,
-        _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
-    };
-    if !(secs.is_finite() && (0.0..86_400.0 * 365.0).contains(&secs)) {
-        return Err(format!("{s:?}: out of range"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-/// [`parse_duration`], refusing zero (intervals and deadlines).
-pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if d.is_zero() {
-        return Err(format!("{s:?}: must be more than zero"));
-    }
-    Ok(d)
-}
-
 /// Parse `--listen`.
 pub fn parse_listen(s: &str) -> Result<SocketAddr, Error> {
     s.trim()
@@ -117,9 +79,9 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, Error> {
         .map_err(|_| Error::ListenAddr { addr: s.to_owned() })
 }
 
-/// Settings of the daemon.
+/// Settings of the [`Daemon`] itself.
 #[derive(Debug, Clone)]
-pub struct ServeConfig {
+pub struct DaemonConfig {
     pub discovery_interval: Duration,
     pub exporter: ExporterConfig,
     /// How long in-flight requests and extra tasks get after SIGTERM.
@@ -128,8 +90,9 @@ pub struct ServeConfig {
 
 type Task = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
-/// One discovery pass (replaceable for tests and for callers that enrich reports).
-pub type DiscoverFn = Arc<dyn Fn(&HostRoot, &Options) -> Report + Send + Sync + 'static>;
+/// The evidence of each discovery pass (Node extensions, NVML, Talos API), asked on the pass's
+/// blocking thread just before [`discover::discover`] runs.
+pub type EvidenceFn = Arc<dyn Fn() -> Evidence + Send + Sync + 'static>;
 
 /// The running agent: discovery loop, report channel, HTTP server and extra tasks.
 ///
@@ -156,14 +119,14 @@ pub type DiscoverFn = Arc<dyn Fn(&HostRoot, &Options) -> Report + Send + Sync + 
 pub struct Daemon {
     root: HostRoot,
     opts: Options,
-    config: ServeConfig,
+    config: DaemonConfig,
     tx: watch::Sender<Arc<Report>>,
     ready: Arc<AtomicBool>,
     shutdown_tx: watch::Sender<bool>,
     tasks: Vec<Task>,
     sources: Vec<Arc<dyn Source>>,
     registry: Option<Registry>,
-    discover: DiscoverFn,
+    evidence: EvidenceFn,
     auth: Option<crate::authn::Authenticator>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     label_hold: Duration,
@@ -181,25 +144,12 @@ impl std::fmt::Debug for Daemon {
 
 /// The report the channel holds until the first discovery pass has finished.
 fn placeholder() -> Report {
-    Report::new(
-        Host {
-            kernel: None,
-            os: None,
-            talos: None,
-            modules: Vec::new(),
-            unread: Vec::new(),
-            disagreements: Vec::new(),
-            nvswitches: Vec::new(),
-            read_errors: Default::default(),
-        },
-        Vec::new(),
-        BTreeMap::new(),
-    )
+    Report::new(Host::default(), Vec::new(), BTreeMap::new())
 }
 
 impl Daemon {
     /// A daemon with the built-in metrics sources. Nothing runs until [`serve`](Self::serve).
-    pub fn new(root: HostRoot, opts: Options, config: ServeConfig) -> Self {
+    pub fn new(root: HostRoot, opts: Options, config: DaemonConfig) -> Self {
         let (tx, _) = watch::channel(Arc::new(placeholder()));
         let (shutdown_tx, _) = watch::channel(false);
         Self {
@@ -212,7 +162,7 @@ impl Daemon {
             tasks: Vec::new(),
             sources: metrics::default_sources(),
             registry: None,
-            discover: Arc::new(discover::discover),
+            evidence: Arc::new(Evidence::default),
             auth: None,
             tls: None,
             label_hold: crate::hold::DEFAULT_HOLD,
@@ -241,13 +191,11 @@ impl Daemon {
         self.tls = Some(tls);
     }
 
-    /// Replace the discovery pass (default: [`discover::discover`]). It runs on a blocking
-    /// thread every discovery interval.
-    pub fn set_discovery(
-        &mut self,
-        f: impl Fn(&HostRoot, &Options) -> Report + Send + Sync + 'static,
-    ) {
-        self.discover = Arc::new(f);
+    /// Where each discovery pass gets its [`Evidence`] (default: none). `f` runs on the pass's
+    /// blocking thread every discovery interval; the pass itself is always
+    /// [`discover::discover`], as in the one-shot commands.
+    pub fn set_evidence(&mut self, f: impl Fn() -> Evidence + Send + Sync + 'static) {
+        self.evidence = Arc::new(f);
     }
 
     /// The latest discovery report. The value before the first pass is an empty placeholder
@@ -294,6 +242,18 @@ impl Daemon {
 
     /// Serve until `shutdown` resolves, then drain. Never fails once the listener is bound.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let grace = self.config.grace;
+        let tls = self.tls.clone();
+        let running = self.start();
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        accept_loop(&listener, shutdown, &running, &graceful, tls).await;
+        drop(listener);
+        info!("shutting down: no new connections, finishing in-flight requests");
+        drain(running, graceful, grace).await;
+    }
+
+    /// Start the discovery loop and the extra tasks; build what answers requests.
+    fn start(self) -> Running {
         let Daemon {
             root,
             opts,
@@ -304,9 +264,9 @@ impl Daemon {
             tasks,
             sources,
             registry,
-            discover,
+            evidence,
             auth,
-            tls,
+            tls: _,
             label_hold,
             limits,
         } = self;
@@ -327,7 +287,7 @@ impl Daemon {
         conn_metrics.register(reg);
         let mut handles = Vec::new();
         handles.push(tokio::spawn(discovery_loop(
-            discover,
+            evidence,
             root,
             opts,
             config.discovery_interval,
@@ -345,55 +305,86 @@ impl Daemon {
             extra: registry,
             auth,
         });
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let gate = crate::httpconn::Gate::new(limits, conn_metrics);
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let (stream, peer) = match accepted {
-                        Ok(a) => a,
-                        Err(e) => {
-                            // Out of file descriptors and similar: wait a moment, keep serving.
-                            gate.accept_failed(&e);
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    gate.accept_ok();
-                    let Some(slot) = gate.admit() else {
-                        gate.refuse(stream, tls.is_some(), app.ready.clone());
-                        continue;
-                    };
-                    spawn_connection(stream, peer, slot, &gate, &app, &graceful, tls.clone());
-                }
-                () = &mut shutdown => break,
-            }
+        Running {
+            app,
+            gate: crate::httpconn::Gate::new(limits, conn_metrics),
+            shutdown_tx,
+            handles,
         }
-        drop(listener);
-        info!("shutting down: no new connections, finishing in-flight requests");
-        let _ = shutdown_tx.send(true);
-        if tokio::time::timeout(config.grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            warn!(grace = ?config.grace, "connections still open after the grace period; closing them");
-        }
-        let deadline = tokio::time::Instant::now() + config.grace;
-        for h in handles {
-            let abort = h.abort_handle();
-            if tokio::time::timeout_at(deadline, h).await.is_err() {
-                abort.abort();
-            }
-        }
-        info!("stopped");
     }
+}
+
+/// A started daemon: what the accept loop and the drain need.
+struct Running {
+    app: Arc<App>,
+    gate: crate::httpconn::Gate,
+    shutdown_tx: watch::Sender<bool>,
+    handles: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Accept connections until `shutdown` resolves: each admitted one is served by
+/// [`spawn_connection`]; over the connection cap the gate answers cheaply.
+async fn accept_loop(
+    listener: &TcpListener,
+    shutdown: impl Future<Output = ()>,
+    running: &Running,
+    graceful: &hyper_util::server::graceful::GracefulShutdown,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    let (gate, app) = (&running.gate, &running.app);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and similar: wait a moment, keep serving.
+                        gate.accept_failed(&e);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                gate.accept_ok();
+                let Some(slot) = gate.admit() else {
+                    gate.refuse(stream, tls.is_some(), app.ready.clone());
+                    continue;
+                };
+                spawn_connection(stream, peer, slot, gate, app, graceful, tls.clone());
+            }
+            () = &mut shutdown => break,
+        }
+    }
+}
+
+/// After the listener is closed: signal shutdown, give in-flight requests and then the extra
+/// tasks `grace` each, and abort what is still running.
+async fn drain(
+    running: Running,
+    graceful: hyper_util::server::graceful::GracefulShutdown,
+    grace: Duration,
+) {
+    let _ = running.shutdown_tx.send(true);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!(grace = ?grace, "connections still open after the grace period; closing them");
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    for h in running.handles {
+        let abort = h.abort_handle();
+        if tokio::time::timeout_at(deadline, h).await.is_err() {
+            abort.abort();
+        }
+    }
+    info!("stopped");
 }
 
 // One argument per piece of loop state; a struct would only rename them.
 #[allow(clippy::too_many_arguments)]
 async fn discovery_loop(
-    discover: DiscoverFn,
+    evidence: EvidenceFn,
     root: HostRoot,
     opts: Options,
     interval: Duration,
@@ -403,9 +394,9 @@ async fn discovery_loop(
     mut hold: crate::hold::LabelHold,
 ) {
     loop {
-        let (r, o, d) = (root.clone(), opts.clone(), discover.clone());
+        let (r, o, ev) = (root.clone(), opts.clone(), evidence.clone());
         let pass = tokio::task::spawn_blocking(move || {
-            let report = d(&r, &o);
+            let report = discover::discover(&r, &o, &ev());
             // Which devices exist, to tell an unplugged GPU from one that could not be read.
             let listing = match r.list_dir(crate::pci::DEVICES) {
                 Ok(names) => crate::hold::Listing::Listed(names.into_iter().collect()),
@@ -635,74 +626,126 @@ pub fn termination() -> Result<impl Future<Output = ()>, Error> {
     })
 }
 
-/// `gpuscout serve` as the binary runs it: validate flags, bind, serve until SIGTERM/SIGINT.
-pub async fn run(global: &GlobalArgs, args: &ServeArgs) -> Result<u8, Error> {
-    let root = global.host_root()?;
-    let opts = global.discover_options()?;
-    let addr = parse_listen(&args.listen)?;
+/// Everything `gpuscout serve` needs, built by the command line ([`crate::cli`]) from its flags.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The host root, already checked to be a readable directory.
+    pub root: HostRoot,
+    /// Options of every discovery pass (labels, node name).
+    pub discover: Options,
+    /// `--listen`, as given (parsed by [`run`], so a bad address is reported with its text).
+    pub listen: String,
+    pub discovery_interval: Duration,
+    pub scrape_timeout: Duration,
+    pub scrape_cache: Duration,
+    /// Metrics sources not to read at scrape time.
+    pub disable_source: Vec<String>,
+    pub label_hold: Duration,
+    pub http: crate::httpconn::Limits,
+    pub nvml: crate::nvml::NvmlConfig,
+    /// Kubeconfig for label sync and `--metrics-auth kubernetes`; `None`: in-cluster.
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// Label sync settings (node name and validated prefix included).
+    pub sync: crate::k8s::SyncConfig,
+    pub pods: crate::pods::PodsConfig,
+    pub security: crate::authn::SecurityConfig,
+    pub talos_api: crate::talosapi::TalosApiConfig,
+}
+
+/// `gpuscout serve` as the binary runs it: bind, serve until SIGTERM/SIGINT.
+pub async fn run(cfg: ServeConfig) -> Result<u8, Error> {
+    let ServeConfig {
+        root,
+        discover: opts,
+        listen,
+        discovery_interval,
+        scrape_timeout,
+        scrape_cache,
+        disable_source,
+        label_hold,
+        http,
+        nvml,
+        kubeconfig,
+        sync,
+        pods,
+        security,
+        talos_api,
+    } = cfg;
+    let addr = parse_listen(&listen)?;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| Error::Bind {
-            addr: args.listen.clone(),
+            addr: listen.clone(),
             source,
         })?;
     let local = listener.local_addr().map_or(addr, |a| a);
     let stop = termination()?;
-    let config = ServeConfig {
-        discovery_interval: args.discovery_interval,
+    let config = DaemonConfig {
+        discovery_interval,
         exporter: ExporterConfig {
-            deadline: args.scrape_timeout,
-            cache: args.scrape_cache,
+            deadline: scrape_timeout,
+            cache: scrape_cache,
         },
-        grace: args.scrape_timeout + Duration::from_secs(1),
+        grace: scrape_timeout + Duration::from_secs(1),
     };
-    let prefix = opts.labels.prefix.clone();
     let mut daemon = Daemon::new(root.clone(), opts, config);
-    daemon.set_label_hold(args.label_hold);
-    daemon.set_http_limits(crate::httpconn::Limits {
-        max_connections: args.http_max_connections,
-        header_timeout: args.http_header_timeout,
-        idle_timeout: args.http_idle_timeout,
-    });
+    daemon.set_label_hold(label_hold);
+    daemon.set_http_limits(http);
     // Before anything starts: --metrics-auth without a cluster or bad TLS files stop here.
-    secure(&mut daemon, &args.security, args.k8s.kubeconfig.as_deref()).await?;
-    info!(listen = %local, root = %root.dir().display(), tls = args.security.tls_cert.is_some(),
-        metrics_auth = ?args.security.metrics_auth, "serving /metrics, /healthz, /readyz");
+    secure(&mut daemon, &security, kubeconfig.as_deref()).await?;
+    info!(listen = %local, root = %root.dir().display(), tls = security.tls_cert.is_some(),
+        metrics_auth = ?security.metrics_auth, "serving /metrics, /healthz, /readyz");
     // NVML: readings as a metrics source, versions for the verdicts in every discovery pass.
-    let nvml = crate::nvml::Nvml::start(global.nvml_config(&root));
+    let nvml = crate::nvml::Nvml::start(nvml);
     daemon.add_source(Arc::new(crate::nvml::source::NvmlSource::new(nvml.clone())));
     // ROCm SMI (feature `rocm-smi`): energy, RAS counts, memory busy, PCIe replays.
     #[cfg(feature = "rocm-smi")]
     daemon.add_source(Arc::new(crate::rocm::source::RocmSmiSource::new()));
     // Who uses each GPU: kubelet allocations and per-process usage (agent/src/pods).
-    crate::pods::wire(
-        &mut daemon,
-        &args.pods,
-        Some(nvml.clone()),
-        args.scrape_timeout,
-    );
-    if !args.disable_source.is_empty() {
-        daemon.disable_sources(&args.disable_source);
-        info!(disabled = ?args.disable_source, sources = ?daemon.source_names(),
+    wire_pods(&mut daemon, &pods, Some(nvml.clone()), scrape_timeout);
+    if !disable_source.is_empty() {
+        daemon.disable_sources(&disable_source);
+        info!(disabled = ?disable_source, sources = ?daemon.source_names(),
             "metrics sources disabled by --disable-source");
     }
-    let client = label_sync_client(&args.k8s).await?;
-    let node_extensions = wire_label_sync(
-        &mut daemon,
-        args.k8s.sync_config(global.node_name.as_deref(), &prefix),
-        client,
-    );
-    let talos = wire_talos_api(&mut daemon, &global.talos_api, args.discovery_interval);
+    let client = label_sync_client(kubeconfig.as_deref()).await?;
+    let node_extensions = wire_label_sync(&mut daemon, sync, client);
+    let talos = wire_talos_api(&mut daemon, &talos_api, discovery_interval);
     wire_discovery(&mut daemon, node_extensions, talos, Some(nvml));
     daemon.serve(listener, stop).await;
     Ok(0)
+}
+
+/// Add the sources of [`crate::pods`] (kubelet allocations, per-process usage) that `pods`
+/// turns on. `scrape_timeout` bounds the kubelet call and the scan.
+pub fn wire_pods(
+    daemon: &mut Daemon,
+    pods: &crate::pods::PodsConfig,
+    nvml: Option<crate::nvml::NvmlHandle>,
+    scrape_timeout: Duration,
+) {
+    let budget = scrape_timeout.mul_f64(0.5);
+    if pods.pod_resources {
+        daemon.add_source(Arc::new(crate::pods::AllocationSource::new(
+            pods.pod_resources_socket.clone(),
+            nvml.clone(),
+            budget,
+        )));
+    }
+    if pods.process_metrics {
+        daemon.add_source(Arc::new(crate::pods::ProcessSource::new(
+            nvml,
+            budget,
+            usize::try_from(pods.process_max_series).unwrap_or(usize::MAX),
+        )));
+    }
 }
 
 /// Apply `--tls-cert/--tls-key` and `--metrics-auth` to `daemon`. `kubeconfig` as for label
 /// sync (`None`: in-cluster). Auth on but no cluster is an error (exit 2), never "open".
 pub async fn secure(
     daemon: &mut Daemon,
-    sec: &crate::authn::SecurityArgs,
+    sec: &crate::authn::SecurityConfig,
     kubeconfig: Option<&std::path::Path>,
 ) -> Result<(), Error> {
     if let (Some(cert), Some(key)) = (&sec.tls_cert, &sec.tls_key) {
@@ -722,12 +765,14 @@ pub async fn secure(
 
 /// The Kubernetes client label sync uses: in-cluster or `--kubeconfig`. `None` means no cluster
 /// (a standalone exporter). A `--kubeconfig` that cannot be used is a configuration error.
-async fn label_sync_client(args: &crate::k8s::K8sArgs) -> Result<Option<kube::Client>, Error> {
+async fn label_sync_client(
+    kubeconfig: Option<&std::path::Path>,
+) -> Result<Option<kube::Client>, Error> {
     use crate::k8s;
-    match k8s::connect(args.kubeconfig.as_deref()).await {
+    match k8s::connect(kubeconfig).await {
         Ok(c) => Ok(Some(c)),
         Err(k8s::Error::NoCluster) => Ok(None),
-        Err(e) if args.kubeconfig.is_some() => Err(Error::Kube(e)),
+        Err(e) if kubeconfig.is_some() => Err(Error::Kube(e)),
         Err(e) => {
             warn!(error = %e, "cannot use the in-cluster Kubernetes config; running as a standalone exporter");
             Ok(None)
@@ -770,21 +815,20 @@ pub fn wire_label_sync(
     Some(extensions)
 }
 
-/// The discovery pass `serve` runs every interval: [`discover::discover_with`] given the latest
-/// Node evidence (from [`wire_label_sync`]), Talos API facts and the NVML source.
+/// The evidence of the discovery pass `serve` runs every interval: the latest Node extensions
+/// (from [`wire_label_sync`]), Talos API facts and the NVML source.
 pub fn wire_discovery(
     daemon: &mut Daemon,
     node_extensions: Option<NodeExtensions>,
     talos: Option<watch::Receiver<Option<Arc<crate::talosapi::TalosApiFacts>>>>,
     nvml: Option<crate::nvml::NvmlHandle>,
 ) {
-    daemon.set_discovery(move |root, opts| {
-        let extras = discover::Extras {
-            node_extensions: node_extensions.as_ref().and_then(|rx| rx.borrow().clone()),
-            talos: talos.as_ref().and_then(|rx| rx.borrow().clone()),
-            nvml: nvml.clone(),
-        };
-        discover::discover_with(root, opts, &extras)
+    daemon.set_evidence(move || Evidence {
+        node_extensions: node_extensions.as_ref().and_then(|rx| rx.borrow().clone()),
+        talos: talos.as_ref().and_then(|rx| rx.borrow().clone()),
+        nvml: nvml
+            .clone()
+            .map_or(discover::NvmlEvidence::None, discover::NvmlEvidence::Source),
     });
 }
 
@@ -792,10 +836,10 @@ pub fn wire_discovery(
 /// the latest answer refines every discovery pass.
 fn wire_talos_api(
     daemon: &mut Daemon,
-    args: &crate::talosapi::TalosApiArgs,
+    talos_api: &crate::talosapi::TalosApiConfig,
     interval: Duration,
 ) -> Option<watch::Receiver<Option<Arc<crate::talosapi::TalosApiFacts>>>> {
-    let mut poller = crate::talosapi::Poller::new(args.clone())?;
+    let mut poller = crate::talosapi::Poller::new(talos_api.clone())?;
     let (tx, rx) = watch::channel(None);
     let mut stop = daemon.shutdown_signal();
     daemon.spawn(async move {
@@ -817,19 +861,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert!(parse_positive_duration("0s").is_err());
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("-1s").is_err());
-    }
-
-    #[test]
     fn listen_and_accept() {
-        assert!(parse_listen(DEFAULT_LISTEN).is_ok());
+        assert!(parse_listen("0.0.0.0:10106").is_ok());
         assert!(parse_listen("[::1]:10106").is_ok());
         assert!(parse_listen("localhost").is_err());
         assert!(wants_openmetrics(Some(

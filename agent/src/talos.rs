@@ -181,7 +181,7 @@ pub enum Need {
 #[derive(Debug, Clone, Copy)]
 pub struct GpuFacts<'a> {
     pub vendor: Vendor,
-    pub device_id: u16,
+    pub device_id: Option<u16>,
     pub intel: Option<&'a IntelInfo>,
     /// AMD graphics-core IP version (`11.5.1`).
     pub amd_gc_version: Option<&'a str>,
@@ -561,7 +561,7 @@ pub fn nvidia_kmod_suggestion(v: TalosVersion, arch: Option<Arch>, model: &str) 
 pub const OPEN_GEFORCE_BRANCH: u32 = 545;
 
 fn nvidia(talos: Option<TalosVersion>, gpu: &GpuFacts<'_>) -> Need {
-    let arch = nvidia_arch::arch_of(gpu.device_id);
+    let arch = gpu.device_id.and_then(nvidia_arch::arch_of);
     let Some(v) = talos else {
         return Need::Supported(Requirements {
             modules: vec!["nvidia"],
@@ -644,9 +644,9 @@ pub fn amd_gc_by_device_id(device_id: u16) -> Option<&'static str> {
     }
 }
 
-fn amd(talos: Option<TalosVersion>, gc: Option<&str>, device_id: u16) -> Need {
+fn amd(talos: Option<TalosVersion>, gc: Option<&str>, device_id: Option<u16>) -> Need {
     let prefix = gc
-        .or_else(|| amd_gc_by_device_id(device_id))
+        .or_else(|| device_id.and_then(amd_gc_by_device_id))
         .and_then(amd_gc_firmware_prefix)
         .unwrap_or_default();
     let (extensions, shipped_by, builtin) = match talos {
@@ -686,14 +686,20 @@ fn amd(talos: Option<TalosVersion>, gc: Option<&str>, device_id: u16) -> Need {
 /// The firmware an Intel GPU loads under `driver`, from the kernel's firmware tables
 /// ([`crate::vendors::intel::firmware`]: `ptl_` GuC under `xe/`, display DMC under `i915/` even
 /// for xe). Ids the kernel names no firmware for need none.
-fn intel_firmware(device_id: u16, driver: &str, shipped_by: Option<&str>) -> Vec<FirmwareNeed> {
-    crate::vendors::intel::firmware(device_id, driver)
+fn intel_firmware(
+    device_id: Option<u16>,
+    driver: &str,
+    shipped_by: Option<&str>,
+) -> Vec<FirmwareNeed> {
+    device_id
+        .map(|d| crate::vendors::intel::firmware(d, driver))
+        .unwrap_or_default()
         .into_iter()
         .map(|(subdir, prefix)| firmware(subdir, prefix, shipped_by))
         .collect()
 }
 
-fn intel(talos: Option<TalosVersion>, info: Option<&IntelInfo>, device_id: u16) -> Need {
+fn intel(talos: Option<TalosVersion>, info: Option<&IntelInfo>, device_id: Option<u16>) -> Need {
     let xe_only = info.and_then(|i| i.expected_driver.as_deref()) == Some("xe");
     let platform = info.and_then(|i| i.platform.as_deref());
     let mei = info.is_some_and(intel_needs_mei);

@@ -103,7 +103,9 @@ fn host(h: &mut Host) {
     }
     for m in &mut h.modules {
         value(&mut m.name);
-        value(&mut m.state);
+        if let crate::model::ModuleLoad::Other(s) = &mut m.state {
+            value(s);
+        }
         opt(&mut m.version);
         opt(&mut m.taint);
     }
@@ -124,13 +126,6 @@ fn host(h: &mut Host) {
 }
 
 fn gpu(g: &mut Gpu) {
-    value(&mut g.pci_address);
-    value(&mut g.vendor_id);
-    opt(&mut g.device_id);
-    opt(&mut g.subsystem_vendor_id);
-    opt(&mut g.subsystem_device_id);
-    value(&mut g.class);
-    opt(&mut g.revision);
     value(&mut g.model);
     opt(&mut g.driver);
     opt(&mut g.card);

@@ -8,9 +8,9 @@
 //!    under the host firmware directory (`lib/firmware`, `usr/lib/firmware` from Talos v1.10),
 //!    listed through [`HostRoot`];
 //! 2. Talos' records of installed extensions: the Node's `extensions.talos.dev/<name>` labels and
-//!    annotations ([`Evidence::node_extensions`], passed in by the daemon) and the host's
+//!    annotations ([`Inputs::node_extensions`], passed in by the daemon, or the Talos API's list) and the host's
 //!    `/etc/extensions.yaml`; a Node entry wins over a file entry of the same name;
-//! 3. vendor libraries: what NVML said ([`Evidence::nvml`]).
+//! 3. vendor libraries: what NVML said ([`Inputs::nvml`]).
 //!
 //! What the GPU needs comes from the table in [`crate::talos`]. The kernel wins: a GPU whose
 //! native driver is bound and live is never reported for a missing *driver* extension record;
@@ -29,6 +29,7 @@
 use crate::cause::{Cause, FirmwareFix, ModulesFix, NotBound, OsRelease, TalosEvidence};
 use crate::hostroot::HostRoot;
 use crate::model::{Extension, Gpu, Host, Problem, Status, Vendor};
+use crate::nvml::NvmlFacts;
 use crate::talos::{self, ExtensionNeed, FirmwareNeed, GpuFacts, Need, Role, TalosVersion};
 
 mod nvidia;
@@ -43,25 +44,15 @@ pub fn native_drivers(vendor: Vendor) -> &'static [&'static str] {
     }
 }
 
-/// What the agent learned outside the host filesystem. Empty by default (one-shot commands).
+/// What the verdicts use besides the host facts, taken by [`crate::discover`] from the pass's
+/// evidence. Empty by default.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Evidence {
+pub struct Inputs {
     /// Extensions from the Node's `extensions.talos.dev/<name>=<version>` labels and
     /// annotations (see [`extensions_from_node_metadata`]); `None` when the Node was not read.
     pub node_extensions: Option<Vec<Extension>>,
     /// What NVML reported; `None` when NVML was not tried or could not be loaded.
     pub nvml: Option<NvmlFacts>,
-}
-
-/// NVML's view of the driver.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NvmlFacts {
-    /// `nvmlSystemGetDriverVersion` (`570.172.08`).
-    pub driver_version: Option<String>,
-    /// `nvmlSystemGetCudaDriverVersion_v2`, as `12.8`.
-    pub cuda_driver_version: Option<String>,
-    /// NVML init failed with "Driver/library version mismatch" (`NVML_ERROR_LIB_RM_VERSION_MISMATCH`).
-    pub version_mismatch: bool,
 }
 
 /// Label/annotation key prefix Talos publishes installed extensions under.
@@ -111,7 +102,7 @@ pub fn extensions_from_node_metadata<'a>(
 /// the Node does not list. `None` when neither source could be read (Talos hosts only). Node
 /// entries count only where Talos publishes them (v1.8 and later, or a version that cannot be
 /// read): on an older Talos any `extensions.talos.dev/*` key was written by someone else.
-pub fn effective_extensions(host: &Host, ev: &Evidence) -> Option<Vec<Extension>> {
+pub fn effective_extensions(host: &Host, ev: &Inputs) -> Option<Vec<Extension>> {
     let talos = host.talos.as_ref()?;
     let file_ok = host.read_errors.extensions_yaml.is_none();
     let node = ev.node_extensions.as_ref().filter(|_| {
@@ -148,7 +139,7 @@ enum TalosState {
     },
 }
 
-fn talos_state(host: &Host, ev: &Evidence) -> TalosState {
+fn talos_state(host: &Host, ev: &Inputs) -> TalosState {
     if let Some(t) = &host.talos {
         return TalosState::Talos {
             raw: t.version.clone(),
@@ -181,7 +172,7 @@ fn talos_state(host: &Host, ev: &Evidence) -> TalosState {
 }
 
 /// Assess every GPU and set its `problems` and `status`.
-pub fn assess(root: &HostRoot, host: &Host, gpus: &mut [Gpu], ev: &Evidence) {
+pub fn assess(root: &HostRoot, host: &Host, gpus: &mut [Gpu], ev: &Inputs) {
     let state = talos_state(host, ev);
     for gpu in gpus.iter_mut() {
         gpu.problems = judge(root, host, &state, ev, gpu);
@@ -213,7 +204,7 @@ fn owned(v: &[&str]) -> Vec<String> {
 struct Ctx<'a> {
     root: &'a HostRoot,
     host: &'a Host,
-    ev: &'a Evidence,
+    ev: &'a Inputs,
     gpu: &'a Gpu,
     /// Running Talos version, only when the installed extensions are known too: the
     /// extension checks run only then (`None` off Talos or when either is unreadable).
@@ -259,13 +250,7 @@ impl Ctx<'_> {
     }
 }
 
-fn judge(
-    root: &HostRoot,
-    host: &Host,
-    state: &TalosState,
-    ev: &Evidence,
-    gpu: &Gpu,
-) -> Vec<Problem> {
+fn judge(root: &HostRoot, host: &Host, state: &TalosState, ev: &Inputs, gpu: &Gpu) -> Vec<Problem> {
     let mut out = Vec::new();
     if let Some(u) = &gpu.driver_link_error {
         // Without the binding nothing else can be judged.
@@ -320,6 +305,21 @@ fn judge(
     out
 }
 
+/// What the extension and NVIDIA checks found that the driver checks after them need.
+#[derive(Default)]
+struct Flags<'a> {
+    /// The driver's extension is not installed (Talos, extensions known).
+    missing_driver_ext: Option<&'a ExtensionNeed>,
+    /// The MEI extension is not installed: its `mei*` modules are not reported again.
+    missing_mei: bool,
+    /// The driver's extension was built for another Talos (already reported).
+    stale_driver_ext: bool,
+    /// The NVIDIA coherence check reported a wrong flavour or branch for this GPU.
+    nvidia_flavor: bool,
+}
+
+/// The driver stack of one GPU: the other-driver and Talos-support checks, then the extension
+/// checks, the NVIDIA coherence check, and the bound-driver or unbound-driver checks.
 fn judge_stack(ctx: &Ctx<'_>, out: &mut Vec<Problem>) {
     let gpu = ctx.gpu;
     let natives = native_drivers(gpu.vendor);
@@ -333,7 +333,7 @@ fn judge_stack(ctx: &Ctx<'_>, out: &mut Vec<Problem>) {
     let bound = gpu.driver.as_deref();
     let facts = GpuFacts {
         vendor: gpu.vendor,
-        device_id: gpu.device_id_u16().unwrap_or(0),
+        device_id: gpu.device_id,
         intel: gpu.intel.as_ref(),
         amd_gc_version: gpu.amd.as_ref().and_then(|a| a.gc_version.as_deref()),
         model: &gpu.model,
@@ -352,144 +352,177 @@ fn judge_stack(ctx: &Ctx<'_>, out: &mut Vec<Problem>) {
     };
     let driver_module = bound.unwrap_or(req.modules[0]);
     let driver_live = ctx.usable(driver_module);
+    let mut flags = extension_checks(ctx, &req, bound.is_some() && driver_live, out);
+    flags.nvidia_flavor = gpu.vendor == Vendor::Nvidia && nvidia_coherence(ctx, out);
+    match bound {
+        Some(d) => bound_driver_checks(ctx, &req, d, &flags, out),
+        None if driver_live => live_unbound_checks(ctx, &req, driver_module, &flags, out),
+        None => unbound_driver_checks(ctx, &req, driver_module, &flags, out),
+    }
+}
 
-    // Talos records: missing extensions and extensions built for another Talos.
-    let mut missing_driver_ext: Option<&ExtensionNeed> = None;
-    let mut missing_mei = false;
-    let mut stale_driver_ext = false;
-    if let (Some(running), Some(_)) = (ctx.talos, ctx.exts) {
-        for need in &req.extensions {
-            match ctx.installed(need) {
-                Some(e) => {
-                    // Kernel first: modules that are live work, whatever their record says.
-                    let works = match need.role {
-                        Role::Driver => bound.is_some() && driver_live,
-                        Role::Mei => ctx.usable("mei_gsc"),
-                        Role::Firmware | Role::ContainerToolkit | Role::FabricManager => false,
-                    };
-                    if let Some(built) =
-                        talos::built_for(&e.version).filter(|_| talos::ships_modules(&e.name))
-                        && built != running
-                        && !works
-                    {
-                        if need.role == Role::Driver {
-                            stale_driver_ext = true;
-                        }
-                        out.push(problem(Cause::ExtensionBuiltForOtherTalos {
-                            extension: e.name.clone(),
-                            version: e.version.clone(),
-                            built: built.to_string(),
-                            running: running.to_string(),
-                        }));
+/// Talos records: missing extensions and extensions built for another Talos (only when the
+/// Talos version and the installed extensions are known). `driver_works`: the driver is bound
+/// and its module live, so its extension's record does not matter.
+fn extension_checks<'a>(
+    ctx: &Ctx<'_>,
+    req: &'a talos::Requirements,
+    driver_works: bool,
+    out: &mut Vec<Problem>,
+) -> Flags<'a> {
+    let mut flags = Flags::default();
+    let (Some(running), Some(_)) = (ctx.talos, ctx.exts) else {
+        return flags;
+    };
+    for need in &req.extensions {
+        match ctx.installed(need) {
+            Some(e) => {
+                // Kernel first: modules that are live work, whatever their record says.
+                let works = match need.role {
+                    Role::Driver => driver_works,
+                    Role::Mei => ctx.usable("mei_gsc"),
+                    Role::Firmware | Role::ContainerToolkit | Role::FabricManager => false,
+                };
+                if let Some(built) =
+                    talos::built_for(&e.version).filter(|_| talos::ships_modules(&e.name))
+                    && built != running
+                    && !works
+                {
+                    if need.role == Role::Driver {
+                        flags.stale_driver_ext = true;
                     }
+                    out.push(problem(Cause::ExtensionBuiltForOtherTalos {
+                        extension: e.name.clone(),
+                        version: e.version.clone(),
+                        built: built.to_string(),
+                        running: running.to_string(),
+                    }));
                 }
-                None => match need.role {
-                    Role::Driver => missing_driver_ext = Some(need),
-                    Role::Firmware => {} // judged with the firmware files below
-                    Role::ContainerToolkit => out.push(toolkit_missing(ctx, need)),
-                    Role::FabricManager => out.push(fabricmanager_missing(ctx, need)),
-                    Role::Mei => {
-                        missing_mei = true;
-                        out.push(problem(Cause::MeiMissing {
-                            installed: ctx.installed_names(),
-                            extension: need.suggest.extensions.first().cloned().unwrap_or_default(),
-                        }));
-                    }
-                },
+            }
+            None => match need.role {
+                Role::Driver => flags.missing_driver_ext = Some(need),
+                Role::Firmware => {} // judged with the firmware files
+                Role::ContainerToolkit => out.push(toolkit_missing(ctx, need)),
+                Role::FabricManager => out.push(fabricmanager_missing(ctx, need)),
+                Role::Mei => {
+                    flags.missing_mei = true;
+                    out.push(problem(Cause::MeiMissing {
+                        installed: ctx.installed_names(),
+                        extension: need.suggest.extensions.first().cloned().unwrap_or_default(),
+                    }));
+                }
+            },
+        }
+    }
+    flags
+}
+
+/// Bound to its native driver `d`: the module must be usable and the other modules loaded.
+fn bound_driver_checks(
+    ctx: &Ctx<'_>,
+    req: &talos::Requirements,
+    d: &str,
+    flags: &Flags<'_>,
+    out: &mut Vec<Problem>,
+) {
+    let natives = native_drivers(ctx.gpu.vendor);
+    if let Some(m) = ctx.module(d).filter(|m| !m.is_usable()) {
+        out.push(problem(Cause::ModuleUnusable {
+            module: d.to_owned(),
+            state: m.state.to_string(),
+        }));
+    }
+    let missing: Vec<&str> = req
+        .modules
+        .iter()
+        .copied()
+        .filter(|m| *m != d && !natives.contains(m) && !ctx.usable(m))
+        .filter(|m| !(flags.missing_mei && m.starts_with("mei")))
+        .collect();
+    if !missing.is_empty() {
+        out.push(modules_missing(ctx, req, &missing, true));
+    }
+}
+
+/// Not bound although the driver module is live: explain the failed probe (wrong NVIDIA
+/// flavour, missing or unreadable firmware), else say it is not bound.
+fn live_unbound_checks(
+    ctx: &Ctx<'_>,
+    req: &talos::Requirements,
+    driver_module: &str,
+    flags: &Flags<'_>,
+    out: &mut Vec<Problem>,
+) {
+    let mut explained = flags.nvidia_flavor;
+    // A GPU the loaded driver cannot support at all needs no firmware verdict on top.
+    let needs = if explained {
+        Vec::new()
+    } else {
+        firmware_needs(ctx, req)
+    };
+    for need in needs {
+        match firmware_present(ctx, &need) {
+            Ok(true) => {}
+            Ok(false) => {
+                out.push(firmware_missing(ctx, &need));
+                explained = true;
+            }
+            Err(error) => {
+                out.push(problem(Cause::FirmwareUnreadable {
+                    driver: driver_module.to_owned(),
+                    error,
+                }));
+                explained = true;
             }
         }
     }
+    if !explained {
+        out.push(problem(Cause::DriverNotBound {
+            driver: driver_module.to_owned(),
+            address: ctx.gpu.pci_address.to_string(),
+            on_talos: ctx.on_talos,
+            reason: not_bound_reason(ctx, driver_module),
+        }));
+    }
+}
 
-    let nvidia_flavor_problem = if gpu.vendor == Vendor::Nvidia {
-        nvidia_coherence(ctx, out)
-    } else {
-        false
-    };
-
-    match bound {
-        Some(d) => {
-            if let Some(m) = ctx.module(d).filter(|m| !m.is_usable()) {
-                out.push(problem(Cause::ModuleUnusable {
-                    module: d.to_owned(),
-                    state: m.state.clone(),
-                }));
-            }
-            let missing: Vec<&str> = req
-                .modules
-                .iter()
-                .copied()
-                .filter(|m| *m != d && !natives.contains(m) && !ctx.usable(m))
-                .filter(|m| !(missing_mei && m.starts_with("mei")))
-                .collect();
-            if !missing.is_empty() {
-                out.push(modules_missing(ctx, &req, &missing, true));
-            }
-        }
-        None if driver_live => {
-            // The module is there but did not take the device: explain the failed probe.
-            let mut explained = nvidia_flavor_problem;
-            // A GPU the loaded driver cannot support at all needs no firmware verdict on top.
-            let needs = if explained {
-                Vec::new()
+/// Not bound and the driver module not live: the missing driver extension, else the modules
+/// that are not loaded (unless an earlier check already said why).
+fn unbound_driver_checks(
+    ctx: &Ctx<'_>,
+    req: &talos::Requirements,
+    driver_module: &str,
+    flags: &Flags<'_>,
+    out: &mut Vec<Problem>,
+) {
+    if flags.nvidia_flavor {
+        // Reported by the coherence check: wrong flavour or branch for this GPU.
+    } else if let Some(need) = flags.missing_driver_ext {
+        out.push(problem(Cause::DriverExtensionMissing {
+            what: if ctx.gpu.vendor == Vendor::Nvidia {
+                "NVIDIA kernel-module".to_owned()
             } else {
-                firmware_needs(ctx, &req)
-            };
-            for need in needs {
-                match firmware_present(ctx, &need) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        out.push(firmware_missing(ctx, &need));
-                        explained = true;
-                    }
-                    Err(error) => {
-                        out.push(problem(Cause::FirmwareUnreadable {
-                            driver: driver_module.to_owned(),
-                            error,
-                        }));
-                        explained = true;
-                    }
-                }
-            }
-            if !explained {
-                out.push(problem(Cause::DriverNotBound {
-                    driver: driver_module.to_owned(),
-                    address: gpu.pci_address.clone(),
-                    on_talos: ctx.on_talos,
-                    reason: not_bound_reason(ctx, driver_module),
-                }));
-            }
-        }
-        None => {
-            if nvidia_flavor_problem {
-                // Reported by the coherence check: wrong flavour or branch for this GPU.
-            } else if let Some(need) = missing_driver_ext {
-                out.push(problem(Cause::DriverExtensionMissing {
-                    what: if gpu.vendor == Vendor::Nvidia {
-                        "NVIDIA kernel-module".to_owned()
-                    } else {
-                        need.accepted
-                            .first()
-                            .copied()
-                            .unwrap_or(driver_module)
-                            .to_owned()
-                    },
-                    installed: ctx.installed_names(),
-                    module: driver_module.to_owned(),
-                    add: need.suggest.clone(),
-                }));
-            } else if stale_driver_ext {
-                // Reported above: the extension's modules do not match the running kernel.
-            } else {
-                let missing: Vec<&str> = req
-                    .modules
-                    .iter()
+                need.accepted
+                    .first()
                     .copied()
-                    .filter(|m| !ctx.usable(m))
-                    .filter(|m| !(missing_mei && m.starts_with("mei")))
-                    .collect();
-                out.push(modules_missing(ctx, &req, &missing, false));
-            }
-        }
+                    .unwrap_or(driver_module)
+                    .to_owned()
+            },
+            installed: ctx.installed_names(),
+            module: driver_module.to_owned(),
+            add: need.suggest.clone(),
+        }));
+    } else if flags.stale_driver_ext {
+        // Reported by the extension checks: its modules do not match the running kernel.
+    } else {
+        let missing: Vec<&str> = req
+            .modules
+            .iter()
+            .copied()
+            .filter(|m| !ctx.usable(m))
+            .filter(|m| !(flags.missing_mei && m.starts_with("mei")))
+            .collect();
+        out.push(modules_missing(ctx, req, &missing, false));
     }
 }
 
@@ -526,10 +559,7 @@ fn not_bound_reason(ctx: &Ctx<'_>, module: &str) -> NotBound {
             model: gpu.model.clone(),
             device_id: gpu
                 .device_id
-                .as_deref()
-                .unwrap_or("<device id>")
-                .trim_start_matches("0x")
-                .to_owned(),
+                .map_or_else(|| "<device id>".to_owned(), |d| format!("{d:04x}")),
         };
     }
     if gpu.vendor == Vendor::Nvidia && nvidia::open_alpha(ctx) {

@@ -5,13 +5,13 @@
 
 #![allow(clippy::disallowed_methods)] // tests build fixture copies and read archives directly
 
-use super::nvml::nvml_double::{Double, full_gpu};
 use gpuscout::capture::{self, CaptureOptions, Manifest, SIDE_DIR, sanitise::Sanitiser};
-use gpuscout::discover::{self, Extras, Options};
+use gpuscout::discover::{self, Evidence, Options};
 use gpuscout::hostroot::HostRoot;
 use gpuscout::metrics::{self, Exporter, ExporterConfig};
 use gpuscout::nvml::{Nvml, NvmlConfig};
 use gpuscout::render::{self, Format};
+use gpuscout_test_support::nvml_double::{Double, full_gpu};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -129,7 +129,11 @@ fn side(bytes: &[u8], name: &str) -> String {
 
 /// The report as `discover --format json` prints it, without the time it was made.
 fn report_json(dir: &Path) -> String {
-    let mut r = discover::discover(&HostRoot::new(dir).unwrap(), &Options::default());
+    let mut r = discover::discover(
+        &HostRoot::new(dir).unwrap(),
+        &Options::default(),
+        &Default::default(),
+    );
     r.generated_at = None;
     render::render(&r, Format::Json).unwrap()
 }
@@ -145,7 +149,7 @@ fn untimed(json: &str) -> String {
 /// One scrape of every built-in source, durations masked.
 async fn metrics_text(dir: &Path) -> String {
     let root = HostRoot::new(dir).unwrap();
-    let report = discover::discover(&root, &Options::default());
+    let report = discover::discover(&root, &Options::default(), &Default::default());
     let (_tx, rx) = watch::channel(Arc::new(report));
     let e = Exporter::new(
         root,
@@ -444,11 +448,8 @@ fn nvml_readings_replay_through_the_double() {
 
     let with_nvml = |root: &Path, lib: &Path| {
         let root = HostRoot::new(root).unwrap();
-        let extras = Extras {
-            nvml: Some(Nvml::start(nvml_config(&root, Some(lib)))),
-            ..Default::default()
-        };
-        let mut r = discover::discover_with(&root, &Options::default(), &extras);
+        let ev = Evidence::with_nvml(Nvml::start(nvml_config(&root, Some(lib))));
+        let mut r = discover::discover(&root, &Options::default(), &ev);
         r.generated_at = None;
         render::render(&r, Format::Json).unwrap()
     };

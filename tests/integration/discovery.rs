@@ -25,8 +25,8 @@ fn golden_report_for_every_fixture() {
     }
 }
 
-fn addrs(r: &gpuscout::model::Report) -> Vec<&str> {
-    r.gpus.iter().map(|g| g.pci_address.as_str()).collect()
+fn addrs(r: &gpuscout::model::Report) -> Vec<String> {
+    r.gpus.iter().map(|g| g.pci_address.to_string()).collect()
 }
 
 #[test]
@@ -241,7 +241,7 @@ fn fixture_paths_exist() {
 /// loader's `libnvidia-ml.so.1` (`LD_LIBRARY_PATH`).
 #[test]
 fn host_fact_tests_skip_on_a_gpu_machine() {
-    let double = crate::nvml::nvml_double::Double::new("driver_version=550.127.05\n");
+    let double = gpuscout_test_support::nvml_double::Double::new("driver_version=550.127.05\n");
     let exe = std::env::current_exe().unwrap();
     let script = r#"set -e
 mount --bind "$1/sys" /sys

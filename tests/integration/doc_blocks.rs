@@ -148,7 +148,7 @@ fn readme_shell_blocks_run() {
         .collect();
     assert_eq!(cmds.len(), 2, "README set-up commands: {cmds:?}");
     assert!(cmds[0].starts_with("cargo run --release -- discover --root tests/fixtures/hosts/"));
-    assert_eq!(cmds[1], "scripts/test.sh");
+    assert_eq!(cmds[1], "scripts/install-deps.sh && scripts/test.sh");
     let (ran, _) = run_file("README.md");
     assert_eq!(ran, 1);
 }

@@ -15,13 +15,13 @@
 
 #![allow(clippy::disallowed_methods)] // tests read and write the docs directly
 
-use crate::nvml::nvml_double::{Double, full_gpu};
 use gpuscout::discover::{self, Options};
 use gpuscout::hostroot::HostRoot;
 use gpuscout::labels::{CompatProfiles, LabelConfig};
 use gpuscout::metrics::{self, ScrapeContext, Sink};
 use gpuscout::model::{Report, Status};
 use gpuscout::nvml::{Nvml, NvmlConfig, NvmlHandle};
+use gpuscout_test_support::nvml_double::{Double, full_gpu};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -233,7 +233,11 @@ fn verdict_examples_are_current() {
         .into_iter()
         .filter(|p| p.parent().unwrap().ends_with("verdicts"))
     {
-        let r = discover::discover(&HostRoot::new(&root).unwrap(), &Options::default());
+        let r = discover::discover(
+            &HostRoot::new(&root).unwrap(),
+            &Options::default(),
+            &Default::default(),
+        );
         for g in &r.gpus {
             let lines: Vec<String> = g
                 .problems
@@ -334,7 +338,7 @@ fn computed_label_keys() -> BTreeSet<String> {
     let mut every_gpu = Vec::new();
     let mut talos_host = None;
     for root in all_roots() {
-        let r = discover::discover(&HostRoot::new(&root).unwrap(), &opts);
+        let r = discover::discover(&HostRoot::new(&root).unwrap(), &opts, &Default::default());
         keys.extend(r.labels.keys().cloned());
         if r.host.talos.is_some() && talos_host.is_none() {
             talos_host = Some(r.host.clone());
@@ -344,7 +348,7 @@ fn computed_label_keys() -> BTreeSet<String> {
     for (name, d) in nvml_cases() {
         let root = hosts_root(name);
         let h = nvml_handle(&root, &d);
-        let r = gpuscout::nvml::discover_with(&h, &root, &opts);
+        let r = discover::discover(&root, &opts, &discover::Evidence::with_nvml(h));
         assert!(
             r.gpus.iter().any(|g| g
                 .nvidia
@@ -495,8 +499,12 @@ fn computed_families() -> BTreeMap<String, FamilyDoc> {
             .find(|(n, _)| *n == name)
             .map(|(_, d)| nvml_handle(&host, d));
         let report = match &nvml {
-            Some(h) => gpuscout::nvml::discover_with(h, &host, &Options::default()),
-            None => discover::discover(&host, &Options::default()),
+            Some(h) => discover::discover(
+                &host,
+                &Options::default(),
+                &discover::Evidence::with_nvml(h.clone()),
+            ),
+            None => discover::discover(&host, &Options::default(), &Default::default()),
         };
         let mut sink = Sink::default();
         metrics::report::collect(&report, &mut sink);
@@ -553,7 +561,11 @@ fn computed_families() -> BTreeMap<String, FamilyDoc> {
     let gate = gpuscout::httpconn::Gate::new(gpuscout::httpconn::Limits::default(), conns);
     gate.closed(gpuscout::httpconn::Timeout::Idle);
     let mut hold = gpuscout::hold::LabelHold::new(Duration::from_secs(600));
-    let report = discover::discover(&hosts_root("dual-vendor"), &Options::default());
+    let report = discover::discover(
+        &hosts_root("dual-vendor"),
+        &Options::default(),
+        &Default::default(),
+    );
     let now = tokio::time::Instant::now();
     let listing = gpuscout::hold::Listing::Unknown;
     hold.apply(&mut report.clone(), &listing, &LabelConfig::default(), now);
@@ -670,14 +682,21 @@ fn report_schema_validates_every_report() {
         .map(|r| {
             (
                 name_of(r),
-                discover::discover(&HostRoot::new(r).unwrap(), &Options::default()),
+                discover::discover(
+                    &HostRoot::new(r).unwrap(),
+                    &Options::default(),
+                    &Default::default(),
+                ),
             )
         })
         .collect();
     for (name, d) in nvml_cases() {
         let root = hosts_root(name);
-        let mut r =
-            gpuscout::nvml::discover_with(&nvml_handle(&root, &d), &root, &Options::default());
+        let mut r = discover::discover(
+            &root,
+            &Options::default(),
+            &discover::Evidence::with_nvml(nvml_handle(&root, &d)),
+        );
         r.node = Some("gpu-node-1".into());
         reports.push((format!("{name}-nvml"), r));
     }

@@ -13,13 +13,11 @@
 
 #![allow(clippy::disallowed_methods)] // tests build and break host trees directly
 
-#[path = "../support/synth.rs"]
-pub(crate) mod synth;
-
 use gpuscout::discover::Options;
 use gpuscout::hostroot::HostRoot;
 use gpuscout::metrics::ExporterConfig;
-use gpuscout::serve::{Daemon, ServeConfig};
+use gpuscout::serve::{Daemon, DaemonConfig};
+use gpuscout_test_support::synth;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,7 +30,7 @@ use crate::serve::http_get;
 const GPU0: &str = "0000:10:00.0";
 const GPU1: &str = "0000:11:00.0";
 
-/// Sysfs directory of synthetic GPU `i` (see tests/support/synth.rs).
+/// Sysfs directory of synthetic GPU `i` (see tests/support/src/synth.rs).
 fn dev_dir(root: &Path, i: usize) -> PathBuf {
     root.join(format!(
         "sys/devices/pci0000:00/0000:00:{i:02x}.0/0000:{:02x}:00.0",
@@ -40,8 +38,8 @@ fn dev_dir(root: &Path, i: usize) -> PathBuf {
     ))
 }
 
-fn config(discovery: Duration) -> ServeConfig {
-    ServeConfig {
+fn config(discovery: Duration) -> DaemonConfig {
+    DaemonConfig {
         discovery_interval: discovery,
         exporter: ExporterConfig {
             deadline: Duration::from_secs(30),

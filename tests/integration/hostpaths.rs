@@ -10,12 +10,12 @@
 
 #![allow(clippy::disallowed_methods)] // tests list fixture directories directly
 
-use super::nvml::nvml_double;
 use gpuscout::discover::Options;
 use gpuscout::hostpaths::{self, MOUNTS};
 use gpuscout::hostroot::HostRoot;
 use gpuscout::nvml::NvmlConfig;
 use gpuscout::readaudit;
+use gpuscout_test_support::nvml_double;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;

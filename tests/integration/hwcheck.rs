@@ -6,7 +6,7 @@
 
 #![allow(clippy::disallowed_methods)] // the test reads the script's output files
 
-use super::nvml::nvml_double::{Double, full_gpu};
+use gpuscout_test_support::nvml_double::{Double, full_gpu};
 use std::path::Path;
 use std::process::Command;
 

@@ -26,7 +26,7 @@ use gpuscout::hostroot::HostRoot;
 use gpuscout::k8s::{LabelMode, SyncConfig};
 use gpuscout::metrics::ExporterConfig;
 use gpuscout::model::Report;
-use gpuscout::serve::{self, Daemon, ServeConfig};
+use gpuscout::serve::{self, Daemon, DaemonConfig};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -267,7 +267,7 @@ async fn daemon_path(fixture: &str, root: &Path, mode: LabelMode, want: &Value) 
     let mut daemon = Daemon::new(
         host,
         Options::default(),
-        ServeConfig {
+        DaemonConfig {
             discovery_interval: INTERVAL,
             exporter: ExporterConfig {
                 deadline: Duration::from_secs(4),

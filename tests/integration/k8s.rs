@@ -5,9 +5,7 @@
 use crate::standin::{Action, Fault, Match, Restart, StandIn};
 use gpuscout::cause::{Cause, ModulesFix, Suggestion};
 use gpuscout::k8s::{LabelMode, LabelSync, SyncConfig, SyncMetrics};
-use gpuscout::model::{
-    Extension, Gpu, Host, ModelSource, PcieLink, Problem, Report, Status, Vendor,
-};
+use gpuscout::model::{Extension, Gpu, Host, Problem, Report, Status, Vendor};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,49 +22,17 @@ fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 
 fn gpu(addr: &str, status: Status, problems: Vec<Problem>) -> Gpu {
     Gpu {
-        pci_address: addr.to_owned(),
-        vendor: Vendor::Amd,
-        vendor_id: "0x1002".into(),
-        device_id: Some("0x1586".into()),
-        subsystem_vendor_id: None,
-        subsystem_device_id: None,
-        class: "0x030000".into(),
-        revision: None,
+        device_id: Some(0x1586),
         model: "Radeon 8060S".into(),
-        model_source: ModelSource::PciIds,
         driver: Some("amdgpu".into()),
-        card: None,
-        render: None,
-        numa_node: None,
-        memory_bytes: None,
-        pcie: PcieLink::default(),
-        sriov: None,
-        amd: None,
-        nvidia: None,
-        intel: None,
         status,
         problems,
-        unread: Vec::new(),
-        disagreements: Vec::new(),
-        driver_link_error: None,
+        ..Gpu::test(Vendor::Amd, addr)
     }
 }
 
 fn report(l: &[(&str, &str)], gpus: Vec<Gpu>) -> Arc<Report> {
-    Arc::new(Report::new(
-        Host {
-            kernel: None,
-            os: None,
-            talos: None,
-            modules: Vec::new(),
-            unread: Vec::new(),
-            disagreements: Vec::new(),
-            nvswitches: Vec::new(),
-            read_errors: Default::default(),
-        },
-        gpus,
-        labels(l),
-    ))
+    Arc::new(Report::new(Host::default(), gpus, labels(l)))
 }
 
 const OURS: &[(&str, &str)] = &[
@@ -526,6 +492,12 @@ async fn slow_request_times_out_and_is_retried() {
     );
     pass(60).await;
     assert_eq!(ours_on(&api), labels(OURS), "retried after backoff");
+    assert_eq!(
+        agent.metrics.sync_count("timeout"),
+        1,
+        "a timeout is its own result"
+    );
+    assert_eq!(agent.metrics.sync_count("error"), 0);
     assert_eq!(agent.metrics.write_count("apply"), 1);
     agent.stop().await;
 }
@@ -1041,6 +1013,36 @@ async fn off_mode_writes_nothing_but_still_reads_extensions() {
     agent.stop().await;
 }
 
+/// A 404 from the NodeFeature API (CRD not installed, namespace missing) is about the
+/// NodeFeature, not the Node: counted as `not_found`, never as `node_not_found`.
+#[tokio::test(start_paused = true)]
+async fn a_missing_nodefeature_api_is_not_a_missing_node() {
+    let api = StandIn::new();
+    kubelet_node(&api);
+    api.fail(Fault {
+        when: Match {
+            path_contains: Some("/nodefeatures".into()),
+            ..Match::any()
+        },
+        what: Action::Status(404, None),
+        times: Some(4),
+    });
+    let mut c = cfg();
+    c.mode = LabelMode::Nodefeature;
+    c.nodefeature_namespace = "gpu-system".into();
+    let agent = Agent::start(Some(&api), c, report(OURS, vec![]));
+    pass(60).await;
+    // The first GET's 404 means "absent, create it"; the three applies after it fail.
+    assert_eq!(agent.metrics.sync_count("not_found"), 3);
+    assert_eq!(agent.metrics.sync_count("node_not_found"), 0);
+    assert!(
+        api.nodefeature("gpu-system", "gpuscout-gpu-node-1")
+            .is_some(),
+        "applied once the 404s stopped"
+    );
+    agent.stop().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn node_gone_between_list_and_patch_is_surfaced_not_created() {
     let api = StandIn::new();
@@ -1132,9 +1134,9 @@ async fn standin_answers_conflicts_and_json_patch_like_the_apiserver() {
 async fn missing_node_name_is_reported_and_nothing_is_touched() {
     let api = StandIn::new();
     kubelet_node(&api);
-    let args = gpuscout::k8s::K8sArgs {
+    let args = gpuscout::cli::K8sArgs {
         kubeconfig: None,
-        labels: LabelMode::Node,
+        labels: gpuscout::cli::LabelModeArg::Node,
         nfd_file: "/nonexistent".into(),
         nodefeature_namespace: "gpu-system".into(),
         no_events: false,

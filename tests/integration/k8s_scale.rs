@@ -78,7 +78,7 @@ fn k8s_scale_simulation() {
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
         let report = Arc::new(Report::new(
-            Host { kernel: None, os: None, talos: None, modules: Vec::new(), unread: Vec::new(), disagreements: Vec::new(), nvswitches: Vec::new(), read_errors: Default::default() },
+            Host::default(),
             Vec::new(),
             labels.clone(),
         ));

@@ -39,7 +39,7 @@ pub fn fixture_roots() -> Vec<PathBuf> {
 
 fn exporter(root: &Path, sources: Vec<Arc<dyn Source>>, config: ExporterConfig) -> Exporter {
     let host = HostRoot::new(root).unwrap();
-    let report = discover::discover(&host, &Options::default());
+    let report = discover::discover(&host, &Options::default(), &Default::default());
     let (_tx, rx) = watch::channel(Arc::new(report));
     Exporter::new(host, rx, sources, config)
 }
@@ -138,7 +138,11 @@ async fn unknown_pcie_width_is_absent_in_report_and_metrics() {
         ("sriov-flex170", "0000:4d:00.1"),
     ] {
         let root = fixtures_dir().join("hosts").join(fixture);
-        let report = discover::discover(&HostRoot::new(&root).unwrap(), &Options::default());
+        let report = discover::discover(
+            &HostRoot::new(&root).unwrap(),
+            &Options::default(),
+            &Default::default(),
+        );
         let g = report
             .gpus
             .iter()
@@ -272,7 +276,7 @@ async fn unreadable_values_are_absent_never_zero() {
         .path()
         .join("sys/devices/pci0000:00/0000:00:01.1/0000:03:00.0");
     let host = HostRoot::new(t.path()).unwrap();
-    let report = discover::discover(&host, &Options::default());
+    let report = discover::discover(&host, &Options::default(), &Default::default());
     // Break files after discovery, as a live driver would between scrapes.
     std::fs::remove_file(dev.join("hwmon/hwmon3/fan1_input")).unwrap();
     std::fs::write(dev.join("hwmon/hwmon3/power1_average"), "garbage\n").unwrap();

@@ -10,7 +10,7 @@ use gpuscout::authn::{AuthConfig, Authenticator, Decision};
 use gpuscout::discover::Options;
 use gpuscout::hostroot::HostRoot;
 use gpuscout::metrics::ExporterConfig;
-use gpuscout::serve::{Daemon, ServeConfig};
+use gpuscout::serve::{Daemon, DaemonConfig};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,8 +26,8 @@ fn amd_root() -> std::path::PathBuf {
     fixtures_dir().join("metrics/amd-rx7900xtx-talos")
 }
 
-fn config() -> ServeConfig {
-    ServeConfig {
+fn config() -> DaemonConfig {
+    DaemonConfig {
         discovery_interval: Duration::from_secs(3600),
         exporter: ExporterConfig {
             deadline: Duration::from_secs(60),

@@ -3,16 +3,13 @@
 
 #![allow(clippy::disallowed_methods)]
 
-#[path = "../support/nvml_double.rs"]
-pub(crate) mod nvml_double;
-
 use gpuscout::discover::{self, Options};
+use gpuscout::discover::{Evidence, NvmlEvidence};
 use gpuscout::hostroot::HostRoot;
 use gpuscout::model::Status;
 use gpuscout::nvml::{Error, Nvml, NvmlConfig, NvmlFacts, NvmlHandle, NvmlState};
 use gpuscout::pci::PciAddress;
-use gpuscout::verdict::Evidence;
-use nvml_double::{Double, full_gpu};
+use gpuscout_test_support::nvml_double::{self, Double, full_gpu};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -22,6 +19,17 @@ fn fixture(name: &str) -> HostRoot {
         .join("tests/fixtures/hosts")
         .join(name);
     HostRoot::new(&p).unwrap_or_else(|e| panic!("fixture {}: {e}", p.display()))
+}
+
+/// Evidence with NVML readings and facts already taken.
+fn taken(
+    readings: Option<std::sync::Arc<gpuscout::nvml::NvmlSnapshot>>,
+    facts: Option<NvmlFacts>,
+) -> Evidence {
+    Evidence {
+        nvml: NvmlEvidence::Taken { readings, facts },
+        ..Default::default()
+    }
 }
 
 fn config(root: HostRoot, d: &Double) -> NvmlConfig {
@@ -95,15 +103,8 @@ async fn enriches_the_rtx4090_fixture_joined_by_bus_id() {
         })
     );
 
-    let opts = Options {
-        evidence: Evidence {
-            nvml: h.facts(),
-            ..Default::default()
-        },
-        nvml: Some(snap),
-        ..Default::default()
-    };
-    let report = discover::discover(&root, &opts);
+    let ev = taken(Some(snap), h.facts());
+    let report = discover::discover(&root, &Options::default(), &ev);
     let g = report
         .gpus
         .iter()
@@ -144,11 +145,8 @@ async fn disagreements_are_reported_and_the_kernel_value_kept() {
     ));
     let h = Nvml::start(config(root.clone(), &d));
     let snap = h.snapshot().await.expect("snapshot");
-    let opts = Options {
-        nvml: Some(snap),
-        ..Default::default()
-    };
-    let report = discover::discover(&root, &opts);
+    let ev = taken(Some(snap), None);
+    let report = discover::discover(&root, &Options::default(), &ev);
     let g = &report.gpus[0];
     assert_eq!(
         g.nvidia.as_ref().unwrap().uuid.as_deref(),
@@ -217,13 +215,7 @@ async fn h100_mig_devices_ecc_and_xid_counts() {
     assert_eq!(&again.xid_errors[&addr("0000:1b:00.0")], xid);
     assert!(d.calls().iter().any(|c| c == "nvmlDeviceRegisterEvents"));
 
-    let report = discover::discover(
-        &root,
-        &Options {
-            nvml: Some(again),
-            ..Default::default()
-        },
-    );
+    let report = discover::discover(&root, &Options::default(), &taken(Some(again), None));
     let g = report
         .gpus
         .iter()
@@ -265,13 +257,7 @@ async fn not_supported_readings_are_absent_not_zero() {
     assert!(!r.lost && r.errors.is_empty(), "{:?}", r.errors);
     assert_eq!(snap.cuda_driver_version, None);
 
-    let report = discover::discover(
-        &root,
-        &Options {
-            nvml: Some(snap),
-            ..Default::default()
-        },
-    );
+    let report = discover::discover(&root, &Options::default(), &taken(Some(snap), None));
     let json = serde_json::to_value(&report.gpus[0]).unwrap();
     assert_eq!(json["memory_bytes"], serde_json::Value::Null);
     assert_eq!(
@@ -323,11 +309,8 @@ async fn gpu_lost_is_an_error_of_that_gpu_only() {
     assert!(!ok.lost);
     assert_eq!(ok.temperature_celsius, Some(54));
 
-    let opts = Options {
-        nvml: Some(snap),
-        ..Default::default()
-    };
-    let report = discover::discover(&root, &opts);
+    let ev = taken(Some(snap), None);
+    let report = discover::discover(&root, &Options::default(), &ev);
     let g = &report.gpus[0];
     assert_eq!(
         g.nvidia.as_ref().unwrap().nvml_error.as_deref(),
@@ -403,13 +386,7 @@ async fn a_gpu_lost_before_its_address_is_known_is_not_joined_and_says_why() {
             "{:?}",
             d.calls()
         );
-        let report = discover::discover(
-            &root,
-            &Options {
-                nvml: Some(snap),
-                ..Default::default()
-            },
-        );
+        let report = discover::discover(&root, &Options::default(), &taken(Some(snap), None));
         let g = &report.gpus[0];
         assert_eq!(g.pci_address, "0000:01:00.0");
         assert_eq!(g.memory_bytes, None, "no NVML reading is attributed to it");
@@ -485,13 +462,7 @@ async fn no_permission_on_one_call_is_that_calls_error_only() {
         snap.unjoined[0].error,
         "nvmlDeviceGetHandleByIndex_v2: no permission"
     );
-    let report = discover::discover(
-        &root,
-        &Options {
-            nvml: Some(snap),
-            ..Default::default()
-        },
-    );
+    let report = discover::discover(&root, &Options::default(), &taken(Some(snap), None));
     assert_eq!(
         report.gpus[0]
             .nvidia
@@ -645,16 +616,7 @@ async fn version_mismatch_facts() {
             version_mismatch: true,
         })
     );
-    let report = discover::discover(
-        &root,
-        &Options {
-            evidence: Evidence {
-                nvml: h.facts(),
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-    );
+    let report = discover::discover(&root, &Options::default(), &taken(None, h.facts()));
     assert_eq!(report.gpus[0].status, Status::DriverVersionMismatch);
 
     // NVML works but reports another driver than the kernel module (570.172.08): not NVML's
@@ -674,17 +636,7 @@ async fn version_mismatch_facts() {
     assert_eq!(f.driver_version.as_deref(), Some("550.135"));
     assert_eq!(f.cuda_driver_version.as_deref(), Some("12.4"));
     assert!(!f.version_mismatch);
-    let report = discover::discover(
-        &root,
-        &Options {
-            evidence: Evidence {
-                nvml: Some(f),
-                ..Default::default()
-            },
-            nvml: Some(snap),
-            ..Default::default()
-        },
-    );
+    let report = discover::discover(&root, &Options::default(), &taken(Some(snap), Some(f)));
     let g = &report.gpus[0];
     assert_eq!(g.status, Status::DriverVersionMismatch, "{:?}", g.problems);
     assert!(
@@ -1004,10 +956,10 @@ async fn serve_nvml(
     tokio::task::JoinHandle<()>,
 ) {
     use gpuscout::metrics::ExporterConfig;
-    use gpuscout::serve::{Daemon, ServeConfig};
+    use gpuscout::serve::{Daemon, DaemonConfig};
     use std::sync::Arc;
     let root = cfg.root.clone();
-    let config = ServeConfig {
+    let config = DaemonConfig {
         discovery_interval: Duration::from_secs(3600),
         exporter: ExporterConfig {
             deadline: Duration::from_secs(60),
@@ -1020,7 +972,7 @@ async fn serve_nvml(
     d.add_source(Arc::new(gpuscout::nvml::source::NvmlSource::new(
         nvml.clone(),
     )));
-    d.set_discovery(move |r, o| gpuscout::nvml::discover_with(&nvml, r, o));
+    d.set_evidence(move || Evidence::with_nvml(nvml.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

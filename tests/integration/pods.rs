@@ -6,10 +6,6 @@
 
 #![allow(clippy::disallowed_methods)]
 
-#[path = "../support/proc_tree.rs"]
-mod proc_tree;
-
-use crate::nvml::nvml_double::Double;
 use gpuscout::hostroot::HostRoot;
 use gpuscout::metrics::{ScrapeContext, Sink, Source};
 use gpuscout::nvml::{Nvml, NvmlConfig, NvmlHandle};
@@ -18,6 +14,8 @@ use gpuscout::pods::podresources::proto::pod_resources_lister_server::{
     PodResourcesLister, PodResourcesListerServer,
 };
 use gpuscout::pods::{AllocationSource, ProcessSource, scan};
+use gpuscout_test_support::nvml_double::Double;
+use gpuscout_test_support::proc_tree;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,7 +58,11 @@ fn scratch(profile: &str) -> (tempfile::TempDir, PathBuf) {
 
 fn ctx(root: &Path) -> ScrapeContext {
     let hr = HostRoot::new(root).unwrap();
-    let report = gpuscout::discover::discover(&hr, &gpuscout::discover::Options::default());
+    let report = gpuscout::discover::discover(
+        &hr,
+        &gpuscout::discover::Options::default(),
+        &Default::default(),
+    );
     ScrapeContext {
         root: hr,
         report: Arc::new(report),

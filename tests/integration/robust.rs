@@ -1,16 +1,15 @@
 //! Robustness at the edges (issue #13): one failed read never makes a GPU vanish nor strips the
 //! Node's labels, parsers are bounded (nesting depth, checked sums, capped strings), and the
 //! HTTP server survives idle-connection floods, slow clients and half-closes. Hostile inputs are
-//! built in each test from a synthetic host root (`tests/support/synth.rs`); floods are bounded
+//! built in each test from a synthetic host root (`tests/support/src/synth.rs`); floods are bounded
 //! in count and time and aimed at 127.0.0.1 only. Timing never decides a result here.
 
 #![allow(clippy::disallowed_methods)] // tests build and break host trees directly
 
-// The synthetic host root generator (tests/support/synth.rs), loaded once by `faults`.
-use crate::faults::synth;
 use crate::serve::http_get;
 use crate::util::report_at;
 use gpuscout::model::Status;
+use gpuscout_test_support::synth;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -238,7 +237,7 @@ impl Served {
         let mut d = gpuscout::serve::Daemon::new(
             gpuscout::hostroot::HostRoot::new(root).unwrap(),
             gpuscout::discover::Options::default(),
-            gpuscout::serve::ServeConfig {
+            gpuscout::serve::DaemonConfig {
                 discovery_interval: std::time::Duration::from_millis(200),
                 exporter: gpuscout::metrics::ExporterConfig {
                     deadline: std::time::Duration::from_secs(30),

@@ -185,7 +185,7 @@ fn inner_rocm_smi_source_scrapes_the_mounted_fixture() {
         panic!("{ENV_FIXTURE} is not set: this test runs only inside the source test's namespace")
     }));
     let root = HostRoot::new(&fixture).unwrap();
-    let report = discover::discover(&root, &Options::default());
+    let report = discover::discover(&root, &Options::default(), &Default::default());
     let ctx = ScrapeContext {
         root,
         report: std::sync::Arc::new(report),
@@ -215,7 +215,7 @@ fn inner_rocm_smi_reads_the_mounted_fixture() {
         )
     }));
     let root = HostRoot::new(&fixture).unwrap();
-    let report = discover::discover(&root, &Options::default());
+    let report = discover::discover(&root, &Options::default(), &Default::default());
     let ours: Vec<_> = report
         .gpus
         .iter()
@@ -232,16 +232,11 @@ fn inner_rocm_smi_reads_the_mounted_fixture() {
     for g in ours {
         let r = rocm
             .iter()
-            .find(|r| r.address.map(|a| a.to_string()).as_deref() == Some(&g.pci_address))
+            .find(|r| r.address == Some(g.pci_address))
             .unwrap_or_else(|| panic!("ROCm SMI does not list {}", g.pci_address));
         let amd = g.amd.as_ref().unwrap();
         assert_eq!(r.vendor_id, Some(0x1002));
-        assert_eq!(
-            r.device_id,
-            g.device_id_u16(),
-            "device id of {}",
-            g.pci_address
-        );
+        assert_eq!(r.device_id, g.device_id, "device id of {}", g.pci_address);
         assert_eq!(
             r.vram_total_bytes, amd.vram_bytes,
             "VRAM of {}",

@@ -4,10 +4,10 @@
 #![allow(clippy::disallowed_methods)] // tests write config files directly
 
 use crate::metrics::{Gate, fixtures_dir};
-use gpuscout::discover::{self, Options};
+use gpuscout::discover::Options;
 use gpuscout::hostroot::HostRoot;
 use gpuscout::metrics::ExporterConfig;
-use gpuscout::serve::{Daemon, ServeConfig};
+use gpuscout::serve::{Daemon, DaemonConfig};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
@@ -218,8 +218,8 @@ fn bad_or_busy_listen_address_is_a_one_line_error_exit_2() {
     }
 }
 
-fn daemon_config() -> ServeConfig {
-    ServeConfig {
+fn daemon_config() -> DaemonConfig {
+    DaemonConfig {
         discovery_interval: Duration::from_secs(3600),
         exporter: ExporterConfig {
             deadline: Duration::from_secs(60),
@@ -236,10 +236,11 @@ async fn readyz_waits_for_the_first_discovery() {
     let (entered_tx, entered_rx) = std::sync::mpsc::channel::<()>();
     let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
     let release_rx = Mutex::new(release_rx);
-    d.set_discovery(move |r, o| {
+    // The evidence is asked on the pass's thread just before the pass: hold the pass there.
+    d.set_evidence(move || {
         let _ = entered_tx.send(());
         let _ = release_rx.lock().unwrap().recv();
-        discover::discover(r, o)
+        Default::default()
     });
     let mut reports = d.reports();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

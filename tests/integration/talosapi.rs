@@ -733,7 +733,7 @@ async fn the_poller_backs_off_after_a_failure_and_rereads_the_talosconfig() {
     let closed = closed_port().await;
     let tmp = tempfile::tempdir().unwrap();
     let cfg = write_config(tmp.path(), &pki, &closed.to_string());
-    let args = talosapi::TalosApiArgs {
+    let args = talosapi::TalosApiConfig {
         enabled: true,
         config: cfg.clone(),
         endpoint: None,
@@ -741,7 +741,7 @@ async fn the_poller_backs_off_after_a_failure_and_rereads_the_talosconfig() {
         timeout_s: 10.0,
     };
     // Zero backoff: every poll tries again.
-    let zero = talosapi::Backoff::new(Duration::ZERO, Duration::ZERO);
+    let zero = gpuscout::backoff::Backoff::new(Duration::ZERO, Duration::ZERO);
     let mut poller = talosapi::Poller::with_backoff(args.clone(), zero).unwrap();
     assert!(bounded(poller.poll()).await.is_none());
     assert!(
@@ -759,18 +759,19 @@ async fn the_poller_backs_off_after_a_failure_and_rereads_the_talosconfig() {
         .expect("facts after the update");
     assert!(facts.services[PERSISTENCED].running);
     assert!(poller.last_error().is_none());
-    assert_eq!(poller.backoff().failures(), 0);
+    assert_eq!(poller.backoff().attempts(), 0);
 
     // A long backoff: after one failure, polls inside the window make no new attempt.
     write_config(tmp.path(), &pki, &closed.to_string());
-    let long = talosapi::Backoff::new(Duration::from_secs(3600), Duration::from_secs(3600));
+    let long =
+        gpuscout::backoff::Backoff::new(Duration::from_secs(3600), Duration::from_secs(3600));
     let mut poller = talosapi::Poller::with_backoff(args, long).unwrap();
     assert!(bounded(poller.poll()).await.is_none());
-    assert_eq!(poller.backoff().failures(), 1);
+    assert_eq!(poller.backoff().attempts(), 1);
     for _ in 0..5 {
         assert!(bounded(poller.poll()).await.is_none());
     }
-    assert_eq!(poller.backoff().failures(), 1);
+    assert_eq!(poller.backoff().attempts(), 1);
 }
 
 // ---------------------------------------------------------------------------------------------

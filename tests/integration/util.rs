@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use gpuscout::discover::{Options, discover};
+use gpuscout::discover::{Evidence, Options, discover};
 use gpuscout::hostroot::HostRoot;
 use gpuscout::model::Report;
 use std::path::{Path, PathBuf};
@@ -22,11 +22,28 @@ pub fn host(profile: &str) -> PathBuf {
 
 /// Names of every fixture host root, sorted.
 pub fn profiles() -> Vec<String> {
+    subdirs(&hosts_dir())
+}
+
+/// Directory holding the verdict fixture host roots (one per failure mode, plus baselines).
+pub fn verdicts_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/verdicts")
+}
+
+/// Path of one verdict fixture host root.
+pub fn verdict_case(case: &str) -> PathBuf {
+    let p = verdicts_dir().join(case);
+    assert!(p.is_dir(), "missing verdict fixture {}", p.display());
+    p
+}
+
+/// Names of the directories in `dir`, sorted.
+pub fn subdirs(dir: &Path) -> Vec<String> {
     #[allow(clippy::disallowed_methods)]
-    let mut v: Vec<String> = std::fs::read_dir(hosts_dir())
+    let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| hosts_dir().join(n).is_dir())
+        .filter(|n| dir.join(n).is_dir())
         .collect();
     v.sort();
     v
@@ -39,16 +56,36 @@ pub fn report(profile: &str) -> Report {
 
 /// A discovery pass on any directory.
 pub fn report_at(dir: &Path) -> Report {
-    discover(&HostRoot::new(dir).unwrap(), &Options::default())
+    report_with(dir, &Options::default(), &Evidence::default())
 }
 
-/// Run the built binary.
-pub fn gpuscout(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gpuscout"))
-        .args(args)
+/// A discovery pass on any directory with `options` and `evidence`.
+pub fn report_with(dir: &Path, options: &Options, evidence: &Evidence) -> Report {
+    let root = HostRoot::new(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    discover(&root, options, evidence)
+}
+
+fn command(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_gpuscout"));
+    c.args(args)
         .env_remove("GPUSCOUT_ROOT")
-        .env_remove("NODE_NAME")
+        .env_remove("NODE_NAME");
+    c
+}
+
+/// Run the built binary (logs at `warn`, so stderr carries only what matters).
+pub fn gpuscout(args: &[&str]) -> Output {
+    command(args)
         .env("RUST_LOG", "warn")
+        .output()
+        .expect("run gpuscout")
+}
+
+/// Run the built binary with `RUST_LOG` unset, as a user runs it (the default `info` filter):
+/// for tests of what a command says on stderr.
+pub fn gpuscout_as_run(args: &[&str]) -> Output {
+    command(args)
+        .env_remove("RUST_LOG")
         .output()
         .expect("run gpuscout")
 }

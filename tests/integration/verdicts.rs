@@ -5,28 +5,17 @@
 
 #![allow(clippy::disallowed_methods)] // test code reads fixture trees directly
 
-use gpuscout::discover::{self, Options};
+use crate::util::{gpuscout_as_run as gpuscout, report_with, subdirs, verdict_case, verdicts_dir};
+use gpuscout::discover::{self, Evidence, NvmlEvidence, Options};
 use gpuscout::hostroot::HostRoot;
 use gpuscout::model::{Extension, Report, Status};
+use gpuscout::nvml::NvmlFacts;
 use gpuscout::talosapi::{self, TalosApiFacts};
-use gpuscout::verdict::{self, Evidence, NvmlFacts};
+use gpuscout::verdict;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/verdicts")
-}
 
 fn discover_with(case: &str, evidence: Evidence) -> Report {
-    let root = HostRoot::new(fixtures().join(case)).unwrap_or_else(|e| panic!("{case}: {e}"));
-    discover::discover(
-        &root,
-        &Options {
-            evidence,
-            ..Options::default()
-        },
-    )
+    report_with(&verdict_case(case), &Options::default(), &evidence)
 }
 
 fn discover(case: &str) -> Report {
@@ -404,11 +393,11 @@ fn report_of(c: &Case) -> Report {
     match c.api {
         None => discover(c.name),
         Some(api) => {
-            let root = HostRoot::new(fixtures().join(c.name)).unwrap();
-            discover::discover_with(
+            let root = HostRoot::new(verdict_case(c.name)).unwrap();
+            discover::discover(
                 &root,
                 &Options::default(),
-                &discover::Extras {
+                &Evidence {
                     talos: Some(std::sync::Arc::new(api())),
                     ..Default::default()
                 },
@@ -469,13 +458,7 @@ fn every_verdict_of_spec_5_is_produced_by_a_fixture() {
 
 #[test]
 fn every_fixture_directory_is_in_the_table() {
-    let mut dirs: Vec<String> = std::fs::read_dir(fixtures())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    dirs.sort();
+    let dirs = subdirs(&verdicts_dir());
     let mut names: Vec<String> = CASES.iter().map(|c| c.name.to_owned()).collect();
     names.sort();
     names.dedup();
@@ -485,10 +468,10 @@ fn every_fixture_directory_is_in_the_table() {
 #[test]
 fn talos_layouts_by_version() {
     // Firmware under /lib up to v1.9, under /usr/lib from v1.10: the verdict reads the right one.
-    let old = fixtures().join("talos-amd-ok-v1.8");
+    let old = verdict_case("talos-amd-ok-v1.8");
     assert!(old.join("lib/firmware/amdgpu").is_dir());
     assert!(!old.join("usr/lib/firmware").exists());
-    let new = fixtures().join("f9-talos-amd-firmware-missing-v1.10");
+    let new = verdict_case("f9-talos-amd-firmware-missing-v1.10");
     assert!(new.join("usr/lib/firmware/amdgpu").is_dir());
     assert!(!new.join("lib").exists());
     let f9 = discover("f9-talos-amd-firmware-missing-v1.10");
@@ -531,7 +514,7 @@ fn node_labels_fill_in_for_an_unreadable_extensions_file() {
         case,
         Evidence {
             node_extensions: Some(node.clone()),
-            nvml: None,
+            ..Default::default()
         },
     );
     assert_eq!(r.gpus[0].status, Status::Ok, "{:#?}", r.gpus[0].problems);
@@ -550,7 +533,7 @@ fn node_labels_win_over_the_extensions_file() {
         case,
         Evidence {
             node_extensions: Some(node),
-            nvml: None,
+            ..Default::default()
         },
     );
     let exts = &r.host.talos.as_ref().unwrap().extensions;
@@ -578,7 +561,7 @@ fn node_labels_alone_mark_a_talos_node_whose_os_release_is_unreadable() {
         "talos-unknown-os-release-loop",
         Evidence {
             node_extensions: Some(Vec::new()),
-            nvml: None,
+            ..Default::default()
         },
     );
     assert_eq!(r.gpus[0].status, Status::Unknown);
@@ -591,8 +574,11 @@ fn nvml_evidence_joins_the_version_check() {
         discover_with(
             case,
             Evidence {
-                node_extensions: None,
-                nvml: Some(nvml),
+                nvml: NvmlEvidence::Taken {
+                    readings: None,
+                    facts: Some(nvml),
+                },
+                ..Default::default()
             },
         )
     };
@@ -622,11 +608,14 @@ fn nvml_evidence_joins_the_version_check() {
     let plain = discover_with(
         "ubuntu-nvidia-ok",
         Evidence {
-            node_extensions: None,
-            nvml: Some(NvmlFacts {
-                driver_version: Some("570.172.08".into()),
-                ..NvmlFacts::default()
-            }),
+            nvml: NvmlEvidence::Taken {
+                readings: None,
+                facts: Some(NvmlFacts {
+                    driver_version: Some("570.172.08".into()),
+                    ..NvmlFacts::default()
+                }),
+            },
+            ..Default::default()
         },
     );
     assert_eq!(plain.gpus[0].status, Status::DriverVersionMismatch);
@@ -639,7 +628,7 @@ fn nvml_evidence_joins_the_version_check() {
 
 #[test]
 fn an_unreadable_driver_link_is_unknown() {
-    let root = HostRoot::new(fixtures().join("talos-amd-ok-v1.10")).unwrap();
+    let root = HostRoot::new(verdict_case("talos-amd-ok-v1.10")).unwrap();
     let mut r = discover("talos-amd-ok-v1.10");
     r.gpus[0].driver = None;
     let link = gpuscout::model::Unread {
@@ -648,22 +637,13 @@ fn an_unreadable_driver_link_is_unknown() {
     };
     r.gpus[0].unread.push(link.clone());
     r.gpus[0].driver_link_error = Some(link);
-    verdict::assess(&root, &r.host, &mut r.gpus, &Evidence::default());
+    verdict::assess(&root, &r.host, &mut r.gpus, &verdict::Inputs::default());
     assert_eq!(r.gpus[0].status, Status::Unknown);
     assert_eq!(r.gpus[0].problems.len(), 1);
 }
 
-fn gpuscout(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_gpuscout"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("GPUSCOUT_ROOT")
-        .output()
-        .expect("run gpuscout")
-}
-
 fn root_arg(case: &str) -> String {
-    fixtures().join(case).display().to_string()
+    verdict_case(case).display().to_string()
 }
 
 #[test]
@@ -701,11 +681,9 @@ fn check_exits_1_with_one_stderr_line_per_problem() {
             .flat_map(|g| g.problems.iter().map(move |p| verdict::problem_line(g, p)))
             .collect();
         assert_eq!(lines, expected, "{case}");
-        assert!(
-            lines
-                .iter()
-                .all(|l| l.starts_with(&report.gpus[0].pci_address) && l.contains("; fix: "))
-        );
+        assert!(lines.iter().all(
+            |l| l.starts_with(&report.gpus[0].pci_address.to_string()) && l.contains("; fix: ")
+        ));
 
         // `discover` shows the same verdicts and hints: in the table and in JSON.
         let table = gpuscout(&["discover", "--root", &root_arg(case)]);

@@ -59,7 +59,7 @@ pub struct VerdictChange {
 pub fn verdict_changes(prev: &BTreeMap<String, Status>, gpus: &[Gpu]) -> Vec<VerdictChange> {
     let mut out = Vec::new();
     for g in gpus {
-        let before = prev.get(&g.pci_address).copied();
+        let before = prev.get(&g.pci_address.to_string()).copied();
         if before == Some(g.status) || (before.is_none() && g.status == Status::Ok) {
             continue;
         }
@@ -72,7 +72,7 @@ pub fn verdict_changes(prev: &BTreeMap<String, Status>, gpus: &[Gpu]) -> Vec<Ver
             message.push_str(&format!(": {}; fix: {}", p.detail, p.hint));
         }
         out.push(VerdictChange {
-            gpu: g.pci_address.clone(),
+            gpu: g.pci_address.to_string(),
             from: before,
             to: g.status,
             message,

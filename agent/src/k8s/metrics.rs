@@ -140,13 +140,11 @@ pub struct LastSync(Arc<Mutex<Option<f64>>>);
 
 impl LastSync {
     pub fn set(&self, unix_seconds: f64) {
-        if let Ok(mut v) = self.0.lock() {
-            *v = Some(unix_seconds);
-        }
+        *crate::lock::lock(&self.0) = Some(unix_seconds);
     }
 
     pub fn get(&self) -> Option<f64> {
-        self.0.lock().ok().and_then(|v| *v)
+        *crate::lock::lock(&self.0)
     }
 }
 

@@ -22,9 +22,10 @@
 //! A failure on one Node or object is logged, counted and does not stop the others; the
 //! caller exits non-zero when any happened, so a Job retries.
 
-use super::Error;
 use super::nfd::nodefeature_name;
 use super::owned::{FIELD_MANAGER, NodeView};
+use super::{Error, Kind};
+use crate::logonce::LogOnce;
 use http_body_util::BodyExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
@@ -34,7 +35,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 const NODES: &str = "/api/v1/nodes";
 /// The label NFD and our NodeFeature carry: the Node it describes.
@@ -167,7 +168,8 @@ impl Api<'_> {
         let deadline = Instant::now() + self.cfg.wait;
         let path = format!("/api/v1/namespaces/{ns}/pods");
         let lp = ListParams::default().labels(selector);
-        let mut said = false;
+        let said = LogOnce::new();
+        let failed = LogOnce::new();
         loop {
             let left = match kube::core::Request::new(&path).list_metadata(&lp) {
                 Ok(req) => match self.send(req).await {
@@ -180,7 +182,7 @@ impl Api<'_> {
             };
             match left {
                 Ok(0) => {
-                    if said {
+                    if said.any() {
                         info!(namespace = ns, selector, "the agents are gone");
                     }
                     return 0;
@@ -191,21 +193,24 @@ impl Api<'_> {
                     return n;
                 }
                 Ok(n) => {
-                    if !said {
+                    failed.clear();
+                    if said.first(()) {
                         info!(
                             namespace = ns,
                             selector,
                             pods = n,
                             "waiting for the agents to stop"
                         );
-                        said = true;
                     }
                 }
                 Err(e) if Instant::now() >= deadline => {
                     warn!(error = %e, "cannot list the agent pods; pruning without waiting longer");
                     return 0;
                 }
-                Err(e) => warn!(error = %e, "listing the agent pods failed; retrying"),
+                Err(e) if failed.first(e.metric_label()) => {
+                    warn!(error = %e, "listing the agent pods failed; retrying")
+                }
+                Err(e) => debug!(error = %e, "listing the agent pods failed again"),
             }
             tokio::time::sleep(self.cfg.poll).await;
         }
@@ -236,7 +241,7 @@ impl Api<'_> {
                             (name == nodefeature_name(&node)).then_some(name)
                         })
                         .collect(),
-                    Err(Error::NodeNotFound(_)) => {
+                    Err(e) if e.is_not_found(Kind::NodeFeature) => {
                         info!(
                             namespace = ns,
                             "no NodeFeature API in this cluster: nothing to delete"
@@ -253,12 +258,9 @@ impl Api<'_> {
             }
         };
         for name in names {
-            let req = http::Request::delete(format!("{base}/{name}"))
-                .body(Vec::new())
-                .map_err(|e| Error::Api {
-                    code: 0,
-                    message: e.to_string(),
-                });
+            let req = kube::core::Request::new(&base)
+                .delete(&name, &Default::default())
+                .map_err(Error::Request);
             let r = match req {
                 Ok(req) => self.send(req).await,
                 Err(e) => Err(e),
@@ -268,7 +270,7 @@ impl Api<'_> {
                     info!(namespace = ns, name = %name, "deleted NodeFeature");
                     report.nodefeatures_deleted.push(name);
                 }
-                Err(Error::NodeNotFound(_)) => {}
+                Err(e) if e.is_not_found(Kind::NodeFeature) => {}
                 Err(e) => report
                     .failures
                     .push(format!("deleting NodeFeature {ns}/{name}: {e}")),
@@ -288,7 +290,7 @@ impl Api<'_> {
             },
             Nodes::One(name) => match self.get_node(name).await {
                 Ok(v) => vec![(name.clone(), v)],
-                Err(Error::NodeNotFound(_)) => {
+                Err(e) if e.is_not_found(Kind::Node) => {
                     report.failures.push(format!("node {name:?} not found"));
                     return;
                 }
@@ -336,7 +338,7 @@ impl Api<'_> {
                 Ok(_) => return Ok(keys),
                 Err(Error::Conflict(_)) => view = self.get_node(name).await?,
                 // Deleted since the list: nothing left to clean.
-                Err(Error::NodeNotFound(_)) => return Ok(Vec::new()),
+                Err(e) if e.is_not_found(Kind::Node) => return Ok(Vec::new()),
                 Err(e) => return Err(e),
             }
         }
@@ -368,7 +370,8 @@ impl Api<'_> {
     }
 
     /// One request under the request timeout; the body of a 2xx answer. 404 is
-    /// [`Error::NodeNotFound`] with the path (the callers treat it as "gone").
+    /// [`Error::NotFound`] with the kind the path addresses (the callers treat it as "gone");
+    /// no answer in time is [`Error::Timeout`].
     async fn send(&self, req: http::Request<Vec<u8>>) -> Result<bytes::Bytes, Error> {
         let path = req.uri().path().to_owned();
         let fut = async {
@@ -378,12 +381,7 @@ impl Api<'_> {
                 .await
                 .map_err(Error::Transport)?;
             let status = resp.status().as_u16();
-            let retry_after = resp
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+            let retry_after = crate::backoff::retry_after_header(resp.headers());
             let body = resp
                 .into_body()
                 .collect()
@@ -396,10 +394,7 @@ impl Api<'_> {
             match tokio::time::timeout(self.cfg.request_timeout, fut).await {
                 Ok(r) => r?,
                 Err(_) => {
-                    return Err(Error::Api {
-                        code: 0,
-                        message: format!("{path}: request timed out"),
-                    });
+                    return Err(Error::Timeout { what: path });
                 }
             };
         if (200..300).contains(&status) {
@@ -411,7 +406,7 @@ impl Api<'_> {
             .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
         Err(match status {
             403 => Error::Forbidden(message),
-            404 => Error::NodeNotFound(path),
+            404 => Error::not_found(&path),
             409 => Error::Conflict(message),
             429 => Error::Throttled { retry_after },
             code => Error::Api { code, message },

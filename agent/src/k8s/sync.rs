@@ -30,13 +30,14 @@
 //!   WATCH and first write, so a single node is labelled within about a second of its first
 //!   discovery and 5,000 agents still spread out.
 
-use super::Error;
-use super::args::LabelMode;
-use super::backoff::Backoff;
+use super::LabelMode;
 use super::events::{EventLimiter, VerdictChange, event_body, verdict_changes};
 use super::metrics::SyncMetrics;
 use super::nfd::{nfd_file_text, nodefeature_body, nodefeature_name, write_nfd_file};
 use super::owned::{FIELD_MANAGER, NodeView, extensions_from_node, needs_apply, stale_prefix_keys};
+use super::{Error, Kind};
+use crate::backoff::Backoff;
+use crate::logonce::LogOnce;
 use crate::model::{Extension, Report, Status};
 use futures::{Stream, StreamExt};
 use http_body_util::BodyExt;
@@ -49,7 +50,7 @@ use kube::core::{
 };
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -338,8 +339,11 @@ struct Runner {
     prev_status: BTreeMap<String, Status>,
     pending_events: Vec<VerdictChange>,
     limiter: EventLimiter,
-    /// Failure kinds logged since the last success (each is logged once).
-    logged: BTreeSet<&'static str>,
+    /// Failure kinds logged since the last successful sync (each is logged once).
+    logged: LogOnce<&'static str>,
+    /// Event posts: a failure is logged once until a post succeeds again. Separate from
+    /// `logged`, so a failing Event neither hides nor fakes a "label sync recovered".
+    events_logged: LogOnce<()>,
     /// LIST before the next watch or write (resync due, watch cut midway, 410, 504).
     relist: bool,
     resync_at: Option<Instant>,
@@ -374,7 +378,8 @@ impl Runner {
             prev_status: BTreeMap::new(),
             pending_events: Vec::new(),
             limiter,
-            logged: BTreeSet::new(),
+            logged: LogOnce::new(),
+            events_logged: LogOnce::new(),
             relist: false,
             resync_at: None,
             spread_done: false,
@@ -397,7 +402,7 @@ impl Runner {
         self.prev_status = report
             .gpus
             .iter()
-            .map(|g| (g.pci_address.clone(), g.status))
+            .map(|g| (g.pci_address.to_string(), g.status))
             .collect();
         self.report = Some(report);
     }
@@ -415,7 +420,7 @@ impl Runner {
         match self.sync_once().await {
             Ok(Outcome::NodeAbsent) => {
                 self.metrics.sync_result("node_not_found");
-                if self.logged.insert("node_not_found") {
+                if self.logged.first("node_not_found") {
                     error!(
                         node = %self.cfg.node_name,
                         "Node not found: check NODE_NAME (downward API spec.nodeName); waiting for it to appear, nothing is created"
@@ -429,9 +434,8 @@ impl Runner {
                 self.metrics
                     .sync_result(if wrote { "applied" } else { "unchanged" });
                 self.metrics.mark_synced();
-                if !self.logged.is_empty() {
+                if self.logged.clear() {
                     info!(node = %self.cfg.node_name, "label sync recovered");
-                    self.logged.clear();
                 }
                 self.backoff.reset();
                 true
@@ -461,10 +465,16 @@ impl Runner {
         let label = e.metric_label();
         self.metrics.sync_result(label);
         let delay = self.backoff.next_delay(e.retry_after());
-        if self.logged.insert(label) {
+        if self.logged.first(label) {
             match e {
-                Error::Forbidden(_) | Error::NodeNotFound(_) => {
+                Error::Forbidden(_)
+                | Error::NotFound {
+                    kind: Kind::Node, ..
+                } => {
                     error!(node = %self.cfg.node_name, error = %e, retry_in = ?delay, "label sync failed; check the agent's RBAC and NODE_NAME")
+                }
+                Error::NotFound { .. } => {
+                    error!(node = %self.cfg.node_name, error = %e, retry_in = ?delay, "label sync failed; what it writes to does not exist")
                 }
                 _ => {
                     warn!(node = %self.cfg.node_name, error = %e, retry_in = ?delay, "label sync failed; retrying with backoff")
@@ -599,10 +609,7 @@ impl Runner {
                     }
                     _ => {
                         self.relist = true;
-                        self.on_error(Error::Api {
-                            code: 0,
-                            message: "watch closed at once".to_owned(),
-                        })
+                        self.on_error(Error::WatchClosed)
                     }
                 }
             }
@@ -803,9 +810,8 @@ impl Runner {
             }
             Err(_) => {
                 self.metrics.request("timeout");
-                return Err(Error::Api {
-                    code: 0,
-                    message: "watch request timed out".to_owned(),
+                return Err(Error::Timeout {
+                    what: "watching the Node".to_owned(),
                 });
             }
         };
@@ -900,7 +906,9 @@ impl Runner {
                     self.nodefeature_labels = Some(nf.spec.map(|s| s.labels).unwrap_or_default());
                 }
                 // Absent: the apply below creates it (the first write).
-                Err(Error::NodeNotFound(_)) => self.nodefeature_labels = Some(BTreeMap::new()),
+                Err(e) if e.is_not_found(Kind::NodeFeature) => {
+                    self.nodefeature_labels = Some(BTreeMap::new())
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -965,12 +973,15 @@ impl Runner {
             match self.send(req).await {
                 Ok(_) => {
                     self.metrics.event("posted");
+                    self.events_logged.clear();
                     info!(gpu = %change.gpu, status = %change.to, "posted Event");
                 }
                 Err(e) => {
                     self.metrics.event("failed");
-                    if self.logged.insert("event") {
+                    if self.events_logged.first(()) {
                         warn!(error = %e, "posting an Event failed; Events are best effort");
+                    } else {
+                        debug!(error = %e, "posting an Event failed again");
                     }
                 }
             }
@@ -992,18 +1003,14 @@ impl Runner {
         let Some(client) = self.client.clone() else {
             return Err(Error::NoCluster);
         };
+        let path = req.uri().path().to_owned();
         let fut = async move {
             let resp = client
                 .send(req.map(kube::client::Body::from))
                 .await
                 .map_err(Error::Transport)?;
             let status = resp.status().as_u16();
-            let retry_after = resp
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+            let retry_after = crate::backoff::retry_after_header(resp.headers());
             // Bounded before JSON parsing: one Node's metadata is far below etcd's 1.5 MiB
             // object limit; a larger answer is not one the agent asked for.
             let body = http_body_util::Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
@@ -1028,10 +1035,7 @@ impl Runner {
                 }
                 Err(_) => {
                     self.metrics.request("timeout");
-                    return Err(Error::Api {
-                        code: 0,
-                        message: "request timed out".to_owned(),
-                    });
+                    return Err(Error::Timeout { what: path });
                 }
             };
         self.metrics.request(match status {
@@ -1056,7 +1060,7 @@ impl Runner {
             .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
         Err(match status {
             403 => Error::Forbidden(message),
-            404 => Error::NodeNotFound(self.cfg.node_name.clone()),
+            404 => Error::not_found(&path),
             409 => Error::Conflict(message),
             410 => Error::Gone,
             429 => Error::Throttled { retry_after },

@@ -3,51 +3,33 @@
 
 use super::*;
 use crate::model::{
-    AmdInfo, Extension, Gpu, Host, IntelInfo, ModelSource, ModuleState, NvidiaInfo, PcieLink,
-    Status, TalosInfo, Vendor,
+    AmdInfo, Extension, Gpu, Host, IntelInfo, ModelSource, ModuleState, NvidiaInfo, Status,
+    TalosInfo, Vendor,
 };
 
 // ---- builders -------------------------------------------------------------------------------
 
 fn gpu(vendor: Vendor, addr: &str, model: &str) -> Gpu {
-    let (vendor_id, driver) = match vendor {
-        Vendor::Amd => ("0x1002", "amdgpu"),
-        Vendor::Nvidia => ("0x10de", "nvidia"),
-        Vendor::Intel => ("0x8086", "i915"),
+    let driver = match vendor {
+        Vendor::Amd => "amdgpu",
+        Vendor::Nvidia => "nvidia",
+        Vendor::Intel => "i915",
     };
     Gpu {
-        pci_address: addr.to_owned(),
-        vendor,
-        vendor_id: vendor_id.to_owned(),
-        device_id: Some("0x1586".into()),
-        subsystem_vendor_id: None,
-        subsystem_device_id: None,
-        class: "0x030000".to_owned(),
-        revision: None,
+        device_id: Some(0x1586),
         model: model.to_owned(),
-        model_source: ModelSource::PciIds,
         driver: Some(driver.to_owned()),
-        card: None,
-        render: None,
-        numa_node: None,
-        memory_bytes: None,
-        pcie: PcieLink::default(),
-        sriov: None,
         amd: (vendor == Vendor::Amd).then(AmdInfo::default),
         nvidia: (vendor == Vendor::Nvidia).then(NvidiaInfo::default),
         intel: (vendor == Vendor::Intel).then(IntelInfo::default),
-        status: Status::Ok,
-        problems: Vec::new(),
-        unread: Vec::new(),
-        disagreements: Vec::new(),
-        driver_link_error: None,
+        ..Gpu::test(vendor, addr)
     }
 }
 
 fn module(name: &str, state: &str, version: Option<&str>) -> ModuleState {
     ModuleState {
         name: name.to_owned(),
-        state: state.to_owned(),
+        state: state.into(),
         version: version.map(str::to_owned),
         taint: None,
     }
@@ -65,10 +47,7 @@ fn host() -> Host {
             }],
         }),
         modules: vec![module("amdgpu", "live", None)],
-        unread: Vec::new(),
-        disagreements: Vec::new(),
-        nvswitches: Vec::new(),
-        read_errors: Default::default(),
+        ..Host::default()
     }
 }
 
@@ -76,12 +55,7 @@ fn plain_host() -> Host {
     Host {
         kernel: Some("6.8.0-51-generic".to_owned()),
         os: Some("Ubuntu 24.04.1 LTS".to_owned()),
-        talos: None,
-        modules: Vec::new(),
-        unread: Vec::new(),
-        disagreements: Vec::new(),
-        nvswitches: Vec::new(),
-        read_errors: Default::default(),
+        ..Host::default()
     }
 }
 
@@ -103,7 +77,7 @@ fn strix_halo() -> Gpu {
 
 fn rtx4090(addr: &str) -> Gpu {
     let mut g = gpu(Vendor::Nvidia, addr, "NVIDIA GeForce RTX 4090");
-    g.device_id = Some("0x2684".into());
+    g.device_id = Some(0x2684);
     g.memory_bytes = Some(25_757_220_864);
     g.nvidia = Some(NvidiaInfo {
         kernel_module_version: Some("550.127.05".into()),
@@ -587,7 +561,7 @@ fn driver_version_sources() {
     assert_eq!(get(&l, "gpuscout.io/amd.driver"), Some("vfio-pci"));
     assert_eq!(get(&l, "gpuscout.io/amd.driver-version"), None);
     let mut other = strix_halo();
-    other.pci_address = "0000:c6:00.0".into();
+    other.pci_address = "0000:c6:00.0".parse().unwrap();
     let l = labels(&host(), &[passthrough, other]);
     assert_eq!(get(&l, "gpuscout.io/amd.driver"), Some("mixed"));
     assert_eq!(get(&l, "gpuscout.io/amd.driver.vfio-pci"), Some("1"));
@@ -626,7 +600,7 @@ fn amd_gpus_that_disagree_on_extras() {
     let mut no_kfd = dgpu.clone();
     no_kfd.amd = Some(AmdInfo::default());
     let mut same = dgpu.clone();
-    same.pci_address = "0000:04:00.0".into();
+    same.pci_address = "0000:04:00.0".parse().unwrap();
     let l = labels(&host(), &[same.clone(), no_kfd]);
     assert_eq!(get(&l, "gpuscout.io/amd.gfx"), None);
     assert_eq!(get(&l, "gpuscout.io/amd.cu-count"), None);
@@ -741,7 +715,7 @@ fn gfd_keys() {
 fn gfd_without_nvml_and_with_mixed_models() {
     let cfg = all_compat();
     let mut h100 = gpu(Vendor::Nvidia, "0000:1b:00.0", "NVIDIA H100 80GB HBM3");
-    h100.class = "0x030200".into();
+    h100.class = 0x030200;
     h100.nvidia = Some(NvidiaInfo {
         kernel_module_version: Some("580.95.05".into()),
         ..NvidiaInfo::default()
@@ -802,7 +776,7 @@ fn gfd_mode_is_unknown_for_mixed_classes() {
     let cfg = all_compat();
     let a = with_nvml(rtx4090("0000:01:00.0"));
     let mut b = with_nvml(rtx4090("0000:02:00.0"));
-    b.class = "0x030200".into();
+    b.class = 0x030200;
     let l = compute(&plain_host(), &[a.clone(), b], &cfg);
     assert_eq!(get(&l, "nvidia.com/gpu.mode"), Some("unknown"));
     let l = compute(&plain_host(), &[a], &cfg);
@@ -842,8 +816,8 @@ fn amd_labeller_single_values() {
     let cfg = all_compat();
     let mut mi300 = gpu(Vendor::Amd, "0000:1b:00.0", "AMD Instinct MI300X OAM");
     mi300.model_source = ModelSource::Vendor;
-    mi300.device_id = Some("0x74a1".into());
-    mi300.class = "0x120000".into();
+    mi300.device_id = Some(0x74a1);
+    mi300.class = 0x120000;
     mi300.memory_bytes = Some(192 << 30);
     mi300.amd = Some(AmdInfo {
         gfx_target: Some("gfx942".into()),
@@ -946,7 +920,7 @@ fn amd_labeller_mixed_values_become_counts() {
         "AMD Radeon RX 7900 XTX (Navi 31)",
     );
     dgpu.model_source = ModelSource::AmdgpuIds;
-    dgpu.device_id = Some("0x744c".into());
+    dgpu.device_id = Some(0x744c);
     dgpu.amd = Some(AmdInfo {
         family: Some("GC_11_0_0".into()),
         cu_count: Some(96),
@@ -957,7 +931,7 @@ fn amd_labeller_mixed_values_become_counts() {
     });
     let mut fallback = gpu(Vendor::Amd, "0000:04:00.0", "AMD device 0x7551");
     fallback.model_source = ModelSource::Fallback;
-    fallback.device_id = Some("0x7551".into());
+    fallback.device_id = Some(0x7551);
     let l = compute(&host(), &[apu, dgpu, fallback], &cfg);
     let amd: BTreeMap<String, String> = l
         .iter()
@@ -992,10 +966,10 @@ fn amd_labeller_mixed_values_become_counts() {
 fn intel_nfd_keys() {
     let cfg = all_compat();
     let mut a770 = gpu(Vendor::Intel, "0000:03:00.0", "Arc A770");
-    a770.device_id = Some("0x56A0".into());
+    a770.device_id = Some(0x56a0);
     let mut flex = gpu(Vendor::Intel, "0000:4d:00.0", "Data Center GPU Flex 170");
-    flex.device_id = Some("0x56c0".into());
-    flex.class = "0x038000".into();
+    flex.device_id = Some(0x56c0);
+    flex.class = 0x038000;
     let mut h = plain_host();
     h.modules = vec![module("i915", "builtin", None)];
     let l = compute(&h, &[a770.clone(), flex], &cfg);
@@ -1035,15 +1009,15 @@ fn intel_nfd_keys() {
 fn every_key_and_value_is_valid_label_syntax() {
     let long = "Ultra Long Product Name ".repeat(9);
     let mut amd_long = strix_halo();
-    amd_long.pci_address = "0000:c6:00.0".into();
+    amd_long.pci_address = "0000:c6:00.0".parse().unwrap();
     amd_long.model = format!("{long}Ä (rev 1)");
     amd_long.model_source = ModelSource::Vendor;
     let mut amd_unicode = strix_halo();
-    amd_unicode.pci_address = "0000:c7:00.0".into();
+    amd_unicode.pci_address = "0000:c7:00.0".parse().unwrap();
     amd_unicode.model = "Radeon™ 780M (Phoenix) / ÄÖ".into();
     amd_unicode.amd.as_mut().unwrap().family = Some("weird family/©".into());
     let mut amd_vfio = strix_halo();
-    amd_vfio.pci_address = "0000:c8:00.0".into();
+    amd_vfio.pci_address = "0000:c8:00.0".parse().unwrap();
     amd_vfio.driver = Some("vfio-pci".into());
     amd_vfio.status = Status::BoundToOtherDriver;
     let mut nv_blank = with_nvml(rtx4090("0000:02:00.0"));

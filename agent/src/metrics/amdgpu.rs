@@ -43,7 +43,7 @@ impl Source for Amdgpu {
         let mut errors = Errors::default();
         let mut r = self.kept.reader(&ctx.root, &ctx.report);
         for (g, dir) in bound_devices(ctx, &mut r, &mut errors, Vendor::Amd, "amdgpu") {
-            let gpu = &g.pci_address;
+            let gpu = &g.pci_address.to_string();
             let num = |r: &mut super::kept::Reader<'_>, name: &str, errors: &mut Errors| {
                 let text = errors.ok(r.read(&dir, name));
                 parse_num(errors, &format!("{}/{name}", dir.host_display()), text)

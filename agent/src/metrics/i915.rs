@@ -43,7 +43,7 @@ impl Source for I915 {
         let mut errors = Errors::default();
         let mut r = self.kept.reader(&ctx.root, &ctx.report);
         for (g, dir) in bound_devices(ctx, &mut r, &mut errors, Vendor::Intel, "i915") {
-            let gpu = &g.pci_address;
+            let gpu = &g.pci_address.to_string();
             if let Some(card) = &g.card
                 && let Some(card_dir) = errors.ok(r.resolve_in(&dir, format!("drm/{card}")))
             {

@@ -37,6 +37,7 @@ pub mod talos;
 pub mod xe;
 
 use crate::hostroot::HostRoot;
+use crate::lock::lock;
 use crate::model::Report;
 use families::Desc;
 use futures::future::{BoxFuture, Shared};
@@ -527,11 +528,6 @@ impl Exporter {
         st.pending = Some(fut.clone());
         fut
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding the lock leaves plain data behind; keep serving.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Clears the in-flight marker when a pass ends, even by panic.

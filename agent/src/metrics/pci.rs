@@ -41,7 +41,7 @@ pub(crate) fn bound_devices<'a>(
         .gpus
         .iter()
         .filter(|g| g.vendor == vendor && g.driver.as_deref() == Some(driver))
-        .filter_map(|g| match device_dir(r, &g.pci_address) {
+        .filter_map(|g| match device_dir(r, &g.pci_address.to_string()) {
             Ok(d) => Some((g, d)),
             Err(e) => {
                 errors.note(e.into());
@@ -64,7 +64,7 @@ impl Source for Pci {
         let mut errors = Errors::default();
         let mut r = self.kept.reader(&ctx.root, &ctx.report);
         for g in &ctx.report.gpus {
-            let dir = match device_dir(&mut r, &g.pci_address) {
+            let dir = match device_dir(&mut r, &g.pci_address.to_string()) {
                 Ok(d) => d,
                 Err(e) => {
                     errors.note(e.into());
@@ -72,7 +72,10 @@ impl Source for Pci {
                 }
             };
             for state in ["current", "max"] {
-                let labels = vec![("gpu", g.pci_address.clone()), ("state", state.to_owned())];
+                let labels = vec![
+                    ("gpu", g.pci_address.to_string()),
+                    ("state", state.to_owned()),
+                ];
                 let speed_file = format!("{state}_link_speed");
                 if let Some(s) = errors.ok(r.read(&dir, &speed_file))
                     && !s.trim().is_empty()

@@ -30,10 +30,13 @@ pub fn collect(report: &Report, out: &mut Sink) {
         out.push(
             &f::GPU_INFO,
             vec![
-                ("gpu", g.pci_address.clone()),
+                ("gpu", g.pci_address.to_string()),
                 ("vendor", g.vendor.as_str().to_owned()),
                 ("model", g.model.clone()),
-                ("device_id", g.device_id.clone().unwrap_or_default()),
+                (
+                    "device_id",
+                    g.device_id.map(|d| format!("{d:#06x}")).unwrap_or_default(),
+                ),
                 ("driver", g.driver.clone().unwrap_or_default()),
                 ("card", g.card.clone().unwrap_or_default()),
                 ("uuid", uuid.unwrap_or_default()),
@@ -45,14 +48,14 @@ pub fn collect(report: &Report, out: &mut Sink) {
             out.push(
                 &f::GPU_DRIVER_STATUS,
                 vec![
-                    ("gpu", g.pci_address.clone()),
+                    ("gpu", g.pci_address.to_string()),
                     ("vendor", g.vendor.as_str().to_owned()),
                     ("status", s.as_str().to_owned()),
                 ],
                 f64::from(u8::from(g.status == s)),
             );
         }
-        let mut l = gpu_label(&g.pci_address);
+        let mut l = gpu_label(&g.pci_address.to_string());
         l.push(("vendor", g.vendor.as_str().to_owned()));
         out.push(
             &f::GPU_READY,
@@ -70,21 +73,16 @@ pub fn collect(report: &Report, out: &mut Sink) {
 }
 
 /// The PCI address as NVML's `nvmlPciInfo_t.busId` and DCGM exporter's `pci_bus_id` label spell
-/// it (`0000:3b:00.0` gives `00000000:3B:00.0`); empty for non-NVIDIA GPUs and for an address
-/// that does not parse.
+/// it (`0000:3b:00.0` gives `00000000:3B:00.0`); empty for non-NVIDIA GPUs.
 pub fn dcgm_bus_id(g: &crate::model::Gpu) -> String {
     if g.vendor != Vendor::Nvidia {
         return String::new();
     }
-    g.pci_address
-        .parse::<crate::pci::PciAddress>()
-        .map(|a| {
-            format!(
-                "{:08X}:{:02X}:{:02X}.{:X}",
-                a.domain, a.bus, a.device, a.function
-            )
-        })
-        .unwrap_or_default()
+    let a = g.pci_address;
+    format!(
+        "{:08X}:{:02X}:{:02X}.{:X}",
+        a.domain, a.bus, a.device, a.function
+    )
 }
 
 #[cfg(test)]
@@ -100,6 +98,7 @@ mod tests {
             )
             .unwrap(),
             &Default::default(),
+            &Default::default(),
         );
         let mut g = r
             .gpus
@@ -108,10 +107,8 @@ mod tests {
             .unwrap()
             .clone();
         assert_eq!(dcgm_bus_id(&g), "00000000:01:00.0");
-        g.pci_address = "0000:3b:0a.1".into();
+        g.pci_address = "0000:3b:0a.1".parse().unwrap();
         assert_eq!(dcgm_bus_id(&g), "00000000:3B:0A.1");
-        g.pci_address = "garbage".into();
-        assert_eq!(dcgm_bus_id(&g), "");
         let amd = r
             .gpus
             .iter()

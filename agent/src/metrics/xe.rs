@@ -32,7 +32,7 @@ impl Source for Xe {
         let mut errors = Errors::default();
         let mut r = self.kept.reader(&ctx.root, &ctx.report);
         for (g, dir) in bound_devices(ctx, &mut r, &mut errors, Vendor::Intel, "xe") {
-            let gpu = &g.pci_address;
+            let gpu = &g.pci_address.to_string();
             let entries = errors.ok(r.list(&dir.host)).unwrap_or_default();
             for tile in entries.iter().filter(|n| is_numbered(n, "tile")) {
                 let gts = errors.ok(r.list(dir.host.join(tile))).unwrap_or_default();

@@ -9,24 +9,30 @@
 //! GPU that NVML did not join while NVML has devices it could not identify (no handle or PCI
 //! info, e.g. `GPU_IS_LOST`) gets `nvidia.nvml_error` = `not joined (NVML device N: why)`.
 
-use super::NvmlSnapshot;
+use super::{GpuReading, NvmlSnapshot};
 use crate::model::{Gpu, ModelSource, NvidiaInfo, Vendor};
 use crate::pci::PciAddress;
 
 /// A value on which NVML and the kernel's files disagree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Discrepancy {
-    /// PCI address (`0000:01:00.0`).
-    pub gpu: String,
+    /// The GPU's PCI address.
+    pub gpu: PciAddress,
     pub field: &'static str,
     /// What sysfs/procfs says (kept), `None` when PCI discovery did not see the GPU.
     pub kernel: Option<String>,
     pub nvml: String,
 }
 
-fn note(out: &mut Vec<Discrepancy>, gpu: &str, field: &'static str, kernel: &str, nvml: &str) {
+fn note(
+    out: &mut Vec<Discrepancy>,
+    gpu: PciAddress,
+    field: &'static str,
+    kernel: &str,
+    nvml: &str,
+) {
     out.push(Discrepancy {
-        gpu: gpu.to_owned(),
+        gpu,
         field,
         kernel: Some(kernel.to_owned()),
         nvml: nvml.to_owned(),
@@ -38,7 +44,7 @@ fn merge(
     slot: &mut Option<String>,
     nvml: Option<&str>,
     out: &mut Vec<Discrepancy>,
-    gpu: &str,
+    gpu: PciAddress,
     field: &'static str,
 ) {
     match (slot.as_deref(), nvml) {
@@ -54,92 +60,19 @@ pub fn apply(gpus: &mut [Gpu], snap: &NvmlSnapshot) -> Vec<Discrepancy> {
     let mut out = Vec::new();
     let mut matched: Vec<PciAddress> = Vec::new();
     for gpu in gpus.iter_mut().filter(|g| g.vendor == Vendor::Nvidia) {
-        let Ok(addr) = gpu.pci_address.parse::<PciAddress>() else {
-            continue;
-        };
+        let addr = gpu.pci_address;
         let Some(r) = snap.gpus.get(&addr) else {
-            // NVML has devices it could not join (no handle or no PCI info: a GPU that fell off
-            // the bus answers GPU_IS_LOST there). Which of them is this GPU cannot be told, so
-            // say that NVML could not read it, and why, without attributing a reading.
-            if !snap.unjoined.is_empty() {
-                let why: Vec<String> = snap
-                    .unjoined
-                    .iter()
-                    .map(|u| format!("NVML device {}: {}", u.index, u.error))
-                    .collect();
-                gpu.nvidia
-                    .get_or_insert_with(NvidiaInfo::default)
-                    .nvml_error = Some(format!("not joined ({})", why.join("; ")));
-            }
+            note_unjoined(gpu, snap);
             continue;
         };
         matched.push(addr);
-        let id = gpu.pci_address.clone();
-        if let (Some(d), Some(k)) = (r.pci_device_id, gpu.device_id_u16())
-            && d != k
-        {
-            note(
-                &mut out,
-                &id,
-                "device_id",
-                gpu.device_id.as_deref().unwrap_or_default(),
-                &format!("{d:#06x}"),
-            );
-        }
-        if let Some(name) = &r.name {
-            if gpu.model_source == ModelSource::Vendor {
-                if &gpu.model != name {
-                    note(&mut out, &id, "model", &gpu.model, name);
-                }
-            } else {
-                gpu.model = name.clone();
-                gpu.model_source = ModelSource::Vendor;
-            }
-        }
-        match (gpu.memory_bytes, r.memory_total_bytes) {
-            (None, Some(m)) => gpu.memory_bytes = Some(m),
-            (Some(k), Some(m)) if k != m => note(
-                &mut out,
-                &id,
-                "memory_bytes",
-                &k.to_string(),
-                &m.to_string(),
-            ),
-            _ => {}
-        }
-        let info = gpu.nvidia.get_or_insert_with(NvidiaInfo::default);
-        merge(&mut info.uuid, r.uuid.as_deref(), &mut out, &id, "uuid");
-        merge(
-            &mut info.compute_capability,
-            r.compute_capability.as_deref(),
-            &mut out,
-            &id,
-            "compute_capability",
-        );
-        merge(
-            &mut info.cuda_driver_version,
-            snap.cuda_driver_version.as_deref(),
-            &mut out,
-            &id,
-            "cuda_driver_version",
-        );
-        merge(&mut info.family, r.family, &mut out, &id, "family");
-        if let Some(m) = r.mig_enabled {
-            info.mig_enabled = Some(m);
-        }
-        if r.mig_devices.is_some() {
-            info.mig_devices = r.mig_devices;
-        }
-        if r.lost {
-            info.nvml_error = Some("gpu-lost".into());
-        } else if let Some(e) = r.errors.first() {
-            info.nvml_error = Some(e.clone());
-        }
+        merge_identity(gpu, r, &mut out);
+        merge_nvidia_info(gpu, r, snap, &mut out);
     }
     for (addr, r) in &snap.gpus {
         if !matched.contains(addr) {
             out.push(Discrepancy {
-                gpu: addr.to_string(),
+                gpu: *addr,
                 field: "presence",
                 kernel: None,
                 nvml: r.name.clone().unwrap_or_else(|| "present".into()),
@@ -152,6 +85,96 @@ pub fn apply(gpus: &mut [Gpu], snap: &NvmlSnapshot) -> Vec<Discrepancy> {
     out
 }
 
+/// NVML has devices it could not join (no handle or no PCI info: a GPU that fell off the bus
+/// answers GPU_IS_LOST there). Which of them is this GPU cannot be told, so say that NVML
+/// could not read it, and why, without attributing a reading.
+fn note_unjoined(gpu: &mut Gpu, snap: &NvmlSnapshot) {
+    if snap.unjoined.is_empty() {
+        return;
+    }
+    let why: Vec<String> = snap
+        .unjoined
+        .iter()
+        .map(|u| format!("NVML device {}: {}", u.index, u.error))
+        .collect();
+    gpu.nvidia
+        .get_or_insert_with(NvidiaInfo::default)
+        .nvml_error = Some(format!("not joined ({})", why.join("; ")));
+}
+
+/// Device id, model and memory size: the kernel's values stay, NVML fills the gaps (and its
+/// name replaces a model from the ID tables).
+fn merge_identity(gpu: &mut Gpu, r: &GpuReading, out: &mut Vec<Discrepancy>) {
+    let id = gpu.pci_address;
+    if let (Some(d), Some(k)) = (r.pci_device_id, gpu.device_id)
+        && d != k
+    {
+        note(
+            out,
+            id,
+            "device_id",
+            &format!("{k:#06x}"),
+            &format!("{d:#06x}"),
+        );
+    }
+    if let Some(name) = &r.name {
+        if gpu.model_source == ModelSource::Vendor {
+            if &gpu.model != name {
+                note(out, id, "model", &gpu.model, name);
+            }
+        } else {
+            gpu.model = name.clone();
+            gpu.model_source = ModelSource::Vendor;
+        }
+    }
+    match (gpu.memory_bytes, r.memory_total_bytes) {
+        (None, Some(m)) => gpu.memory_bytes = Some(m),
+        (Some(k), Some(m)) if k != m => {
+            note(out, id, "memory_bytes", &k.to_string(), &m.to_string());
+        }
+        _ => {}
+    }
+}
+
+/// The NVIDIA details: UUID, compute capability, CUDA driver version, family, MIG and NVML's
+/// own read errors.
+fn merge_nvidia_info(
+    gpu: &mut Gpu,
+    r: &GpuReading,
+    snap: &NvmlSnapshot,
+    out: &mut Vec<Discrepancy>,
+) {
+    let id = gpu.pci_address;
+    let info = gpu.nvidia.get_or_insert_with(NvidiaInfo::default);
+    merge(&mut info.uuid, r.uuid.as_deref(), out, id, "uuid");
+    merge(
+        &mut info.compute_capability,
+        r.compute_capability.as_deref(),
+        out,
+        id,
+        "compute_capability",
+    );
+    merge(
+        &mut info.cuda_driver_version,
+        snap.cuda_driver_version.as_deref(),
+        out,
+        id,
+        "cuda_driver_version",
+    );
+    merge(&mut info.family, r.family, out, id, "family");
+    if let Some(m) = r.mig_enabled {
+        info.mig_enabled = Some(m);
+    }
+    if r.mig_devices.is_some() {
+        info.mig_devices = r.mig_devices;
+    }
+    if r.lost {
+        info.nvml_error = Some("gpu-lost".into());
+    } else if let Some(e) = r.errors.first() {
+        info.nvml_error = Some(e.clone());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,34 +184,15 @@ mod tests {
 
     fn gpu(addr: &str, model_source: ModelSource) -> Gpu {
         Gpu {
-            pci_address: addr.into(),
-            vendor: Vendor::Nvidia,
-            vendor_id: "0x10de".into(),
-            device_id: Some("0x2684".into()),
-            subsystem_vendor_id: None,
-            subsystem_device_id: None,
-            class: "0x030000".into(),
-            revision: None,
+            device_id: Some(0x2684),
             model: "NVIDIA GeForce RTX 4090".into(),
             model_source,
             driver: Some("nvidia".into()),
-            card: None,
-            render: None,
-            numa_node: None,
-            memory_bytes: None,
-            pcie: Default::default(),
-            sriov: None,
-            amd: None,
             nvidia: Some(NvidiaInfo {
                 uuid: Some("GPU-aaaa".into()),
                 ..Default::default()
             }),
-            intel: None,
-            status: Default::default(),
-            problems: vec![],
-            unread: vec![],
-            disagreements: Vec::new(),
-            driver_link_error: None,
+            ..Gpu::test(Vendor::Nvidia, addr)
         }
     }
 
@@ -239,10 +243,13 @@ mod tests {
         assert_eq!(n.cuda_driver_version.as_deref(), Some("12.4"));
         assert_eq!(n.family.as_deref(), Some("ada"));
         assert_eq!(n.mig_devices, Some(0));
-        let fields: Vec<_> = d.iter().map(|x| (x.gpu.as_str(), x.field)).collect();
+        let fields: Vec<_> = d.iter().map(|x| (x.gpu.to_string(), x.field)).collect();
         assert_eq!(
             fields,
-            vec![("0000:3b:00.0", "uuid"), ("0000:5e:00.0", "presence")]
+            vec![
+                ("0000:3b:00.0".to_owned(), "uuid"),
+                ("0000:5e:00.0".to_owned(), "presence")
+            ]
         );
     }
 

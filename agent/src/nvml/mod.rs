@@ -23,9 +23,10 @@
 //!   threads may exist at once (stuck ones included); past that the source stays failed
 //!   ([`Error::Wedged`]) until a stuck thread returns, and the liveness probe is the way out.
 //! * **Init failures** (`DriverNotLoaded`, library missing, version mismatch) are retried with
-//!   capped exponential backoff ([`NvmlConfig::backoff_initial`] doubling up to
-//!   [`NvmlConfig::backoff_max`]); between attempts callers get the last error at once.
-//! * **Facts** for the `driver-version-mismatch` verdict: [`NvmlFacts`] (the verdict's own type):
+//!   capped exponential backoff (the shared [`crate::backoff::Backoff`]:
+//!   [`NvmlConfig::backoff_initial`] doubling up to [`NvmlConfig::backoff_max`], jittered);
+//!   between attempts callers get the last error at once.
+//! * **Facts** for the `driver-version-mismatch` verdict: [`NvmlFacts`]:
 //!   NVML's driver and CUDA versions, and NVML's own `NVML_ERROR_LIB_RM_VERSION_MISMATCH`. A
 //!   driver version that differs from the kernel module's (`/proc/driver/nvidia/version`,
 //!   [`crate::vendors::nvidia`]) is logged once here and turned into a verdict by
@@ -38,14 +39,17 @@ pub mod locate;
 mod read;
 pub mod source;
 
+use crate::backoff::Backoff;
 use crate::hostroot::HostRoot;
+use crate::lock::lock;
+use crate::logonce::LogOnce;
 use crate::pci::PciAddress;
 use crate::vendors::nvidia::{self as nvidia_procfs, KernelModule};
 use read::XidCounts;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -114,7 +118,8 @@ pub struct NvmlConfig {
     pub call_timeout: Duration,
     /// Deadline of `nvmlInit` and of getting a device handle.
     pub init_timeout: Duration,
-    /// First retry delay after a failure; doubles per failure.
+    /// Upper bound of the first retry delay after a failure; doubles per failure (jittered
+    /// into its upper half by [`Backoff`]).
     pub backoff_initial: Duration,
     /// Longest retry delay.
     pub backoff_max: Duration,
@@ -154,8 +159,17 @@ impl NvmlConfig {
     }
 }
 
-/// The facts the `driver-version-mismatch` verdict needs from NVML ([`crate::verdict::Evidence`]).
-pub use crate::verdict::NvmlFacts;
+/// NVML's view of the driver: what the `driver-version-mismatch` verdict needs from NVML
+/// ([`crate::verdict::Inputs`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NvmlFacts {
+    /// `nvmlSystemGetDriverVersion` (`570.172.08`).
+    pub driver_version: Option<String>,
+    /// `nvmlSystemGetCudaDriverVersion_v2`, as `12.8`.
+    pub cuda_driver_version: Option<String>,
+    /// NVML init failed with "Driver/library version mismatch" (`NVML_ERROR_LIB_RM_VERSION_MISMATCH`).
+    pub version_mismatch: bool,
+}
 
 /// The facts from what NVML said at init. `version_mismatch` is NVML's own
 /// `NVML_ERROR_LIB_RM_VERSION_MISMATCH`; a driver version that merely differs from the kernel
@@ -314,7 +328,7 @@ struct State {
     worker: Option<Worker>,
     state: NvmlState,
     next_attempt: Option<Instant>,
-    backoff: Duration,
+    backoff: Backoff,
     facts: Option<NvmlFacts>,
     last: Option<Arc<NvmlSnapshot>>,
 }
@@ -328,6 +342,8 @@ struct Inner {
     hangs: AtomicU64,
     started: AtomicU64,
     xid: Arc<Mutex<XidCounts>>,
+    /// Failure reasons warned about since the worker was last ready.
+    logged: LogOnce<String>,
 }
 
 /// Handle to the NVML source. Cheap to clone; all clones share one worker.
@@ -351,7 +367,7 @@ impl Nvml {
     /// Create the source. Nothing is loaded until the first [`NvmlHandle::snapshot`] (or
     /// [`NvmlHandle::init`]).
     pub fn start(cfg: NvmlConfig) -> NvmlHandle {
-        let backoff = cfg.backoff_initial;
+        let backoff = Backoff::new(cfg.backoff_initial, cfg.backoff_max);
         NvmlHandle {
             inner: Arc::new(Inner {
                 cfg,
@@ -368,15 +384,9 @@ impl Nvml {
                 hangs: AtomicU64::new(0),
                 started: AtomicU64::new(0),
                 xid: Arc::new(Mutex::new(BTreeMap::new())),
+                logged: LogOnce::new(),
             }),
         }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
     }
 }
 
@@ -548,8 +558,8 @@ impl NvmlHandle {
         }
     }
 
-    /// Record a failure: drop (abandon) the worker when asked, schedule the next attempt, log
-    /// once per change of error. Returns the error for the caller.
+    /// Record a failure: drop (abandon) the worker when asked, schedule the next attempt, warn
+    /// once per reason until the source is ready again. Returns the error for the caller.
     fn fail(&self, e: Error, drop_worker: bool) -> Error {
         let mut st = lock(&self.inner.state);
         if drop_worker {
@@ -557,27 +567,22 @@ impl NvmlHandle {
             // after its call; a stuck one stays stuck and is counted until it returns.
             st.worker = None;
         }
-        let jitter = 1.0 + (fastrand::f64() - 0.5) * 0.2;
-        let delay = st.backoff.mul_f64(jitter);
+        let delay = st.backoff.next_delay(None);
         st.next_attempt = Some(Instant::now() + delay);
-        st.backoff = (st.backoff * 2).min(self.inner.cfg.backoff_max);
         let new_state = if e.is_absent() {
             NvmlState::Absent
         } else {
             NvmlState::Failed(e.clone())
         };
-        let changed = st.state != new_state;
         st.state = new_state;
         drop(st);
         if e.is_absent() {
             tracing::debug!(error = %e, "NVML not available on this node");
-        } else if changed && !self.inner.cfg.quiet {
+        } else if self.inner.logged.first(e.to_string()) && !self.inner.cfg.quiet {
             let stuck = self.health().stuck_threads;
             tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, stuck_threads = stuck, "NVML source failed");
-        } else if changed {
-            tracing::debug!(error = %e, "NVML source failed");
         } else {
-            tracing::debug!(error = %e, retry_in_ms = delay.as_millis() as u64, "NVML source still failing");
+            tracing::debug!(error = %e, retry_in_ms = delay.as_millis() as u64, "NVML source failed");
         }
         e
     }
@@ -621,8 +626,10 @@ impl NvmlHandle {
                     beat: beat.clone(),
                 });
                 st.state = NvmlState::Ready;
-                st.backoff = self.inner.cfg.backoff_initial;
+                st.backoff.reset();
                 st.next_attempt = None;
+                drop(st);
+                self.inner.logged.clear();
                 Ok((tx, beat))
             }
             Ok(Err(e)) => {
@@ -746,18 +753,6 @@ fn worker_main(
     // Dropping `nvml` calls nvmlShutdown on this same thread.
     drop(nvml);
     drop(live);
-}
-
-/// One discovery pass with NVML (and no other extra evidence): NVML is asked only when the
-/// pass's PCI scan shows an NVIDIA GPU.
-pub fn discover_with(
-    nvml: &NvmlHandle,
-    root: &HostRoot,
-    opts: &crate::discover::Options,
-) -> crate::model::Report {
-    let mut o = opts.clone();
-    o.nvml_source = Some(nvml.clone());
-    crate::discover::discover(root, &o)
 }
 
 #[cfg(test)]

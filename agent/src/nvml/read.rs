@@ -58,18 +58,12 @@ impl Beat {
 
     fn set(&self, v: Option<InCall>) {
         // A poisoned lock only means a panic elsewhere; the data is a plain value.
-        match self.current.lock() {
-            Ok(mut g) => *g = v,
-            Err(p) => *p.into_inner() = v,
-        }
+        *crate::lock::lock(&self.current) = v;
     }
 
     /// The call in flight that has run past its deadline, if any.
     pub fn overdue(&self) -> Option<InCall> {
-        let cur = match self.current.lock() {
-            Ok(g) => *g,
-            Err(p) => *p.into_inner(),
-        };
+        let cur = *crate::lock::lock(&self.current);
         cur.filter(|c| c.since.elapsed() > c.limit)
     }
 }
@@ -173,6 +167,17 @@ fn read_device(dev: &Device<'_>, beat: &Beat, limits: Limits) -> Result<GpuReadi
     r.reading.pci_vendor_id = Some((pci.pci_device_id & 0xffff) as u16).filter(|v| *v != 0);
     r.reading.pci_device_id = Some((pci.pci_device_id >> 16) as u16).filter(|v| *v != 0);
 
+    read_identity_and_load(&mut r);
+    read_power(&mut r);
+    read_clocks(&mut r);
+    read_arch(&mut r);
+    read_mig(&mut r);
+    read_ecc_and_link(&mut r);
+    Ok(r.reading)
+}
+
+/// Name, UUID, memory, utilisation and temperature.
+fn read_identity_and_load(r: &mut DevReader<'_, '_>) {
     r.reading.name = r.get("nvmlDeviceGetName", |d| d.name());
     r.reading.uuid = r.get("nvmlDeviceGetUUID", |d| d.uuid());
     if let Some(m) = r.get("nvmlDeviceGetMemoryInfo_v2", |d| d.memory_info()) {
@@ -187,6 +192,10 @@ fn read_device(dev: &Device<'_>, beat: &Beat, limits: Limits) -> Result<GpuReadi
     r.reading.temperature_celsius = r.get("nvmlDeviceGetTemperature", |d| {
         d.temperature(TemperatureSensor::Gpu)
     });
+}
+
+/// Power draw, its limit and the energy counter.
+fn read_power(r: &mut DevReader<'_, '_>) {
     r.reading.power_watts = r
         .get("nvmlDeviceGetPowerUsage", |d| d.power_usage())
         .map(|mw| f64::from(mw) / 1000.0);
@@ -205,6 +214,10 @@ fn read_device(dev: &Device<'_>, beat: &Beat, limits: Limits) -> Result<GpuReadi
             d.total_energy_consumption()
         })
         .map(|mj| mj as f64 / 1000.0);
+}
+
+/// Current and maximum graphics, SM and memory clocks.
+fn read_clocks(r: &mut DevReader<'_, '_>) {
     for (domain, clock) in [
         ("graphics", Clock::Graphics),
         ("sm", Clock::SM),
@@ -217,6 +230,10 @@ fn read_device(dev: &Device<'_>, beat: &Beat, limits: Limits) -> Result<GpuReadi
             r.reading.max_clocks_hz.insert(domain, u64::from(c) * MHZ);
         }
     }
+}
+
+/// CUDA compute capability and architecture family.
+fn read_arch(r: &mut DevReader<'_, '_>) {
     r.reading.compute_capability = r
         .get("nvmlDeviceGetCudaComputeCapability", |d| {
             d.cuda_compute_capability()
@@ -226,6 +243,10 @@ fn read_device(dev: &Device<'_>, beat: &Beat, limits: Limits) -> Result<GpuReadi
         .get("nvmlDeviceGetArchitecture", |d| d.architecture())
         .as_ref()
         .and_then(family);
+}
+
+/// MIG mode (current and pending) and, when on, how many MIG devices exist.
+fn read_mig(r: &mut DevReader<'_, '_>) {
     if let Some(m) = r.get("nvmlDeviceGetMigMode", |d| d.mig_mode()) {
         r.reading.mig_enabled = Some(m.current == 1);
         r.reading.mig_pending_enabled = Some(m.pending == 1);
@@ -251,6 +272,10 @@ fn read_device(dev: &Device<'_>, beat: &Beat, limits: Limits) -> Result<GpuReadi
             r.reading.mig_devices = Some(0);
         }
     }
+}
+
+/// ECC error totals and the PCIe link (current and maximum generation and width).
+fn read_ecc_and_link(r: &mut DevReader<'_, '_>) {
     r.reading.ecc_corrected_total = r.get("nvmlDeviceGetTotalEccErrors", |d| {
         d.total_ecc_errors(MemoryError::Corrected, EccCounter::Aggregate)
     });
@@ -267,7 +292,6 @@ fn read_device(dev: &Device<'_>, beat: &Beat, limits: Limits) -> Result<GpuReadi
         d.max_pcie_link_gen()
     });
     r.reading.pcie_max_width = r.get("nvmlDeviceGetMaxPcieLinkWidth", |d| d.max_pcie_link_width());
-    Ok(r.reading)
 }
 
 /// One pass over all devices.
@@ -391,10 +415,7 @@ pub(crate) fn drain_xid(xid: &XidSets<'_>, beat: &Beat, limits: Limits, counts: 
                 continue;
             };
             tracing::warn!(gpu = %addr, xid, "NVML: XID error");
-            let mut c = match counts.lock() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
+            let mut c = crate::lock::lock(counts);
             *c.entry(*addr).or_default().entry(xid).or_default() += 1;
         }
     }

@@ -34,7 +34,7 @@ impl GpuIds {
         r.gpus
             .iter()
             .map(|g| GpuIds {
-                gpu: g.pci_address.clone(),
+                gpu: g.pci_address.to_string(),
                 vendor: g.vendor,
                 driver: g.driver.clone(),
                 uuid: g.nvidia.as_ref().and_then(|n| n.uuid.clone()),

@@ -1,6 +1,6 @@
 //! Who uses each GPU: device-plugin allocations from the kubelet and per-process usage
-//! attributed to pods, for AMD, Intel and NVIDIA. Two metrics sources, wired into `serve` by
-//! [`wire`]:
+//! attributed to pods, for AMD, Intel and NVIDIA. Two metrics sources, which `serve` adds
+//! (`serve::wire_pods`) as [`PodsConfig`] says:
 //!
 //! ```text
 //!  podresources ── kubelet.sock (List, GetAllocatableResources) ── devids ──► gpu_allocation_info
@@ -28,13 +28,15 @@ pub mod scan;
 pub mod usage;
 
 use crate::hostroot::HostRoot;
+use crate::lock::lock;
+use crate::logonce::LogOnce;
 use crate::metrics::families::{Desc, Kind};
 use crate::metrics::{Errors, ScrapeContext, Sink, Source, SourceError};
 use crate::model::Vendor;
 use crate::nvml::NvmlHandle;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub static ALLOCATION_INFO: Desc = Desc {
@@ -88,30 +90,21 @@ pub static CLIENTS_UNMATCHED: Desc = Desc {
     kind: Kind::Counter,
 };
 
-/// Flags of `serve` for this feature.
-#[derive(Debug, Clone, clap::Args)]
-pub struct PodsArgs {
-    /// Per-process GPU usage (DRM fdinfo, NVML) summed per pod: `--process-metrics=false` turns
-    /// it off. Needs the host's /proc below --root, and for NVIDIA the host's pid namespace.
-    #[arg(long, env = "GPUSCOUT_PROCESS_METRICS", default_value_t = true, action = clap::ArgAction::Set, help_heading = "Metrics")]
+/// Settings of this feature (`--process-metrics`, `--process-max-series`, `--pod-resources`,
+/// `--pod-resources-socket`).
+#[derive(Debug, Clone)]
+pub struct PodsConfig {
+    /// Per-process GPU usage (DRM fdinfo, NVML) summed per pod.
     pub process_metrics: bool,
-
-    /// Most per-process usage series (GPU × namespace × pod × container); more are counted in
-    /// `gpuscout_process_gpu_series_dropped`, not exported.
-    #[arg(long, env = "GPUSCOUT_PROCESS_MAX_SERIES", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000), help_heading = "Metrics")]
+    /// Most per-process usage series; more are counted, not exported.
     pub process_max_series: u64,
-
-    /// Device-plugin allocations from the kubelet's PodResources API: `--pod-resources=false`
-    /// turns it off.
-    #[arg(long, env = "GPUSCOUT_POD_RESOURCES", default_value_t = true, action = clap::ArgAction::Set, help_heading = "Metrics")]
+    /// Device-plugin allocations from the kubelet's PodResources API.
     pub pod_resources: bool,
-
-    /// The kubelet's PodResources socket, below --root.
-    #[arg(long, env = "GPUSCOUT_POD_RESOURCES_SOCKET", default_value = podresources::DEFAULT_SOCKET, help_heading = "Metrics")]
+    /// The kubelet's PodResources socket, below the host root.
     pub pod_resources_socket: PathBuf,
 }
 
-impl Default for PodsArgs {
+impl Default for PodsConfig {
     fn default() -> Self {
         Self {
             process_metrics: true,
@@ -120,35 +113,6 @@ impl Default for PodsArgs {
             pod_resources_socket: PathBuf::from(podresources::DEFAULT_SOCKET),
         }
     }
-}
-
-/// Add the two sources to the daemon (the one integration point with `serve`). `scrape_timeout`
-/// bounds the kubelet call and the scan.
-pub fn wire(
-    daemon: &mut crate::serve::Daemon,
-    args: &PodsArgs,
-    nvml: Option<NvmlHandle>,
-    scrape_timeout: Duration,
-) {
-    let budget = scrape_timeout.mul_f64(0.5);
-    if args.pod_resources {
-        daemon.add_source(Arc::new(AllocationSource::new(
-            args.pod_resources_socket.clone(),
-            nvml.clone(),
-            budget,
-        )));
-    }
-    if args.process_metrics {
-        daemon.add_source(Arc::new(ProcessSource::new(
-            nvml,
-            budget,
-            usize::try_from(args.process_max_series).unwrap_or(usize::MAX),
-        )));
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// How long MIG UUIDs read from NVML are reused.
@@ -164,7 +128,7 @@ pub struct AllocationSource {
     timeout: Duration,
     last_good: Mutex<Option<podresources::Allocations>>,
     mig: Mutex<Option<MigCache>>,
-    said_absent: std::sync::atomic::AtomicBool,
+    said_absent: LogOnce<()>,
 }
 
 impl AllocationSource {
@@ -175,7 +139,7 @@ impl AllocationSource {
             timeout,
             last_good: Mutex::new(None),
             mig: Mutex::new(None),
-            said_absent: std::sync::atomic::AtomicBool::new(false),
+            said_absent: LogOnce::new(),
         }
     }
 
@@ -312,18 +276,17 @@ impl Source for AllocationSource {
     }
 
     fn collect(&self, ctx: &ScrapeContext, out: &mut Sink) -> Result<(), SourceError> {
-        use std::sync::atomic::Ordering;
         let socket = match ctx.root.resolve(&self.socket) {
             Ok(r) => r,
             Err(e) if e.is_not_found() => {
-                if !self.said_absent.swap(true, Ordering::Relaxed) {
+                if self.said_absent.first(()) {
                     tracing::info!(socket = %e.path(), "no kubelet PodResources socket: no GPU allocation series");
                 }
                 return Ok(());
             }
             Err(e) => return Err(e.into()),
         };
-        self.said_absent.store(false, Ordering::Relaxed);
+        self.said_absent.clear();
         let fetched = match tokio::runtime::Handle::try_current() {
             Ok(h) => h.block_on(podresources::fetch(&socket.abs, self.timeout)),
             Err(_) => tokio::runtime::Builder::new_current_thread()
@@ -419,7 +382,7 @@ impl Source for ProcessSource {
             .report
             .gpus
             .iter()
-            .map(|g| g.pci_address.clone())
+            .map(|g| g.pci_address.to_string())
             .collect();
         let mut st = lock(&self.state);
         let st = &mut *st;
@@ -434,7 +397,7 @@ impl Source for ProcessSource {
             .gpus
             .iter()
             .filter(|g| g.vendor == Vendor::Nvidia)
-            .map(|g| g.pci_address.clone())
+            .map(|g| g.pci_address.to_string())
             .collect();
         if let (Some(nvml), false) = (&self.nvml, nvidia.is_empty()) {
             let last_seen = nvidia

@@ -18,16 +18,16 @@
 //! seen, a compute partition) are skipped.
 
 use super::{Preflight, RocmReading, read_all};
+use crate::logonce::LogOnce;
 use crate::metrics::{ScrapeContext, Sink, Source, SourceError, families as f};
 use crate::model::Vendor;
 use std::collections::BTreeSet;
-use std::sync::Mutex;
 
 /// ROCm SMI as a metrics source.
 #[derive(Debug, Default)]
 pub struct RocmSmiSource {
-    /// The failure logged last (`None`: healthy), so each failure is logged once.
-    last_failure: Mutex<Option<String>>,
+    /// Failures logged since the source last worked, so each failure is logged once.
+    logged: LogOnce<String>,
 }
 
 impl RocmSmiSource {
@@ -36,15 +36,20 @@ impl RocmSmiSource {
     }
 
     fn settle(&self, failure: Option<&str>) {
-        let mut last = self.last_failure.lock().unwrap_or_else(|p| p.into_inner());
-        if last.as_deref() == failure {
-            return;
-        }
         match failure {
-            Some(e) => tracing::warn!(source = "rocm_smi", error = e, "ROCm SMI source failing"),
-            None => tracing::info!(source = "rocm_smi", "ROCm SMI source recovered"),
+            Some(e) if self.logged.first(e.to_owned()) => {
+                tracing::warn!(source = "rocm_smi", error = e, "ROCm SMI source failing")
+            }
+            Some(e) => tracing::debug!(
+                source = "rocm_smi",
+                error = e,
+                "ROCm SMI source still failing"
+            ),
+            None if self.logged.clear() => {
+                tracing::info!(source = "rocm_smi", "ROCm SMI source recovered")
+            }
+            None => {}
         }
-        *last = failure.map(str::to_owned);
     }
 }
 
@@ -54,12 +59,12 @@ impl Source for RocmSmiSource {
     }
 
     fn collect(&self, ctx: &ScrapeContext, out: &mut Sink) -> Result<(), SourceError> {
-        let ours: BTreeSet<&str> = ctx
+        let ours: BTreeSet<String> = ctx
             .report
             .gpus
             .iter()
             .filter(|g| g.vendor == Vendor::Amd && g.driver.as_deref() == Some("amdgpu"))
-            .map(|g| g.pci_address.as_str())
+            .map(|g| g.pci_address.to_string())
             .collect();
         if ours.is_empty() {
             return Ok(());
@@ -82,7 +87,7 @@ impl Source for RocmSmiSource {
 }
 
 /// Push the readings of the GPUs in `ours`; the first refusal of any of them, if one.
-fn export(readings: &[RocmReading], ours: &BTreeSet<&str>, out: &mut Sink) -> Option<String> {
+fn export(readings: &[RocmReading], ours: &BTreeSet<String>, out: &mut Sink) -> Option<String> {
     let mut seen = BTreeSet::new();
     let mut first_refusal = None;
     for r in readings {
@@ -93,7 +98,7 @@ fn export(readings: &[RocmReading], ours: &BTreeSet<&str>, out: &mut Sink) -> Op
             );
             continue;
         };
-        if !ours.contains(addr.as_str()) || !seen.insert(addr.clone()) {
+        if !ours.contains(&addr) || !seen.insert(addr.clone()) {
             tracing::debug!(gpu = %addr, index = r.index, "ROCm SMI device not in the report (or seen), skipped");
             continue;
         }
@@ -157,7 +162,7 @@ mod tests {
         dup.energy_joules = Some(99.0);
         let mut other = reading("0000:c1:00.0");
         other.energy_joules = Some(1.0);
-        let ours = BTreeSet::from(["0000:03:00.0"]);
+        let ours = BTreeSet::from(["0000:03:00.0".to_owned()]);
         let mut sink = Sink::default();
         let refusal = export(&[a, dup, other], &ours, &mut sink);
         assert_eq!(

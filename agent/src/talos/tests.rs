@@ -11,7 +11,7 @@ fn v(s: &str) -> Option<TalosVersion> {
 fn facts(vendor: Vendor, device_id: u16, intel: Option<&IntelInfo>) -> GpuFacts<'_> {
     GpuFacts {
         vendor,
-        device_id,
+        device_id: Some(device_id),
         intel,
         amd_gc_version: None,
         model: "GeForce RTX",
@@ -241,7 +241,7 @@ fn amd_per_version() {
     let gc = Some("11.5.1");
     let f = GpuFacts {
         vendor: Vendor::Amd,
-        device_id: 0x1586,
+        device_id: Some(0x1586),
         intel: None,
         amd_gc_version: gc,
         model: "Radeon 8060S",
@@ -272,7 +272,7 @@ fn amd_per_version() {
     let r = supported(requirements(v("v1.10.6"), &unbound));
     assert_eq!(r.firmware[0].prefix, "gc_11_5_1_");
     let unknown_id = GpuFacts {
-        device_id: 0x6860,
+        device_id: Some(0x6860),
         ..unbound
     };
     let r = supported(requirements(v("v1.10.6"), &unknown_id));

@@ -7,7 +7,7 @@
 //!
 //! Errors are one line: the endpoint plus the innermost causes (refused, TLS alert, ...).
 
-use super::config::{ConfigError, Endpoint, TalosConfig};
+use super::config::{Endpoint, TalosConfig, TalosConfigError};
 use super::proto::state_client::StateClient;
 use super::proto::{GetRequest, ListRequest, Resource};
 use std::time::Duration;
@@ -30,7 +30,7 @@ pub struct Settings {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(#[from] TalosConfigError),
     #[error("talosconfig lists no endpoint and none was given (--talos-endpoint)")]
     NoEndpoint,
     #[error(

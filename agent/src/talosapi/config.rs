@@ -34,7 +34,7 @@ const MAX_CONFIG_BYTES: u64 = 256 * 1024;
 
 /// What can be wrong with the talosconfig.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub enum TalosConfigError {
     #[error(
         "cannot read talosconfig {path}: {source} (is the talos.dev/v1alpha1 ServiceAccount secret mounted?)"
     )]
@@ -101,8 +101,8 @@ impl std::fmt::Debug for TalosConfig {
 
 impl TalosConfig {
     /// Read and check the talosconfig at `path`.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let read_err = |source| ConfigError::Read {
+    pub fn load(path: &Path) -> Result<Self, TalosConfigError> {
+        let read_err = |source| TalosConfigError::Read {
             path: path.to_owned(),
             source,
         };
@@ -111,7 +111,7 @@ impl TalosConfig {
         file.take(MAX_CONFIG_BYTES)
             .read_to_string(&mut text)
             .map_err(read_err)?;
-        Self::parse(&text).map_err(|reason| ConfigError::Invalid {
+        Self::parse(&text).map_err(|reason| TalosConfigError::Invalid {
             path: path.to_owned(),
             reason,
         })
@@ -200,8 +200,8 @@ pub struct Endpoint {
 impl Endpoint {
     /// Parse `host`, `host:port`, `[v6]`, `[v6]:port`, a bare IPv6 address, or any of them
     /// after `https://`. The port defaults to apid's 50000.
-    pub fn parse(endpoint: &str) -> Result<Self, ConfigError> {
-        let bad = |reason: &str| ConfigError::Endpoint {
+    pub fn parse(endpoint: &str) -> Result<Self, TalosConfigError> {
+        let bad = |reason: &str| TalosConfigError::Endpoint {
             endpoint: endpoint.to_owned(),
             reason: reason.to_owned(),
         };

@@ -20,10 +20,10 @@
 //! the reason and goes on with file and label evidence; the daemon retries with a capped
 //! backoff ([`Poller`]).
 
-mod backoff;
 mod client;
 mod config;
 mod facts;
+mod poller;
 mod refine;
 
 /// Code generated from `proto/cosi/state.proto` (messages, `state_client`, `state_server`).
@@ -33,59 +33,49 @@ pub mod proto {
 }
 
 pub use crate::cause::kernel_modules_hint;
-pub use backoff::{Backoff, Poller, fetch_once};
 pub use client::{Client, Error, Settings};
 pub use config::{
-    APID_PORT, ConfigError, DEFAULT_CONFIG_PATH, Endpoint, TalosConfig, normalise_key_pem,
+    APID_PORT, DEFAULT_CONFIG_PATH, Endpoint, TalosConfig, TalosConfigError, normalise_key_pem,
 };
 pub use facts::{
     EXTENSION_STATUSES, KERNEL_MODULE_SPECS, PCI_DEVICES, SERVICES, ServiceState, TalosApiFacts,
     TalosPciDevice,
 };
+pub use poller::{Poller, fetch_once};
 pub use refine::{NVIDIA_MODULES, PERSISTENCED, refine};
 
-use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Command-line settings of the Talos API client.
-#[derive(Debug, Clone, Args)]
-#[command(next_help_heading = "Talos API")]
-pub struct TalosApiArgs {
-    /// Read deeper driver facts from the Talos API (needs Talos' kubernetesTalosAPIAccess and an
-    /// os:reader talos.dev ServiceAccount; see docs/talos-api.md). Off by default.
-    #[arg(long = "talos-api", env = "GPUSCOUT_TALOS_API", global = true)]
+/// Settings of the Talos API client (`--talos-api`, `--talos-config`, `--talos-endpoint`,
+/// `--talos-node`, `--talos-timeout`).
+#[derive(Debug, Clone)]
+pub struct TalosApiConfig {
+    /// Off unless set.
     pub enabled: bool,
-
     /// talosconfig to use: the ServiceAccount secret's `config` key, mounted in the pod.
-    #[arg(long = "talos-config", env = "GPUSCOUT_TALOS_CONFIG", default_value = DEFAULT_CONFIG_PATH, global = true)]
     pub config: PathBuf,
-
-    /// Talos API endpoint (`host[:port]`, port 50000 by default). Default: the talosconfig's
-    /// first endpoint (`talos.default`).
-    #[arg(
-        long = "talos-endpoint",
-        env = "GPUSCOUT_TALOS_ENDPOINT",
-        global = true
-    )]
+    /// Talos API endpoint (`host[:port]`); `None`: the talosconfig's first endpoint.
     pub endpoint: Option<String>,
-
-    /// IP of this node, sent as gRPC metadata `node` so apid answers for this node (set it from
-    /// the downward API `status.hostIP`).
-    #[arg(long = "talos-node", env = "GPUSCOUT_TALOS_NODE", global = true)]
+    /// IP of this node, sent as gRPC metadata `node`.
     pub node: Option<String>,
-
-    /// Deadline in seconds for connecting and for each Talos API call.
-    #[arg(
-        long = "talos-timeout",
-        env = "GPUSCOUT_TALOS_TIMEOUT",
-        default_value_t = 5.0,
-        global = true
-    )]
+    /// Deadline in seconds for connecting and for each call (checked by [`Self::settings`]).
     pub timeout_s: f64,
 }
 
-impl TalosApiArgs {
+impl Default for TalosApiConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            config: PathBuf::from(DEFAULT_CONFIG_PATH),
+            endpoint: None,
+            node: None,
+            timeout_s: 5.0,
+        }
+    }
+}
+
+impl TalosApiConfig {
     /// `Ok(None)` when the feature is off; the settings when it is on and configured.
     pub fn settings(&self) -> Result<Option<Settings>, Error> {
         if !self.enabled {
@@ -111,7 +101,7 @@ impl TalosApiArgs {
 
 /// One-shot commands: fetch the facts once within the deadline. `None` when the feature is off,
 /// or, after one `warn` line with the reason, when it cannot be used.
-pub fn fetch_for_oneshot(args: &TalosApiArgs) -> Option<TalosApiFacts> {
+pub fn fetch_for_oneshot(args: &TalosApiConfig) -> Option<TalosApiFacts> {
     let settings = match args.settings() {
         Ok(None) => return None,
         Ok(Some(s)) => s,

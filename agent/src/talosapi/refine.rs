@@ -119,7 +119,7 @@ fn refine_services(facts: &TalosApiFacts, host: &Host, gpu: &mut Gpu) {
 }
 
 fn refine_pci_driver(facts: &TalosApiFacts, gpu: &mut Gpu) {
-    let Some(dev) = facts.pci_devices.get(&gpu.pci_address) else {
+    let Some(dev) = facts.pci_devices.get(&gpu.pci_address.to_string()) else {
         return;
     };
     let Some(talos_driver) = dev.driver.as_deref() else {

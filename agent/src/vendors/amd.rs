@@ -15,10 +15,11 @@
 //! compute partitions are checked: one out of range is `None` plus an `unread` entry.
 //! Missing `mem_info_vram_total`: VRAM falls back to the KFD memory bank size.
 
+use crate::attr::Reader;
 use crate::hostroot::HostRoot;
 use crate::model::AmdInfo;
 use crate::parse;
-use crate::pci::{PciGpu, Reader};
+use crate::pci::PciGpu;
 
 /// Host path of the KFD topology nodes.
 pub const KFD_NODES: &str = "sys/class/kfd/kfd/topology/nodes";
@@ -84,15 +85,8 @@ pub fn read_kfd_with_errors(root: &HostRoot) -> (Vec<KfdNode>, Vec<crate::model:
         .filter_map(|n| n.parse::<u32>().ok())
         .filter_map(|id| {
             let node_dir = root.resolve_in(&dir, id.to_string()).ok()?;
-            let text = match root.read_attr(&node_dir, "properties") {
-                Ok(t) => t,
-                Err(e) => {
-                    if !e.is_not_found() {
-                        unread.push(crate::pci::unread_of(&e));
-                    }
-                    return None;
-                }
-            };
+            let text =
+                Reader::new(root, &mut unread).optional(root.read_attr(&node_dir, "properties"))?;
             let mut node = parse_kfd_properties(id, &text);
             node.mem_bank_bytes = root
                 .read_attr(&node_dir, "mem_banks/0/properties")
@@ -274,24 +268,27 @@ pub fn read(
     gpu: &PciGpu,
     kfd: &[KfdNode],
 ) -> (AmdInfo, Option<String>, Vec<crate::model::Unread>) {
-    let mut r = Reader {
-        root,
-        dir: &gpu.dir,
-        unread: Vec::new(),
-    };
+    let mut unread = Vec::new();
+    let mut r = Reader::new(root, &mut unread);
+    let dir = &gpu.dir;
     let mut info = AmdInfo {
-        vram_bytes: r.opt("mem_info_vram_total", parse::int::<u64>),
-        visible_vram_bytes: r.opt("mem_info_vis_vram_total", parse::int::<u64>),
-        gtt_bytes: r.opt("mem_info_gtt_total", parse::int::<u64>),
-        vbios_version: r.text("vbios_version"),
-        compute_partition: r.text("current_compute_partition"),
-        memory_partition: r.text("current_memory_partition"),
+        vram_bytes: r.attr(dir, "mem_info_vram_total", parse::int::<u64>),
+        visible_vram_bytes: r.attr(dir, "mem_info_vis_vram_total", parse::int::<u64>),
+        gtt_bytes: r.attr(dir, "mem_info_gtt_total", parse::int::<u64>),
+        vbios_version: r.text(dir, "vbios_version"),
+        compute_partition: r.text(dir, "current_compute_partition"),
+        memory_partition: r.text(dir, "current_memory_partition"),
         ..AmdInfo::default()
     };
-    let product_name = r.text("product_name");
-    info.driver_srcversion = r.text("driver/module/srcversion");
-    let gc = ["major", "minor", "revision"]
-        .map(|f| r.opt(&format!("ip_discovery/die/0/11/0/{f}"), parse::int::<u32>));
+    let product_name = r.text(dir, "product_name");
+    info.driver_srcversion = r.text(dir, "driver/module/srcversion");
+    let gc = ["major", "minor", "revision"].map(|f| {
+        r.attr(
+            dir,
+            &format!("ip_discovery/die/0/11/0/{f}"),
+            parse::int::<u32>,
+        )
+    });
     if let [Some(a), Some(b), Some(c)] = gc {
         info.gc_version = Some(format!("{a}.{b}.{c}"));
     }
@@ -328,7 +325,7 @@ pub fn read(
             Ok(Some(v)) if !fits_u32 || u32::try_from(v).is_ok() => Some(v),
             Ok(None) => None,
             _ => {
-                r.unread.push(crate::model::Unread {
+                r.record(crate::model::Unread {
                     path: props.clone(),
                     error: format!(
                         "{what} summed over {} KFD node(s) is out of range",
@@ -369,7 +366,7 @@ pub fn read(
         .and_then(family_of_gc)
         .or_else(|| info.gfx_target.as_deref().and_then(family_of))
         .map(str::to_owned);
-    (info, product_name, r.unread)
+    (info, product_name, unread)
 }
 
 /// The sum of `vals`: `Ok(None)` when one is missing, `Err` when it overflows `u64`.

@@ -5,11 +5,11 @@
 //! ([`crate::vendors::nvidia_arch`]) decides which flavours and branches can drive it:
 //! Blackwell only the open modules of branch 570 or later, Maxwell, Pascal and Volta only the
 //! proprietary ones of branch 580 or older. Pure: it reads only what discovery already
-//! collected and the [`Evidence`](super::Evidence).
+//! collected and the [`Inputs`](super::Inputs).
 
 use super::{Ctx, problem};
 use crate::cause::{Cause, SeenVersion, Swap, VersionFix};
-use crate::model::Problem;
+use crate::model::{Extension, Problem};
 use crate::talos::{self, ExtensionNeed, Flavor, OPEN_GEFORCE_BRANCH, siderolabs};
 use crate::vendors::nvidia_arch::{self, Arch};
 
@@ -81,22 +81,50 @@ pub(super) fn open_alpha(ctx: &Ctx<'_>) -> bool {
 }
 
 fn arch(ctx: &Ctx<'_>) -> Option<Arch> {
-    nvidia_arch::arch_of(ctx.gpu.device_id_u16().unwrap_or(0))
+    nvidia_arch::arch_of(ctx.gpu.device_id?)
+}
+
+/// The NVIDIA pieces a coherence check compares: installed extensions (the fabric manager only
+/// on an NVSwitch system) and the loaded module's version and flavour.
+struct Pieces<'a> {
+    kmod: Option<&'a Extension>,
+    toolkit: Option<&'a Extension>,
+    fabric: Option<&'a Extension>,
+    running: Option<String>,
+    running_flavor: Option<Flavor>,
 }
 
 /// NVIDIA version and flavour coherence, and what the architecture can run. Returns true when
 /// it reported a flavour/branch problem that explains an unbound device.
 pub(super) fn nvidia_coherence(ctx: &Ctx<'_>, out: &mut Vec<Problem>) -> bool {
-    let gpu = ctx.gpu;
-    let running = running_version(ctx);
-    let running_flavor = running_flavor(ctx);
-    let kmod = ctx.installed_any(talos::NVIDIA_KMODS);
-    let toolkit = ctx.installed_any(talos::NVIDIA_TOOLKITS);
-    let fabric = ctx
-        .installed_any(talos::NVIDIA_FABRICMANAGERS)
-        .filter(|_| !ctx.host.nvswitches.is_empty());
-    let nvml = ctx.ev.nvml.as_ref();
+    let p = Pieces {
+        kmod: ctx.installed_any(talos::NVIDIA_KMODS),
+        toolkit: ctx.installed_any(talos::NVIDIA_TOOLKITS),
+        fabric: ctx
+            .installed_any(talos::NVIDIA_FABRICMANAGERS)
+            .filter(|_| !ctx.host.nvswitches.is_empty()),
+        running: running_version(ctx),
+        running_flavor: running_flavor(ctx),
+    };
+    version_coherence(ctx, &p, out);
+    let ext_flavor = p.kmod.and_then(|k| talos::kmod_flavor(&k.name));
+    if let (Some(k), Some(ef), Some(rf)) = (p.kmod, ext_flavor, p.running_flavor)
+        && ef != rf
+    {
+        out.push(problem(Cause::FlavorMismatch {
+            loaded: rf.as_str().to_owned(),
+            extension: k.name.clone(),
+            installed: ef.as_str().to_owned(),
+        }));
+    }
+    arch_fit(ctx, &p, p.running_flavor.or(ext_flavor), out)
+}
 
+/// Every driver version seen (extensions, loaded module, NVML) must be one, and NVML must not
+/// report its own version mismatch; the fix depends on which pieces disagree.
+fn version_coherence(ctx: &Ctx<'_>, p: &Pieces<'_>, out: &mut Vec<Problem>) {
+    let (kmod, toolkit, fabric, running) = (p.kmod, p.toolkit, p.fabric, &p.running);
+    let nvml = ctx.ev.nvml.as_ref();
     let mut versions: Vec<SeenVersion> = Vec::new();
     let seen = |source: &str, v: &str| SeenVersion {
         source: source.to_owned(),
@@ -111,7 +139,7 @@ pub(super) fn nvidia_coherence(ctx: &Ctx<'_>, out: &mut Vec<Problem>) -> bool {
     if let Some(f) = fabric {
         versions.push(seen(&f.name, &f.version));
     }
-    if let Some(r) = &running {
+    if let Some(r) = running {
         versions.push(seen("loaded nvidia module", r));
     }
     if let Some(v) = nvml.and_then(|n| n.driver_version.clone()) {
@@ -119,52 +147,48 @@ pub(super) fn nvidia_coherence(ctx: &Ctx<'_>, out: &mut Vec<Problem>) -> bool {
     }
     let disagree = versions.windows(2).any(|w| w[0].version != w[1].version);
     let nvml_mismatch = nvml.is_some_and(|n| n.version_mismatch);
-    if disagree || nvml_mismatch {
-        let part = |e: &crate::model::Extension| talos::driver_part(&e.version).to_owned();
-        let fix = if matches!((kmod, toolkit), (Some(k), Some(t)) if part(k) != part(t)) {
-            VersionFix::SameBranch
-        } else if let (Some(k), Some(r)) = (kmod, &running)
-            && &part(k) != r
-        {
-            VersionFix::Reboot {
-                extension: k.name.clone(),
-                version: part(k),
-            }
-        } else if let (Some(f), Some(v)) = (fabric, kmod.map(part).or_else(|| running.clone()))
-            && part(f) != v
-        {
-            VersionFix::FabricManager {
-                extension: talos::siderolabs(&f.name),
-                version: v,
-            }
-        } else if ctx.on_talos {
-            VersionFix::Toolkit
-        } else {
-            VersionFix::Libraries
-        };
-        out.push(problem(Cause::DriverVersionsDisagree {
-            versions,
-            nvml_mismatch,
-            fix,
-        }));
+    if !(disagree || nvml_mismatch) {
+        return;
     }
-
-    let ext_flavor = kmod.and_then(|k| talos::kmod_flavor(&k.name));
-    if let (Some(k), Some(ef), Some(rf)) = (kmod, ext_flavor, running_flavor)
-        && ef != rf
+    let part = |e: &Extension| talos::driver_part(&e.version).to_owned();
+    let fix = if matches!((kmod, toolkit), (Some(k), Some(t)) if part(k) != part(t)) {
+        VersionFix::SameBranch
+    } else if let (Some(k), Some(r)) = (kmod, running)
+        && &part(k) != r
     {
-        out.push(problem(Cause::FlavorMismatch {
-            loaded: rf.as_str().to_owned(),
+        VersionFix::Reboot {
             extension: k.name.clone(),
-            installed: ef.as_str().to_owned(),
-        }));
-    }
+            version: part(k),
+        }
+    } else if let (Some(f), Some(v)) = (fabric, kmod.map(part).or_else(|| running.clone()))
+        && part(f) != v
+    {
+        VersionFix::FabricManager {
+            extension: talos::siderolabs(&f.name),
+            version: v,
+        }
+    } else if ctx.on_talos {
+        VersionFix::Toolkit
+    } else {
+        VersionFix::Libraries
+    };
+    out.push(problem(Cause::DriverVersionsDisagree {
+        versions,
+        nvml_mismatch,
+        fix,
+    }));
+}
 
+/// Whether the GPU's architecture can run the module flavour and branch in use (loaded, else
+/// installed). Returns true when it reported that it cannot.
+fn arch_fit(ctx: &Ctx<'_>, p: &Pieces<'_>, flavor: Option<Flavor>, out: &mut Vec<Problem>) -> bool {
+    let gpu = ctx.gpu;
+    let kmod = p.kmod;
     let Some(arch) = arch(ctx) else {
         return false;
     };
-    let flavor = running_flavor.or(ext_flavor);
-    let major = running
+    let major = p
+        .running
         .as_deref()
         .or(kmod.map(|k| k.version.as_str()))
         .and_then(talos::driver_major);
@@ -194,7 +218,7 @@ pub(super) fn nvidia_coherence(ctx: &Ctx<'_>, out: &mut Vec<Problem>) -> bool {
         out.push(problem(Cause::OpenModulesRequired {
             model: gpu.model.clone(),
             arch: arch.name().to_owned(),
-            proprietary_loaded: running_flavor.is_some(),
+            proprietary_loaded: p.running_flavor.is_some(),
             min_major: arch.min_branch().unwrap_or_default(),
             swap: swap(true, "nonfree-kmod-nvidia-production"),
         }));
@@ -204,7 +228,7 @@ pub(super) fn nvidia_coherence(ctx: &Ctx<'_>, out: &mut Vec<Problem>) -> bool {
         out.push(problem(Cause::ProprietaryModulesRequired {
             model: gpu.model.clone(),
             arch: arch.name().to_owned(),
-            open_loaded: running_flavor.is_some(),
+            open_loaded: p.running_flavor.is_some(),
             swap: swap(false, "nvidia-open-gpu-kernel-modules-production"),
         }));
         return true;

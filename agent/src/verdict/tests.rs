@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::cause::{Cause, OsRelease, TalosEvidence};
-use crate::model::{ModelSource, ModuleState, NvidiaInfo, PcieLink, TalosInfo, Unread};
+use crate::model::{ModuleState, NvidiaInfo, TalosInfo, Unread};
 
 fn ext(name: &str, version: &str) -> Extension {
     Extension {
@@ -21,7 +21,6 @@ fn host(talos: Option<(&str, Vec<Extension>)>, modules: &[(&str, &str)]) -> Host
             }
             .into(),
         ),
-        os: None,
         talos: talos.map(|(v, e)| TalosInfo {
             version: v.into(),
             extensions: e,
@@ -35,44 +34,21 @@ fn host(talos: Option<(&str, Vec<Extension>)>, modules: &[(&str, &str)]) -> Host
                 taint: None,
             })
             .collect(),
-        unread: Vec::new(),
-        disagreements: Vec::new(),
-        nvswitches: Vec::new(),
-        read_errors: Default::default(),
+        ..Host::default()
     }
 }
 
-fn nvidia_gpu(device_id: &str, driver: Option<&str>, module: Option<(&str, &str)>) -> Gpu {
+fn nvidia_gpu(device_id: u16, driver: Option<&str>, module: Option<(&str, &str)>) -> Gpu {
     Gpu {
-        pci_address: "0000:01:00.0".into(),
-        vendor: Vendor::Nvidia,
-        vendor_id: "0x10de".into(),
-        device_id: Some(device_id.into()),
-        subsystem_vendor_id: None,
-        subsystem_device_id: None,
-        class: "0x030000".into(),
-        revision: None,
+        device_id: Some(device_id),
         model: "GeForce RTX".into(),
-        model_source: ModelSource::PciIds,
         driver: driver.map(Into::into),
-        card: None,
-        render: None,
-        numa_node: None,
-        memory_bytes: None,
-        pcie: PcieLink::default(),
-        sriov: None,
-        amd: None,
         nvidia: Some(NvidiaInfo {
             kernel_module_flavor: module.map(|m| m.0.to_owned()),
             kernel_module_version: module.map(|m| m.1.to_owned()),
             ..NvidiaInfo::default()
         }),
-        intel: None,
-        status: Status::Ok,
-        problems: Vec::new(),
-        unread: Vec::new(),
-        disagreements: Vec::new(),
-        driver_link_error: None,
+        ..Gpu::test(Vendor::Nvidia, "0000:01:00.0")
     }
 }
 
@@ -83,7 +59,7 @@ const ALL_NV: &[(&str, &str)] = &[
     ("nvidia_modeset", "live"),
 ];
 
-fn run(host: &Host, gpu: Gpu, ev: &Evidence) -> Gpu {
+fn run(host: &Host, gpu: Gpu, ev: &Inputs) -> Gpu {
     let t = tempfile::tempdir().unwrap();
     let root = HostRoot::new(t.path()).unwrap();
     let mut gpus = [gpu];
@@ -131,9 +107,9 @@ fn node_entries_win_and_the_file_fills_gaps() {
         )),
         &[],
     );
-    let none = Evidence::default();
+    let none = Inputs::default();
     assert_eq!(effective_extensions(&h, &none).unwrap().len(), 2);
-    let ev = Evidence {
+    let ev = Inputs {
         node_extensions: Some(vec![ext("amdgpu", "20251021-v1.11.5")]),
         nvml: None,
     };
@@ -170,12 +146,8 @@ fn legacy_unsuffixed_nvidia_names_are_accepted() {
     );
     let g = run(
         &h,
-        nvidia_gpu(
-            "0x2684",
-            Some("nvidia"),
-            Some(("proprietary", "535.161.08")),
-        ),
-        &Evidence::default(),
+        nvidia_gpu(0x2684, Some("nvidia"), Some(("proprietary", "535.161.08"))),
+        &Inputs::default(),
     );
     assert_eq!(g.status, Status::Ok, "{:#?}", g.problems);
 }
@@ -196,15 +168,11 @@ fn a_stale_record_of_a_working_driver_is_not_a_problem() {
     );
     let g = run(
         &h,
-        nvidia_gpu(
-            "0x2684",
-            Some("nvidia"),
-            Some(("proprietary", "570.172.08")),
-        ),
-        &Evidence::default(),
+        nvidia_gpu(0x2684, Some("nvidia"), Some(("proprietary", "570.172.08"))),
+        &Inputs::default(),
     );
     assert_eq!(g.status, Status::Ok, "{:#?}", g.problems);
-    let unbound = run(&h, nvidia_gpu("0x2684", None, None), &Evidence::default());
+    let unbound = run(&h, nvidia_gpu(0x2684, None, None), &Inputs::default());
     assert_eq!(unbound.status, Status::ExtensionVersionMismatch);
     assert!(
         unbound.problems[0]
@@ -230,12 +198,8 @@ fn bound_nvidia_missing_helper_modules_and_flavour_mismatch() {
     );
     let g = run(
         &h,
-        nvidia_gpu(
-            "0x2684",
-            Some("nvidia"),
-            Some(("proprietary", "570.172.08")),
-        ),
-        &Evidence::default(),
+        nvidia_gpu(0x2684, Some("nvidia"), Some(("proprietary", "570.172.08"))),
+        &Inputs::default(),
     );
     let statuses: Vec<Status> = g.problems.iter().map(|p| p.status).collect();
     assert_eq!(
@@ -255,7 +219,7 @@ fn bound_nvidia_missing_helper_modules_and_flavour_mismatch() {
 #[test]
 fn blackwell_before_v1_10_is_unsupported_and_lts_is_too_old() {
     let h = host(Some(("v1.9.6", vec![])), &[]);
-    let g = run(&h, nvidia_gpu("0x2b85", None, None), &Evidence::default());
+    let g = run(&h, nvidia_gpu(0x2b85, None, None), &Inputs::default());
     assert_eq!(g.status, Status::UnsupportedByTalosVersion);
     let h = host(
         Some((
@@ -269,8 +233,8 @@ fn blackwell_before_v1_10_is_unsupported_and_lts_is_too_old() {
     );
     let g = run(
         &h,
-        nvidia_gpu("0x2b85", None, Some(("open", "535.247.01"))),
-        &Evidence::default(),
+        nvidia_gpu(0x2b85, None, Some(("open", "535.247.01"))),
+        &Inputs::default(),
     );
     assert_eq!(g.status, Status::DriverVersionMismatch, "{:#?}", g.problems);
     assert!(g.problems[0].detail.contains("branch 535"));
@@ -280,7 +244,7 @@ fn blackwell_before_v1_10_is_unsupported_and_lts_is_too_old() {
 #[test]
 fn an_unparsable_talos_version_is_unknown_but_kernel_checks_run() {
     let h = host(Some(("unknown", vec![])), &[]);
-    let g = run(&h, nvidia_gpu("0x2684", None, None), &Evidence::default());
+    let g = run(&h, nvidia_gpu(0x2684, None, None), &Inputs::default());
     let statuses: Vec<Status> = g.problems.iter().map(|p| p.status).collect();
     assert_eq!(statuses, [Status::Unknown, Status::ModuleNotLoaded]);
     assert_eq!(g.status, Status::Unknown);
@@ -296,14 +260,14 @@ fn an_unparsable_talos_version_is_unknown_but_kernel_checks_run() {
 #[test]
 fn non_talos_hosts_get_kernel_checks_only() {
     let h = host(None, &[]);
-    let g = run(&h, nvidia_gpu("0x2684", None, None), &Evidence::default());
+    let g = run(&h, nvidia_gpu(0x2684, None, None), &Inputs::default());
     assert_eq!(g.status, Status::ModuleNotLoaded);
     assert!(g.problems[0].hint.contains("modprobe nvidia"));
     let h = host(None, &[("nvidia", "live")]);
     let g = run(
         &h,
-        nvidia_gpu("0x2684", Some("nvidia"), Some(("open", "580.95.05"))),
-        &Evidence::default(),
+        nvidia_gpu(0x2684, Some("nvidia"), Some(("open", "580.95.05"))),
+        &Inputs::default(),
     );
     assert_eq!(
         g.status,
@@ -312,8 +276,8 @@ fn non_talos_hosts_get_kernel_checks_only() {
     );
     let g = run(
         &h,
-        nvidia_gpu("0x2684", Some("nouveau"), None),
-        &Evidence::default(),
+        nvidia_gpu(0x2684, Some("nouveau"), None),
+        &Inputs::default(),
     );
     assert_eq!(g.status, Status::BoundToOtherDriver);
     assert!(g.problems[0].hint.contains("blacklist nouveau"));
@@ -322,7 +286,7 @@ fn non_talos_hosts_get_kernel_checks_only() {
 #[test]
 fn nvidia_without_any_extension_on_talos() {
     let h = host(Some(("v1.11.5", vec![])), &[]);
-    let g = run(&h, nvidia_gpu("0x2684", None, None), &Evidence::default());
+    let g = run(&h, nvidia_gpu(0x2684, None, None), &Inputs::default());
     let statuses: Vec<Status> = g.problems.iter().map(|p| p.status).collect();
     assert_eq!(
         statuses,
@@ -345,7 +309,7 @@ fn nvidia_without_any_extension_on_talos() {
 
 #[test]
 fn problem_lines_are_single_lines() {
-    let g = nvidia_gpu("0x2684", None, None);
+    let g = nvidia_gpu(0x2684, None, None);
     let mut p = problem(Cause::ModuleUnusable {
         module: "nvidia".into(),
         state: "unloading".into(),
@@ -364,7 +328,7 @@ fn problem_lines_are_single_lines() {
 fn a_readable_non_talos_os_release_wins_over_node_evidence() {
     let mut h = host(None, &[("nvidia", "live")]);
     h.os = Some("Ubuntu 24.04.1 LTS".into());
-    let ev = Evidence {
+    let ev = Inputs {
         node_extensions: Some(vec![ext(
             "nonfree-kmod-nvidia-production",
             "570.172.08-v1.11.5",
@@ -373,7 +337,7 @@ fn a_readable_non_talos_os_release_wins_over_node_evidence() {
     };
     let g = run(
         &h,
-        nvidia_gpu("0x2684", Some("nvidia"), Some(("open", "580.95.05"))),
+        nvidia_gpu(0x2684, Some("nvidia"), Some(("open", "580.95.05"))),
         &ev,
     );
     assert_eq!(g.status, Status::Ok, "{:#?}", g.problems);
@@ -386,7 +350,7 @@ fn a_readable_non_talos_os_release_wins_over_node_evidence() {
     });
     let g = run(
         &h,
-        nvidia_gpu("0x2684", Some("nvidia"), Some(("open", "580.95.05"))),
+        nvidia_gpu(0x2684, Some("nvidia"), Some(("open", "580.95.05"))),
         &ev,
     );
     assert_eq!(g.status, Status::Unknown);
@@ -408,18 +372,14 @@ fn before_v1_8_node_records_do_not_count_and_unknown_means_nothing_missing() {
         path: "/etc/extensions.yaml".into(),
         error: "too many levels of symbolic links".into(),
     });
-    let ev = Evidence {
+    let ev = Inputs {
         node_extensions: Some(Vec::new()),
         nvml: None,
     };
     assert_eq!(effective_extensions(&h, &ev), None);
     let g = run(
         &h,
-        nvidia_gpu(
-            "0x2684",
-            Some("nvidia"),
-            Some(("proprietary", "535.129.03")),
-        ),
+        nvidia_gpu(0x2684, Some("nvidia"), Some(("proprietary", "535.129.03"))),
         &ev,
     );
     let statuses: Vec<Status> = g.problems.iter().map(|p| p.status).collect();
@@ -439,7 +399,7 @@ fn before_v1_8_node_records_do_not_count_and_unknown_means_nothing_missing() {
 #[test]
 fn every_problem_carries_its_cause_and_the_text_is_rendered_from_it() {
     let h = host(Some(("v1.11.5", vec![])), &[]);
-    let g = run(&h, nvidia_gpu("0x2684", None, None), &Evidence::default());
+    let g = run(&h, nvidia_gpu(0x2684, None, None), &Inputs::default());
     for p in &g.problems {
         let (d, hint) = crate::cause::render(&p.cause, &p.notes);
         assert_eq!(

@@ -1,34 +1,14 @@
 use super::*;
 use crate::cause::{ModulesFix, NotBound};
-use crate::model::{Extension, ModelSource, PcieLink, TalosInfo, Unread};
+use crate::model::{Extension, TalosInfo, Unread};
 
 fn nvidia_gpu(driver: Option<&str>, problems: Vec<Problem>) -> Gpu {
     let mut g = Gpu {
-        pci_address: "0000:01:00.0".to_owned(),
-        vendor: Vendor::Nvidia,
-        vendor_id: "0x10de".to_owned(),
-        device_id: Some("0x2684".into()),
-        subsystem_vendor_id: None,
-        subsystem_device_id: None,
-        class: "0x030000".to_owned(),
-        revision: None,
+        device_id: Some(0x2684),
         model: "GeForce RTX 4090".to_owned(),
-        model_source: ModelSource::PciIds,
         driver: driver.map(str::to_owned),
-        card: None,
-        render: None,
-        numa_node: None,
-        memory_bytes: None,
-        pcie: PcieLink::default(),
-        sriov: None,
-        amd: None,
-        nvidia: None,
-        intel: None,
-        status: Status::Ok,
         problems,
-        unread: Vec::new(),
-        disagreements: Vec::new(),
-        driver_link_error: None,
+        ..Gpu::test(Vendor::Nvidia, "0000:01:00.0")
     };
     g.settle_status();
     g
@@ -70,11 +50,7 @@ fn host() -> Host {
                 ext("nvidia-container-toolkit-production", "570.172.08-v1.17.8"),
             ],
         }),
-        modules: Vec::new(),
-        unread: Vec::new(),
-        disagreements: Vec::new(),
-        nvswitches: Vec::new(),
-        read_errors: Default::default(),
+        ..Host::default()
     }
 }
 

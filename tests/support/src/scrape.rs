@@ -1,5 +1,5 @@
-//! One scrape as the load examples send it: a fresh TCP connection, `GET PATH`, read to the end.
-//! Included by `scrape_load.rs` and `soak_load.rs` with `#[path]` (not an example itself).
+//! One scrape as the load examples (`examples/scrape_load.rs`, `examples/soak_load.rs`) send it:
+//! a fresh TCP connection, `GET PATH`, read to the end.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

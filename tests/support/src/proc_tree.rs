@@ -4,8 +4,6 @@
 //! tests/fixtures/pods/mkpods.py) and the rest sockets, pipes and files, as real `/proc/<pid>/fd`
 //! symlinks with an fdinfo file per fd.
 
-#![allow(clippy::disallowed_methods, dead_code)]
-
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;

@@ -3,24 +3,23 @@
 //! `nvml_double.conf` (the double reads its script from the directory it was loaded from).
 //! Used by the integration tests and the NVML bench.
 
-#![allow(clippy::disallowed_methods, dead_code)]
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-const SOURCE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/nvml-double/nvml_double.c"
-);
+const SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../nvml-double/nvml_double.c");
 
 /// Compile the double once per process. Panics with the reason when `cc` is missing or fails:
 /// the NVML tests cannot run without it.
 fn built() -> &'static Path {
     static LIB: OnceLock<PathBuf> = OnceLock::new();
     LIB.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        // Next to the test or bench binary (target/<profile>/deps), so it stays under target/.
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let dir = exe
+            .parent()
+            .unwrap_or(Path::new("."))
             .join("nvml-double")
             .join(std::process::id().to_string());
         fs::create_dir_all(&dir).expect("create the NVML double build directory");

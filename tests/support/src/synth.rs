@@ -2,8 +2,6 @@
 //! bridge, DRM card + render node, amdgpu device files, hwmon, a KFD node each) for benchmarks
 //! and scale tests. The shapes follow the fixture trees under tests/fixtures/hosts/.
 
-#![allow(clippy::disallowed_methods, dead_code)]
-
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
