@@ -260,7 +260,7 @@ pub fn read_modules(root: &HostRoot, names: &[&str], unread: &mut Vec<Unread>) -
 fn module_state(r: &mut Reader<'_>, name: &str, proc_modules: &[ProcModule]) -> ModuleState {
     let root = r.root;
     let dir = format!("sys/module/{name}");
-    let mut sys = |r: &mut Reader<'_>, f: &str| {
+    let sys = |r: &mut Reader<'_>, f: &str| {
         r.optional(root.read_trimmed(format!("{dir}/{f}")))
             .filter(|s| !s.is_empty())
     };
