@@ -316,7 +316,11 @@ async fn kept_open_descriptors_read_the_same_values_as_reopening() {
             ..ExporterConfig::default()
         };
         let plain = HostRoot::new(&root).unwrap().with_keep_open(false);
-        let report = Arc::new(discover::discover(&plain, &Options::default()));
+        let report = Arc::new(discover::discover(
+            &plain,
+            &Options::default(),
+            &Default::default(),
+        ));
         let (_tx, rx) = watch::channel(report.clone());
         let reopening = Exporter::new(plain, rx.clone(), metrics::default_sources(), cfg.clone());
         let keeping = HostRoot::new(&root).unwrap().with_keep_open(true);
@@ -339,7 +343,11 @@ async fn kept_descriptors_are_opened_again_for_a_new_report() {
         .path()
         .join("sys/devices/pci0000:00/0000:00:01.1/0000:03:00.0");
     let host = HostRoot::new(t.path()).unwrap().with_keep_open(true);
-    let (tx, rx) = watch::channel(Arc::new(discover::discover(&host, &Options::default())));
+    let (tx, rx) = watch::channel(Arc::new(discover::discover(
+        &host,
+        &Options::default(),
+        &Default::default(),
+    )));
     let cfg = ExporterConfig {
         cache: Duration::ZERO,
         ..ExporterConfig::default()
@@ -350,7 +358,11 @@ async fn kept_descriptors_are_opened_again_for_a_new_report() {
     assert_eq!(value(&s, "gpu_fan_speed_rpm", &[gpu]), Some(1187.0));
     std::fs::remove_file(dev.join("hwmon/hwmon3/fan1_input")).unwrap();
     std::fs::remove_file(dev.join("gpu_busy_percent")).unwrap();
-    tx.send_replace(Arc::new(discover::discover(&host, &Options::default())));
+    tx.send_replace(Arc::new(discover::discover(
+        &host,
+        &Options::default(),
+        &Default::default(),
+    )));
     let s = scrape(&e).await;
     assert_eq!(value(&s, "gpu_fan_speed_rpm", &[gpu]), None);
     assert_eq!(value(&s, "gpu_utilization_ratio", &[gpu]), None);

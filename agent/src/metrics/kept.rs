@@ -210,6 +210,7 @@ mod tests {
         Arc::new(crate::discover::discover(
             root,
             &crate::discover::Options::default(),
+            &Default::default(),
         ))
     }
 
