@@ -1164,10 +1164,22 @@ fn merge_node(st: &mut State, name: &str, manager: String, body: &Bytes) -> Resu
     let labels = string_map(&patch["metadata"]["labels"])?;
     check_labels(name, labels.iter().map(|(k, v)| (k, v.as_ref())))?;
     let annotations = string_map(&patch["metadata"]["annotations"])?;
+    write_node(st, name, &manager, &labels, &annotations)
+}
+
+/// Applies label (under `manager`'s ownership) and annotation changes to a node; `None` removes
+/// a key. Returns the node and whether anything changed, or 404.
+fn write_node(
+    st: &mut State,
+    name: &str,
+    manager: &str,
+    labels: &BTreeMap<String, Option<String>>,
+    annotations: &BTreeMap<String, Option<String>>,
+) -> Result<NodeObj, Resp> {
     st.mutate_node(name, |n| {
         let before = (n.owned.clone(), n.annotations.clone());
-        n.owned.update(&manager, &labels);
-        for (k, v) in &annotations {
+        n.owned.update(manager, labels);
+        for (k, v) in annotations {
             match v {
                 Some(v) => {
                     n.annotations.insert(k.clone(), v.clone());
@@ -1261,20 +1273,5 @@ fn json_patch_node(
         }
     }
     check_labels(name, labels.iter().map(|(k, v)| (k, v.as_ref())))?;
-    st.mutate_node(name, |n| {
-        let before = (n.owned.clone(), n.annotations.clone());
-        n.owned.update(&manager, &labels);
-        for (k, v) in &annotations {
-            match v {
-                Some(v) => {
-                    n.annotations.insert(k.clone(), v.clone());
-                }
-                None => {
-                    n.annotations.remove(k);
-                }
-            }
-        }
-        (n.owned.clone(), n.annotations.clone()) != before
-    })
-    .ok_or_else(|| not_found(name))
+    write_node(st, name, &manager, &labels, &annotations)
 }
