@@ -48,6 +48,18 @@ fn commit() -> String {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rustc-env=GPUSCOUT_GIT_COMMIT={}", commit());
+    // GPUSCOUT_NO_PIE=1: link the binaries as fixed-address executables. A PIE carries about
+    // 72,000 relative relocations (mostly the embedded PCI-ID tables' string pointers); the
+    // loader applies them at start, which dirties the whole .data.rel.ro (about 1.8 MiB of
+    // private memory) and pages in .rela.dyn (about 1.7 MiB). Without PIE both go; the price
+    // is no address randomisation of the executable itself, so it is off by default
+    // (docs/PERFORMANCE.md, "Memory").
+    println!("cargo:rerun-if-env-changed=GPUSCOUT_NO_PIE");
+    if std::env::var("GPUSCOUT_NO_PIE").is_ok_and(|v| v == "1")
+        && std::env::var("CARGO_CFG_TARGET_OS").is_ok_and(|v| v == "linux")
+    {
+        println!("cargo:rustc-link-arg-bins=-no-pie");
+    }
     println!("cargo:rerun-if-changed=proto/cosi/state.proto");
     println!("cargo:rerun-if-changed=proto/podresources/v1/api.proto");
     let fds = protox::compile(["cosi/state.proto"], ["proto"])?;

@@ -304,6 +304,78 @@ async fn unreadable_values_are_absent_never_zero() {
     );
 }
 
+/// Kept-open descriptors (the sysfs path, forced on for fixtures) give the same exposition as
+/// opening every file on every scrape, on every fixture, on the first scrape (descriptors
+/// opened) and on the next (descriptors re-read with `pread`).
+#[tokio::test]
+async fn kept_open_descriptors_read_the_same_values_as_reopening() {
+    for root in fixture_roots() {
+        let name = root.file_name().unwrap().to_string_lossy().into_owned();
+        let cfg = ExporterConfig {
+            cache: Duration::ZERO,
+            ..ExporterConfig::default()
+        };
+        let plain = HostRoot::new(&root).unwrap().with_keep_open(false);
+        let report = Arc::new(discover::discover(
+            &plain,
+            &Options::default(),
+            &Default::default(),
+        ));
+        let (_tx, rx) = watch::channel(report.clone());
+        let reopening = Exporter::new(plain, rx.clone(), metrics::default_sources(), cfg.clone());
+        let keeping = HostRoot::new(&root).unwrap().with_keep_open(true);
+        let kept = Exporter::new(keeping, rx, metrics::default_sources(), cfg);
+        let want = masked(&scrape(&reopening).await.text());
+        for pass in ["opened", "re-read"] {
+            let got = masked(&scrape(&kept).await.text());
+            assert_eq!(got, want, "{name}: {pass}");
+        }
+    }
+}
+
+/// With kept descriptors, a file removed from a tree that is not sysfs stays readable through
+/// its descriptor (which is why only sysfs roots keep them by default); a new discovery report
+/// opens everything again, and then the removed file is absent, never 0, and not an error.
+#[tokio::test]
+async fn kept_descriptors_are_opened_again_for_a_new_report() {
+    let t = scratch_copy("amd-rx7900xtx-talos");
+    let dev = t
+        .path()
+        .join("sys/devices/pci0000:00/0000:00:01.1/0000:03:00.0");
+    let host = HostRoot::new(t.path()).unwrap().with_keep_open(true);
+    let (tx, rx) = watch::channel(Arc::new(discover::discover(
+        &host,
+        &Options::default(),
+        &Default::default(),
+    )));
+    let cfg = ExporterConfig {
+        cache: Duration::ZERO,
+        ..ExporterConfig::default()
+    };
+    let e = Exporter::new(host.clone(), rx, metrics::default_sources(), cfg);
+    let gpu = ("gpu", "0000:03:00.0");
+    let s = scrape(&e).await;
+    assert_eq!(value(&s, "gpu_fan_speed_rpm", &[gpu]), Some(1187.0));
+    std::fs::remove_file(dev.join("hwmon/hwmon3/fan1_input")).unwrap();
+    std::fs::remove_file(dev.join("gpu_busy_percent")).unwrap();
+    tx.send_replace(Arc::new(discover::discover(
+        &host,
+        &Options::default(),
+        &Default::default(),
+    )));
+    let s = scrape(&e).await;
+    assert_eq!(value(&s, "gpu_fan_speed_rpm", &[gpu]), None);
+    assert_eq!(value(&s, "gpu_utilization_ratio", &[gpu]), None);
+    assert_eq!(
+        value(&s, "gpu_temperature_celsius", &[gpu, ("sensor", "edge")]),
+        Some(39.0)
+    );
+    assert_eq!(
+        value(&s, "scrape_source_success", &[("source", "amdgpu")]),
+        Some(1.0)
+    );
+}
+
 /// A source that counts its calls and can be held until the test releases it.
 pub struct Gate {
     pub calls: AtomicUsize,
@@ -342,6 +414,56 @@ impl Source for Gate {
     }
 }
 
+/// A [`Gate`] that claims to share the pass's blocking thread (as the sysfs sources do).
+struct SharedGate(Arc<Gate>);
+
+impl Source for SharedGate {
+    fn name(&self) -> &'static str {
+        "gate"
+    }
+    fn collect(&self, ctx: &ScrapeContext, out: &mut Sink) -> Result<(), SourceError> {
+        self.0.collect(ctx, out)
+    }
+    fn shares_thread(&self) -> bool {
+        true
+    }
+}
+
+/// The sysfs sources share one blocking thread per pass. One of them hanging there (held in a
+/// gate, first in line) must not hold back the sources queued behind it: they are moved to
+/// threads of their own and served; the hung one is reported failed at the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_hung_on_the_shared_thread_does_not_hold_back_the_others() {
+    let root = fixtures_dir().join("metrics/amd-rx7900xtx-talos");
+    let (gate, _entered, release) = Gate::new();
+    let mut sources: Vec<Arc<dyn Source>> = vec![Arc::new(SharedGate(gate.clone()))];
+    sources.extend(metrics::default_sources());
+    let e = exporter(
+        &root,
+        sources,
+        ExporterConfig {
+            deadline: Duration::from_millis(800),
+            cache: Duration::ZERO,
+        },
+    );
+    let s = scrape(&e).await;
+    let ok = |s: &Snapshot, src| value(s, "scrape_source_success", &[("source", src)]);
+    assert_eq!(ok(&s, "gate"), Some(0.0), "held past the deadline");
+    for src in ["pci", "amdgpu", "talos"] {
+        assert_eq!(ok(&s, src), Some(1.0), "{src} served despite the hung one");
+    }
+    assert_eq!(
+        value(&s, "gpu_temperature_celsius", &[("sensor", "edge")]),
+        Some(39.0)
+    );
+    // Still held: the next pass finds it busy and serves the rest.
+    let s2 = scrape(&e).await;
+    assert_eq!(ok(&s2, "gate"), Some(0.0));
+    assert_eq!(ok(&s2, "amdgpu"), Some(1.0));
+    release.send(()).unwrap();
+    assert_eq!(gate.calls.load(Ordering::SeqCst), 1);
+}
+
 /// Counts the calls of a real source.
 struct Counting(Arc<dyn Source>, AtomicUsize);
 
@@ -360,7 +482,7 @@ async fn concurrent_scrapes_share_one_sysfs_pass() {
     let root = fixtures_dir().join("metrics/amd-rx7900xtx-talos");
     let (gate, entered, release) = Gate::new();
     let amd = Arc::new(Counting(
-        Arc::new(metrics::amdgpu::Amdgpu),
+        Arc::new(metrics::amdgpu::Amdgpu::default()),
         AtomicUsize::new(0),
     ));
     let e = exporter(

@@ -12,13 +12,17 @@
 //! files make the source fail while the other readings are still served.
 
 use super::hwmon::{Hwmon, micro};
+use super::kept::Kept;
 use super::pci::bound_devices;
 use super::{Errors, ScrapeContext, Sink, Source, SourceError, families as f, parse_num};
 use crate::model::Vendor;
 
-/// amdgpu sysfs source.
-#[derive(Debug)]
-pub struct Amdgpu;
+/// amdgpu sysfs source (its files are read through kept-open descriptors on sysfs,
+/// [`super::kept`]).
+#[derive(Debug, Default)]
+pub struct Amdgpu {
+    kept: Kept,
+}
 
 const POOLS: &[(&str, &str)] = &[
     ("vram", "vram"),
@@ -31,23 +35,28 @@ impl Source for Amdgpu {
         "amdgpu"
     }
 
+    fn shares_thread(&self) -> bool {
+        true
+    }
+
     fn collect(&self, ctx: &ScrapeContext, out: &mut Sink) -> Result<(), SourceError> {
         let mut errors = Errors::default();
-        let root = &ctx.root;
-        for (g, dir) in bound_devices(ctx, &mut errors, Vendor::Amd, "amdgpu") {
+        let mut r = self.kept.reader(&ctx.root, &ctx.report);
+        for (g, dir) in bound_devices(ctx, &mut r, &mut errors, Vendor::Amd, "amdgpu") {
             let gpu = &g.pci_address.to_string();
-            let num = |name: &str, errors: &mut Errors| {
-                let text = errors.ok(root.read_attr(&dir, name));
+            let num = |r: &mut super::kept::Reader<'_>, name: &str, errors: &mut Errors| {
+                let text = errors.ok(r.read(&dir, name));
                 parse_num(errors, &format!("{}/{name}", dir.host_display()), text)
             };
             for (file, pool) in POOLS {
                 let labels = vec![("gpu", gpu.clone()), ("pool", (*pool).to_owned())];
-                let total = num(&format!("mem_info_{file}_total"), &mut errors);
+                let total = num(&mut r, &format!("mem_info_{file}_total"), &mut errors);
                 out.push_opt(&f::MEMORY_TOTAL, labels.clone(), total);
-                let used = num(&format!("mem_info_{file}_used"), &mut errors);
+                let used = num(&mut r, &format!("mem_info_{file}_used"), &mut errors);
                 out.push_opt(&f::MEMORY_USED, labels, used);
             }
-            let busy = num("gpu_busy_percent", &mut errors).filter(|b| (0.0..=100.0).contains(b));
+            let busy =
+                num(&mut r, "gpu_busy_percent", &mut errors).filter(|b| (0.0..=100.0).contains(b));
             out.push_opt(
                 &f::UTILIZATION,
                 super::gpu_label(gpu),
@@ -55,8 +64,8 @@ impl Source for Amdgpu {
             );
 
             let mut have_clock = [false, false];
-            if let Some(h) = Hwmon::find(root, &dir, "amdgpu", &mut errors) {
-                for (sensor, c) in h.temperatures(&mut errors) {
+            if let Some(h) = Hwmon::find(&mut r, &dir, "amdgpu", &mut errors) {
+                for (sensor, c) in h.temperatures(&mut r, &mut errors) {
                     out.push(
                         &f::TEMPERATURE,
                         vec![("gpu", gpu.clone()), ("sensor", sensor)],
@@ -64,14 +73,14 @@ impl Source for Amdgpu {
                     );
                 }
                 let power = h
-                    .num("power1_average", &mut errors)
-                    .or_else(|| h.num("power1_input", &mut errors));
+                    .num(&mut r, "power1_average", &mut errors)
+                    .or_else(|| h.num(&mut r, "power1_input", &mut errors));
                 out.push_opt(&f::POWER, super::gpu_label(gpu), power.map(micro));
-                let cap = h.num("power1_cap", &mut errors);
+                let cap = h.num(&mut r, "power1_cap", &mut errors);
                 out.push_opt(&f::POWER_LIMIT, super::gpu_label(gpu), cap.map(micro));
-                let fan = h.num("fan1_input", &mut errors);
+                let fan = h.num(&mut r, "fan1_input", &mut errors);
                 out.push_opt(&f::FAN, super::gpu_label(gpu), fan);
-                for (domain, hz) in h.clocks(&mut errors) {
+                for (domain, hz) in h.clocks(&mut r, &mut errors) {
                     match domain.as_str() {
                         "sclk" => have_clock[0] = true,
                         "mclk" => have_clock[1] = true,
@@ -89,7 +98,7 @@ impl Source for Amdgpu {
                     continue;
                 }
                 let file = format!("pp_dpm_{domain}");
-                if let Some(text) = errors.ok(root.read_attr(&dir, &file))
+                if let Some(text) = errors.ok(r.read(&dir, &file))
                     && let Some(mhz) = current_dpm_mhz(&text)
                 {
                     out.push(

@@ -3,15 +3,19 @@
 //! ```text
 //!  GET /metrics ──► Exporter::scrape() ──(single flight + short cache)──► one pass:
 //!                      │   report series (info, status, modules; from the latest Arc<Report>)
-//!                      └── every Source on its own blocking thread, under one deadline
-//!                            pci · amdgpu · i915 · xe · nvidia_procfs · talos · (nvml · rocm_smi)
+//!                      ├── sysfs/procfs sources one after another on ONE blocking thread:
+//!                      │     pci · amdgpu · i915 · xe · nvidia_procfs · talos
+//!                      └── library/socket sources each on its own blocking thread:
+//!                            (nvml · rocm_smi · podresources · processes); all under one deadline
 //!  Snapshot ──► SnapshotCollector (prometheus_client Collector, ConstGauge/ConstCounter)
 //!           ──► text 0.0.4 or OpenMetrics, encoded once per snapshot
 //! ```
 //!
 //! Every source is one file in this directory and implements [`Source`]. It reads its kernel files
 //! through [`HostRoot`] on a blocking thread (sysfs reads block; the async executor never does
-//! them). Each pass reports `gpuscout_scrape_source_success{source}` and
+//! them). The sources that [share a thread](Source::shares_thread) cost one thread hop per pass
+//! together; if one of them stalls that thread, the rest move to threads of their own (see
+//! `run_pass`). Each pass reports `gpuscout_scrape_source_success{source}` and
 //! `gpuscout_scrape_source_duration_seconds{source}`. A failing, panicking or slow source is
 //! reported as failed and never hides the others; a value that cannot be read is left out
 //! (never 0).
@@ -25,6 +29,7 @@ pub mod amdgpu;
 pub mod families;
 pub mod hwmon;
 pub mod i915;
+pub mod kept;
 pub mod nvidia_procfs;
 pub mod pci;
 pub mod report;
@@ -35,8 +40,8 @@ use crate::hostroot::HostRoot;
 use crate::lock::lock;
 use crate::model::Report;
 use families::Desc;
-use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, StreamExt};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -117,9 +122,20 @@ pub struct ScrapeContext {
 ///   was pushed before and after is served, and `gpuscout_scrape_source_success{source}` is 0.
 ///   "No such file" for an optional attribute is not an error.
 /// - It MUST NOT panic on host or library data (a panic is caught and reported as a failure).
+/// - [`shares_thread`](Source::shares_thread) says whether it may run on the pass's shared
+///   blocking thread; the default (`false`, a thread of its own) is right for library and
+///   socket calls.
 pub trait Source: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     fn collect(&self, ctx: &ScrapeContext, out: &mut Sink) -> Result<(), SourceError>;
+
+    /// True when the source only reads kernel files (sysfs, procfs) and returns in
+    /// microseconds: it then runs on one blocking thread with the other such sources, one
+    /// after another, instead of on a thread of its own. A source that stalls that thread is
+    /// moved to a thread of its own for good, so `true` costs nothing but speed when wrong.
+    fn shares_thread(&self) -> bool {
+        false
+    }
 }
 
 /// One sample: label pairs and a value.
@@ -404,10 +420,10 @@ pub const SOURCE_NAMES: &[&str] = &[
 /// The built-in sysfs/procfs sources, in output order.
 pub fn default_sources() -> Vec<Arc<dyn Source>> {
     vec![
-        Arc::new(pci::Pci),
-        Arc::new(amdgpu::Amdgpu),
-        Arc::new(i915::I915),
-        Arc::new(xe::Xe),
+        Arc::new(pci::Pci::default()),
+        Arc::new(amdgpu::Amdgpu::default()),
+        Arc::new(i915::I915::default()),
+        Arc::new(xe::Xe::default()),
         Arc::new(nvidia_procfs::NvidiaProcfs),
         Arc::new(talos::Talos),
     ]
@@ -423,7 +439,10 @@ struct State {
 
 struct SourceSlot {
     source: Arc<dyn Source>,
-    busy: Arc<AtomicBool>,
+    busy: AtomicBool,
+    /// Runs on a blocking thread of its own (not [`Source::shares_thread`], or it stalled the
+    /// shared thread once).
+    isolated: AtomicBool,
 }
 
 struct Inner {
@@ -459,8 +478,9 @@ impl Exporter {
         let sources = sources
             .into_iter()
             .map(|source| SourceSlot {
+                isolated: AtomicBool::new(!source.shares_thread()),
                 source,
-                busy: Arc::new(AtomicBool::new(false)),
+                busy: AtomicBool::new(false),
             })
             .collect();
         Self {
@@ -519,61 +539,171 @@ impl Drop for PendingGuard {
     }
 }
 
+/// What one source's call gave: name, samples, result, time taken.
+type Outcome = (&'static str, Sink, Result<(), SourceError>, Duration);
+
+/// Run one source on the current thread: skipped as busy while a previous call still runs,
+/// panics caught. Called on a blocking thread.
+fn run_source(slot: &SourceSlot, ctx: &ScrapeContext) -> Outcome {
+    let name = slot.source.name();
+    let start = Instant::now();
+    if slot.busy.swap(true, Ordering::AcqRel) {
+        return (
+            name,
+            Sink::default(),
+            Err(SourceError::Busy),
+            start.elapsed(),
+        );
+    }
+    let mut out = Sink::default();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        slot.source.collect(ctx, &mut out)
+    }));
+    slot.busy.store(false, Ordering::Release);
+    match r {
+        Ok(r) => (name, out, r, start.elapsed()),
+        Err(_) => (
+            name,
+            Sink::default(),
+            Err(SourceError::Panicked),
+            start.elapsed(),
+        ),
+    }
+}
+
+/// Start source `i` on a blocking thread of its own now; the returned future waits for it
+/// under the pass deadline.
+fn run_isolated(
+    inner: &Arc<Inner>,
+    i: usize,
+    ctx: ScrapeContext,
+    deadline: tokio::time::Instant,
+) -> BoxFuture<'static, (usize, Outcome)> {
+    let start = Instant::now();
+    let name = inner.sources[i].source.name();
+    let limit = inner.config.deadline;
+    let task = tokio::task::spawn_blocking({
+        let inner = inner.clone();
+        move || run_source(&inner.sources[i], &ctx)
+    });
+    async move {
+        let o = match tokio::time::timeout_at(deadline, task).await {
+            Ok(Ok(o)) => o,
+            Ok(Err(_)) => (
+                name,
+                Sink::default(),
+                Err(SourceError::Panicked),
+                start.elapsed(),
+            ),
+            Err(_) => (
+                name,
+                Sink::default(),
+                Err(SourceError::Timeout(limit)),
+                start.elapsed(),
+            ),
+        };
+        (i, o)
+    }
+    .boxed()
+}
+
+/// One pass. Sources that [share a thread](Source::shares_thread) run one after another on a
+/// single blocking thread (one thread hop per pass, not one per source); the others run on a
+/// thread each. If the shared thread makes no progress for an eighth of the deadline (a sysfs
+/// read hangs), the sources it has not started yet are moved to threads of their own, and the
+/// one it is stuck in runs on a thread of its own in later passes; so a hung source never
+/// blocks the others, and every source is still bounded by the deadline.
 async fn run_pass(inner: &Arc<Inner>) -> Snapshot {
     inner.passes.fetch_add(1, Ordering::Relaxed);
     let report = inner.reports.borrow().clone();
     let deadline = tokio::time::Instant::now() + inner.config.deadline;
+    let stall = inner.config.deadline / 8;
     let mut sink = Sink::default();
     report::collect(&report, &mut sink);
     let ctx = ScrapeContext {
         root: inner.root.clone(),
         report,
     };
-    let runs = inner.sources.iter().map(|slot| {
-        let ctx = ctx.clone();
-        let source = slot.source.clone();
-        let busy = slot.busy.clone();
-        let limit = inner.config.deadline;
-        async move {
-            let name = source.name();
-            let start = Instant::now();
-            if busy.swap(true, Ordering::AcqRel) {
-                return (
-                    name,
-                    Sink::default(),
-                    Err(SourceError::Busy),
-                    start.elapsed(),
-                );
-            }
-            let task = tokio::task::spawn_blocking(move || {
-                let mut out = Sink::default();
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    source.collect(&ctx, &mut out)
-                }));
-                busy.store(false, Ordering::Release);
-                match r {
-                    Ok(r) => (out, r),
-                    Err(_) => (Sink::default(), Err(SourceError::Panicked)),
+    let (shared, own): (Vec<usize>, Vec<usize>) =
+        (0..inner.sources.len()).partition(|&i| !inner.sources[i].isolated.load(Ordering::Relaxed));
+    let mut isolated = futures::stream::FuturesUnordered::new();
+    for i in own {
+        isolated.push(run_isolated(inner, i, ctx.clone(), deadline));
+    }
+    let mut outcomes: Vec<Option<Outcome>> = (0..inner.sources.len()).map(|_| None).collect();
+    if !shared.is_empty() {
+        let queue = Arc::new(Mutex::new(std::collections::VecDeque::from(shared)));
+        // usize::MAX: between sources.
+        let current = Arc::new(AtomicU64::new(u64::MAX));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let runner = {
+            let (inner, ctx, queue, current) =
+                (inner.clone(), ctx.clone(), queue.clone(), current.clone());
+            move || {
+                loop {
+                    let Some(i) = lock(&queue).pop_front() else {
+                        return;
+                    };
+                    current.store(i as u64, Ordering::Release);
+                    let o = run_source(&inner.sources[i], &ctx);
+                    current.store(u64::MAX, Ordering::Release);
+                    if tx.send((i, o)).is_err() {
+                        return;
+                    }
                 }
-            });
-            match tokio::time::timeout_at(deadline, task).await {
-                Ok(Ok((out, r))) => (name, out, r, start.elapsed()),
-                Ok(Err(_)) => (
-                    name,
-                    Sink::default(),
-                    Err(SourceError::Panicked),
-                    start.elapsed(),
-                ),
-                Err(_) => (
-                    name,
-                    Sink::default(),
-                    Err(SourceError::Timeout(limit)),
-                    start.elapsed(),
-                ),
+            }
+        };
+        drop(tokio::task::spawn_blocking(runner));
+        loop {
+            let wait = (tokio::time::Instant::now() + stall).min(deadline);
+            match tokio::time::timeout_at(wait, rx.recv()).await {
+                Ok(Some((i, o))) => outcomes[i] = Some(o),
+                // The runner is done (queue empty) or died: what it did not deliver is
+                // settled below.
+                Ok(None) => break,
+                Err(_) => {
+                    // No progress: move the rest off the shared thread.
+                    let stuck = current.load(Ordering::Acquire);
+                    if let Some(slot) = usize::try_from(stuck)
+                        .ok()
+                        .and_then(|i| inner.sources.get(i))
+                    {
+                        slot.isolated.store(true, Ordering::Relaxed);
+                        tracing::warn!(
+                            source = slot.source.name(),
+                            "metrics source stalled the shared scrape thread; it runs on a thread of its own from now on"
+                        );
+                    }
+                    let rest: Vec<usize> = lock(&queue).drain(..).collect();
+                    for i in rest {
+                        isolated.push(run_isolated(inner, i, ctx.clone(), deadline));
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        break;
+                    }
+                    // Keep waiting for the stuck one, up to the deadline.
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some((i, o))) => outcomes[i] = Some(o),
+                        _ => break,
+                    }
+                }
             }
         }
-    });
-    for (name, out, result, took) in futures::future::join_all(runs).await {
+    }
+    while let Some((i, o)) = isolated.next().await {
+        outcomes[i] = Some(o);
+    }
+    for (i, o) in outcomes.into_iter().enumerate() {
+        // Not delivered: started on the shared thread and still running at the deadline, or
+        // the shared thread died.
+        let (name, out, result, took) = o.unwrap_or_else(|| {
+            (
+                inner.sources[i].source.name(),
+                Sink::default(),
+                Err(SourceError::Timeout(inner.config.deadline)),
+                inner.config.deadline,
+            )
+        });
         sink.merge(out);
         let ok = match &result {
             Ok(()) => true,

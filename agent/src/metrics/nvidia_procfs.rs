@@ -24,6 +24,10 @@ impl Source for NvidiaProcfs {
         "nvidia_procfs"
     }
 
+    fn shares_thread(&self) -> bool {
+        true
+    }
+
     fn collect(&self, ctx: &ScrapeContext, out: &mut Sink) -> Result<(), SourceError> {
         if !ctx.report.gpus.iter().any(|g| g.vendor == Vendor::Nvidia) {
             return Ok(());

@@ -5,27 +5,34 @@
 //! Missing files (conventional PCI), `Unknown` speeds and the widths 0 and 255 (the kernel's
 //! "no link" / "unknown", see [`parse::link_width`]) are absent; a GPU directory that
 //! vanished since discovery, or a malformed value, makes the source fail (other GPUs are still
-//! read).
+//! read). The files are read through kept-open descriptors on sysfs ([`super::kept`]).
 //!
 //! [`HostRoot`]: crate::hostroot::HostRoot
 
+use super::kept::{Kept, Reader};
 use super::{Errors, ScrapeContext, Sink, Source, SourceError, families as f};
-use crate::hostroot::{HostRoot, Resolved};
+use crate::hostroot::Resolved;
 use crate::parse;
 
 /// PCIe link source.
-#[derive(Debug)]
-pub struct Pci;
+#[derive(Debug, Default)]
+pub struct Pci {
+    kept: Kept,
+}
 
 /// The device directory of a GPU of the report.
-pub(crate) fn device_dir(root: &HostRoot, gpu: &str) -> Result<Resolved, crate::hostroot::Error> {
-    root.resolve(format!("{}/{gpu}", crate::pci::DEVICES))
+pub(crate) fn device_dir(
+    r: &mut Reader<'_>,
+    gpu: &str,
+) -> Result<Resolved, crate::hostroot::Error> {
+    r.resolve(format!("{}/{gpu}", crate::pci::DEVICES))
 }
 
 /// The report's GPUs of `vendor` bound to `driver`, each with its resolved device directory.
 /// A device whose directory is gone since discovery (hot unplug) is noted and skipped.
 pub(crate) fn bound_devices<'a>(
     ctx: &'a ScrapeContext,
+    r: &mut Reader<'_>,
     errors: &mut Errors,
     vendor: crate::model::Vendor,
     driver: &str,
@@ -34,15 +41,13 @@ pub(crate) fn bound_devices<'a>(
         .gpus
         .iter()
         .filter(|g| g.vendor == vendor && g.driver.as_deref() == Some(driver))
-        .filter_map(
-            |g| match device_dir(&ctx.root, &g.pci_address.to_string()) {
-                Ok(d) => Some((g, d)),
-                Err(e) => {
-                    errors.note(e.into());
-                    None
-                }
-            },
-        )
+        .filter_map(|g| match device_dir(r, &g.pci_address.to_string()) {
+            Ok(d) => Some((g, d)),
+            Err(e) => {
+                errors.note(e.into());
+                None
+            }
+        })
         .collect()
 }
 
@@ -51,10 +56,15 @@ impl Source for Pci {
         "pci"
     }
 
+    fn shares_thread(&self) -> bool {
+        true
+    }
+
     fn collect(&self, ctx: &ScrapeContext, out: &mut Sink) -> Result<(), SourceError> {
         let mut errors = Errors::default();
+        let mut r = self.kept.reader(&ctx.root, &ctx.report);
         for g in &ctx.report.gpus {
-            let dir = match device_dir(&ctx.root, &g.pci_address.to_string()) {
+            let dir = match device_dir(&mut r, &g.pci_address.to_string()) {
                 Ok(d) => d,
                 Err(e) => {
                     errors.note(e.into());
@@ -67,7 +77,7 @@ impl Source for Pci {
                     ("state", state.to_owned()),
                 ];
                 let speed_file = format!("{state}_link_speed");
-                if let Some(s) = errors.ok(ctx.root.read_attr(&dir, &speed_file))
+                if let Some(s) = errors.ok(r.read(&dir, &speed_file))
                     && !s.trim().is_empty()
                 {
                     // `Unknown` (no trained link) is absent, not an error.
@@ -79,7 +89,7 @@ impl Source for Pci {
                     }
                 }
                 let width_file = format!("{state}_link_width");
-                if let Some(s) = errors.ok(ctx.root.read_attr(&dir, &width_file))
+                if let Some(s) = errors.ok(r.read(&dir, &width_file))
                     && !s.trim().is_empty()
                 {
                     // 0 and 255 are the kernel's "no link / unknown": absent, not an error.

@@ -23,6 +23,10 @@ impl Source for Talos {
         "talos"
     }
 
+    fn shares_thread(&self) -> bool {
+        true
+    }
+
     fn collect(&self, ctx: &ScrapeContext, out: &mut Sink) -> Result<(), SourceError> {
         let host = &ctx.report.host;
         if let Some(t) = &host.talos {

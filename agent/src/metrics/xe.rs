@@ -8,44 +8,49 @@
 //! Everything is optional; what is missing is absent.
 
 use super::hwmon::Hwmon;
+use super::kept::Kept;
 use super::pci::bound_devices;
 use super::{Errors, ScrapeContext, Sink, Source, SourceError, families as f, parse_num};
 use crate::model::Vendor;
 
-/// xe sysfs source.
-#[derive(Debug)]
-pub struct Xe;
+/// xe sysfs source (kept-open descriptors on sysfs, [`super::kept`]).
+#[derive(Debug, Default)]
+pub struct Xe {
+    kept: Kept,
+}
 
 impl Source for Xe {
     fn name(&self) -> &'static str {
         "xe"
     }
 
+    fn shares_thread(&self) -> bool {
+        true
+    }
+
     fn collect(&self, ctx: &ScrapeContext, out: &mut Sink) -> Result<(), SourceError> {
         let mut errors = Errors::default();
-        let root = &ctx.root;
-        for (g, dir) in bound_devices(ctx, &mut errors, Vendor::Intel, "xe") {
+        let mut r = self.kept.reader(&ctx.root, &ctx.report);
+        for (g, dir) in bound_devices(ctx, &mut r, &mut errors, Vendor::Intel, "xe") {
             let gpu = &g.pci_address.to_string();
-            let entries = errors.ok(root.list_dir(&dir.host)).unwrap_or_default();
+            let entries = errors.ok(r.list(&dir.host)).unwrap_or_default();
             for tile in entries.iter().filter(|n| is_numbered(n, "tile")) {
-                let gts = errors
-                    .ok(root.list_dir(dir.host.join(tile)))
-                    .unwrap_or_default();
+                let gts = errors.ok(r.list(dir.host.join(tile))).unwrap_or_default();
                 for gt in gts.iter().filter(|n| is_numbered(n, "gt")) {
-                    let Some(freq) = errors.ok(root.resolve_in(&dir, format!("{tile}/{gt}/freq0")))
+                    let Some(freq) = errors.ok(r.resolve_in(&dir, format!("{tile}/{gt}/freq0")))
                     else {
                         continue;
                     };
                     let v = ["act_freq", "cur_freq"].iter().find_map(|n| {
-                        let text = errors.ok(root.read_attr(&freq, n));
+                        let text = errors.ok(r.read(&freq, n));
                         parse_num(&mut errors, &format!("{}/{n}", freq.host_display()), text)
                     });
                     let labels = vec![("gpu", gpu.clone()), ("domain", gt.clone())];
                     out.push_opt(&f::CLOCK, labels, v.map(|m| m * 1e6));
                 }
             }
-            if let Some(h) = Hwmon::find(root, &dir, "xe", &mut errors) {
-                super::i915::intel_hwmon(&h, gpu, out, &mut errors);
+            if let Some(h) = Hwmon::find(&mut r, &dir, "xe", &mut errors) {
+                super::i915::intel_hwmon(&h, &mut r, gpu, out, &mut errors);
             }
         }
         errors.finish()
