@@ -75,7 +75,13 @@ pub struct Served {
 
 impl Served {
     pub fn start(root: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(root, extra, &[])
+    }
+
+    /// [`start`](Self::start) with extra environment variables (e.g. `RUST_LOG`).
+    pub fn start_with_env(root: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(BIN)
+            .envs(env.iter().copied())
             .arg("--root")
             .arg(root)
             .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])

@@ -18,7 +18,8 @@
 //! `run_pass`). Each pass reports `gpuscout_scrape_source_success{source}` and
 //! `gpuscout_scrape_source_duration_seconds{source}`. A failing, panicking or slow source is
 //! reported as failed and never hides the others; a value that cannot be read is left out
-//! (never 0).
+//! (never 0). A failure is logged at `error` once per kind until the source succeeds again
+//! (then one `info` line), and at `debug` on every later pass.
 //!
 //! Concurrent scrapes share one pass (single flight), and a finished pass is reused for
 //! `cache` (default 500 ms), so N clients cost one sysfs pass. A pass has a deadline; sources
@@ -443,6 +444,8 @@ struct SourceSlot {
     /// Runs on a blocking thread of its own (not [`Source::shares_thread`], or it stalled the
     /// shared thread once).
     isolated: AtomicBool,
+    /// Failure kinds already logged at `error` since the source last succeeded.
+    failures: crate::logonce::LogOnce<&'static str>,
 }
 
 struct Inner {
@@ -481,6 +484,7 @@ impl Exporter {
                 isolated: AtomicBool::new(!source.shares_thread()),
                 source,
                 busy: AtomicBool::new(false),
+                failures: crate::logonce::LogOnce::new(),
             })
             .collect();
         Self {
@@ -705,10 +709,20 @@ async fn run_pass(inner: &Arc<Inner>) -> Snapshot {
             )
         });
         sink.merge(out);
+        let failures = &inner.sources[i].failures;
         let ok = match &result {
-            Ok(()) => true,
-            Err(e) => {
+            Ok(()) => {
+                if failures.clear() {
+                    tracing::info!(source = name, "metrics source recovered");
+                }
+                true
+            }
+            Err(e) if failures.first(e.metric_label()) => {
                 tracing::error!(source = name, kind = e.metric_label(), error = %e, "metrics source failed");
+                false
+            }
+            Err(e) => {
+                tracing::debug!(source = name, kind = e.metric_label(), error = %e, "metrics source still failing");
                 false
             }
         };

@@ -13,43 +13,22 @@
 //! nothing. When `rsmi_init` fails on a node that has one, or a value was refused by the
 //! [`Preflight`] (the library would have aborted), the source fails
 //! (`gpuscout_scrape_source_success{source="rocm_smi"} 0`) with the other values still served;
-//! the source logs a warning when its failure changes and an info line when it recovers.
+//! the exporter logs the failure once per kind and an info line when it recovers.
 //! Devices ROCm SMI lists that the report does not (or a second device at an address already
 //! seen, a compute partition) are skipped.
 
 use super::{Preflight, RocmReading, read_all};
-use crate::logonce::LogOnce;
 use crate::metrics::{ScrapeContext, Sink, Source, SourceError, families as f};
 use crate::model::Vendor;
 use std::collections::BTreeSet;
 
 /// ROCm SMI as a metrics source.
 #[derive(Debug, Default)]
-pub struct RocmSmiSource {
-    /// Failures logged since the source last worked, so each failure is logged once.
-    logged: LogOnce<String>,
-}
+pub struct RocmSmiSource;
 
 impl RocmSmiSource {
     pub fn new() -> Self {
-        Self::default()
-    }
-
-    fn settle(&self, failure: Option<&str>) {
-        match failure {
-            Some(e) if self.logged.first(e.to_owned()) => {
-                tracing::warn!(source = "rocm_smi", error = e, "ROCm SMI source failing")
-            }
-            Some(e) => tracing::debug!(
-                source = "rocm_smi",
-                error = e,
-                "ROCm SMI source still failing"
-            ),
-            None if self.logged.clear() => {
-                tracing::info!(source = "rocm_smi", "ROCm SMI source recovered")
-            }
-            None => {}
-        }
+        Self
     }
 }
 
@@ -71,15 +50,9 @@ impl Source for RocmSmiSource {
         }
         let readings = match read_all(&Preflight::new(ctx.root.clone())) {
             Ok(r) => r,
-            Err(e) => {
-                let e = e.to_string();
-                self.settle(Some(&e));
-                return Err(SourceError::Library(e));
-            }
+            Err(e) => return Err(SourceError::Library(e.to_string())),
         };
-        let first_refusal = export(&readings, &ours, out);
-        self.settle(first_refusal.as_deref());
-        match first_refusal {
+        match export(&readings, &ours, out) {
             Some(e) => Err(SourceError::Library(e)),
             None => Ok(()),
         }
