@@ -272,21 +272,7 @@ async fn not_supported_readings_are_absent_not_zero() {
 #[tokio::test]
 async fn gpu_lost_is_an_error_of_that_gpu_only() {
     let root = fixture("rtx4090-proprietary");
-    let d = Double::new(&format!(
-        "driver_version=570.172.08\n{}gpu.0.lost_at=nvmlDeviceGetName\n{}",
-        full_gpu(
-            0,
-            "00000000:01:00.0",
-            "NVIDIA GeForce RTX 4090",
-            RTX4090_UUID
-        ),
-        full_gpu(
-            1,
-            "00000000:02:00.0",
-            "NVIDIA GeForce RTX 4090",
-            "GPU-other"
-        ),
-    ));
+    let d = two_rtx4090s("gpu.0.lost_at=nvmlDeviceGetName\n");
     let h = Nvml::start(config(root.clone(), &d));
     let snap = h
         .snapshot()
@@ -348,21 +334,7 @@ async fn a_gpu_lost_before_its_address_is_known_is_not_joined_and_says_why() {
             "nvmlDeviceGetPciInfo_v3: an internal driver error occurred",
         ),
     ] {
-        let d = Double::new(&format!(
-            "driver_version=570.172.08\n{}{script}{}",
-            full_gpu(
-                0,
-                "00000000:01:00.0",
-                "NVIDIA GeForce RTX 4090",
-                RTX4090_UUID
-            ),
-            full_gpu(
-                1,
-                "00000000:02:00.0",
-                "NVIDIA GeForce RTX 4090",
-                "GPU-other"
-            ),
-        ));
+        let d = two_rtx4090s(script);
         let h = Nvml::start(config(root.clone(), &d));
         let snap = h
             .snapshot()
@@ -432,21 +404,9 @@ async fn xid_79_of_a_gpu_that_fell_off_the_bus_is_counted() {
 #[tokio::test]
 async fn no_permission_on_one_call_is_that_calls_error_only() {
     let root = fixture("rtx4090-proprietary");
-    let d = Double::new(&format!(
-        "driver_version=570.172.08\n{}gpu.0.error.nvmlDeviceGetPowerUsage=no_permission\n{}gpu.1.error.handle=no_permission\n",
-        full_gpu(
-            0,
-            "00000000:01:00.0",
-            "NVIDIA GeForce RTX 4090",
-            RTX4090_UUID
-        ),
-        full_gpu(
-            1,
-            "00000000:02:00.0",
-            "NVIDIA GeForce RTX 4090",
-            "GPU-other"
-        ),
-    ));
+    let d = two_rtx4090s(
+        "gpu.0.error.nvmlDeviceGetPowerUsage=no_permission\ngpu.1.error.handle=no_permission\n",
+    );
     let h = Nvml::start(config(root.clone(), &d));
     let snap = h.snapshot().await.expect("snapshot");
     let r = &snap.gpus[&addr("0000:01:00.0")];
@@ -1062,4 +1022,23 @@ async fn metrics_answer_while_an_nvml_call_hangs() {
     d.release();
     stop.send(()).unwrap();
     server.await.unwrap();
+}
+
+/// The NVML double with two RTX 4090s (at 01:00.0 and 02:00.0) and the script lines `extra`.
+fn two_rtx4090s(extra: &str) -> Double {
+    Double::new(&format!(
+        "driver_version=570.172.08\n{}{}{extra}",
+        full_gpu(
+            0,
+            "00000000:01:00.0",
+            "NVIDIA GeForce RTX 4090",
+            RTX4090_UUID
+        ),
+        full_gpu(
+            1,
+            "00000000:02:00.0",
+            "NVIDIA GeForce RTX 4090",
+            "GPU-other"
+        ),
+    ))
 }
