@@ -15,6 +15,8 @@
 //!                                                                                      │
 //!   serve: discovery every 30 s ──► watch<Arc<Report>> ◄───────────────────────────────┘
 //!        └─► /metrics: metrics::{pci,amdgpu,i915,xe,nvidia_procfs,talos} read at scrape time
+//!                      on one blocking thread per pass (kept-open attribute descriptors on sysfs)
+//!                      nvml, rocm_smi (feature `rocm-smi`): vendor libraries, a thread each
 //!                      pods::{podresources,processes}: who uses each GPU (kubelet, /proc, NVML)
 //!
 //!   capture: discover + one scrape on a recording HostRoot ──► tar.zst of what was read
