@@ -1,5 +1,6 @@
 //! Which labels are ours, and whether the Node needs a write. Pure functions over the Node's
-//! metadata (`labels`, `annotations`, `managedFields`); no I/O.
+//! metadata (`labels`, `annotations`, `managedFields`) and the label-removal request they lead
+//! to; no I/O.
 //!
 //! "Ours" is every key under our prefix, plus any other key (compat profiles such as
 //! `nvidia.com/gpu.product`) that field manager [`FIELD_MANAGER`] applied. Everything else on
@@ -12,6 +13,35 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Our server-side-apply field manager. One stable name (never the pod name): managedFields
 /// grow with every distinct manager.
 pub const FIELD_MANAGER: &str = "gpuscout";
+
+/// The Nodes collection.
+pub const NODES: &str = "/api/v1/nodes";
+
+/// A merge patch that sets each of `keys` to null on Node `name`, guarded by the resourceVersion
+/// of `view` (a 409 if the Node changed since), written as [`FIELD_MANAGER`]. Removes keys that
+/// server-side apply cannot: those another manager owns, or all of ours when pruning.
+pub fn remove_labels_request(
+    name: &str,
+    view: &NodeView,
+    keys: &[String],
+) -> Result<http::Request<Vec<u8>>, kube::core::request::Error> {
+    let labels: serde_json::Map<String, serde_json::Value> = keys
+        .iter()
+        .map(|k| (k.clone(), serde_json::Value::Null))
+        .collect();
+    let body = serde_json::json!({
+        "metadata": {"resourceVersion": view.resource_version, "labels": labels},
+    });
+    let pp = kube::core::params::PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..Default::default()
+    };
+    kube::core::Request::new(NODES).patch_metadata(
+        name,
+        &pp,
+        &kube::core::params::Patch::Merge(&body),
+    )
+}
 
 /// What the agent last saw of its Node.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

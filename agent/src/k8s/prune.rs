@@ -23,13 +23,13 @@
 //! caller exits non-zero when any happened, so a Job retries.
 
 use super::nfd::nodefeature_name;
-use super::owned::{FIELD_MANAGER, NodeView};
+use super::owned::{NODES, NodeView, remove_labels_request};
 use super::{Error, Kind};
 use crate::logonce::LogOnce;
 use http_body_util::BodyExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
-use kube::core::params::{ListParams, Patch, PatchParams};
+use kube::core::params::ListParams;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -37,7 +37,6 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-const NODES: &str = "/api/v1/nodes";
 /// The label NFD and our NodeFeature carry: the Node it describes.
 const NFD_NODE_LABEL: &str = "nfd.node.kubernetes.io/node-name";
 /// Attempts per Node when its resourceVersion moves under us.
@@ -320,20 +319,7 @@ impl Api<'_> {
             if keys.is_empty() {
                 return Ok(keys);
             }
-            let labels: serde_json::Map<String, serde_json::Value> = keys
-                .iter()
-                .map(|k| (k.clone(), serde_json::Value::Null))
-                .collect();
-            let body = serde_json::json!({
-                "metadata": {"resourceVersion": view.resource_version, "labels": labels},
-            });
-            let pp = PatchParams {
-                field_manager: Some(FIELD_MANAGER.to_owned()),
-                ..PatchParams::default()
-            };
-            let req = kube::core::Request::new(NODES)
-                .patch_metadata(name, &pp, &Patch::Merge(&body))
-                .map_err(Error::Request)?;
+            let req = remove_labels_request(name, &view, &keys).map_err(Error::Request)?;
             match self.send(req).await {
                 Ok(_) => return Ok(keys),
                 Err(Error::Conflict(_)) => view = self.get_node(name).await?,

@@ -34,7 +34,10 @@ use super::LabelMode;
 use super::events::{EventLimiter, VerdictChange, event_body, verdict_changes};
 use super::metrics::SyncMetrics;
 use super::nfd::{nfd_file_text, nodefeature_body, nodefeature_name, write_nfd_file};
-use super::owned::{FIELD_MANAGER, NodeView, extensions_from_node, needs_apply, stale_prefix_keys};
+use super::owned::{
+    FIELD_MANAGER, NODES, NodeView, extensions_from_node, needs_apply, remove_labels_request,
+    stale_prefix_keys,
+};
 use super::{Error, Kind};
 use crate::backoff::Backoff;
 use crate::logonce::LogOnce;
@@ -59,8 +62,6 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
-
-const NODES: &str = "/api/v1/nodes";
 
 /// How long shutdown waits for a turn in progress (the pod's default grace period is 30 s).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -858,20 +859,8 @@ impl Runner {
         if !stale.is_empty() {
             // Keys under our prefix that another manager owns: SSA cannot remove them, so a
             // merge patch sets exactly those to null, guarded by the resourceVersion we saw.
-            let labels: serde_json::Map<String, serde_json::Value> = stale
-                .iter()
-                .map(|k| (k.clone(), serde_json::Value::Null))
-                .collect();
-            let body = serde_json::json!({
-                "metadata": {"resourceVersion": node.resource_version, "labels": labels},
-            });
-            let pp = PatchParams {
-                field_manager: Some(FIELD_MANAGER.to_owned()),
-                ..PatchParams::default()
-            };
-            let req = kube::core::Request::new(NODES)
-                .patch_metadata(&self.cfg.node_name, &pp, &Patch::Merge(&body))
-                .map_err(Error::Request)?;
+            let req =
+                remove_labels_request(&self.cfg.node_name, node, &stale).map_err(Error::Request)?;
             let resp = self.send_write(req, "cleanup").await?;
             let meta: MetaOnly = serde_json::from_slice(&resp).map_err(Error::Decode)?;
             info!(node = %self.cfg.node_name, keys = ?stale, "removed stale labels owned by another manager");
